@@ -1,0 +1,129 @@
+"""Frozen configuration of one trial: model, data, training, evaluation.
+
+Every field name is the one name of its idea across the project: the search-space
+key, the flat key Ray Tune passes, the MLflow param and the analysis column.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+MODEL_KINDS = ("baseline", "smoothed")  # a "smoothed" trial trains p(x~) and its denoiser p(x|x~)
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
+GRADIENT_MODES = ("full", "fixed_output")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    nr_filters: int = 32        # channels of every gated resnet
+    nr_resnet: int = 2          # gated resnets per up-pass stage (down pass: n, n+1, n+1)
+    num_mixtures: int = 5       # logistic mixture components per pixel
+    dropout: float = 0.0        # dropout inside gated resnets (paper: 0.5 on CIFAR-10)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "digits"                 # digits | mnist | fashion_mnist | cifar10
+    data_dir: Optional[str] = None          # where torchvision datasets live (None: ~/.cache)
+    noise_std: float = 0.3                  # smoothing sigma on the [-1, 1] scale; 0 = unsmoothed
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    kind: str = "smoothed"          # baseline (sigma = 0, discretized) | smoothed (p(x~) + denoiser)
+    batch_size: int = 64            # images per optimizer step
+    lr: float = 2e-3                # Adam learning rate (authors: 2e-4 on CIFAR-10)
+    lr_decay: float = 0.999995      # per-step exponential decay of lr (authors' value)
+    ema_decay: float = 0.0          # EMA of weights for evaluation; 0 disables
+    grad_clip: float = 0.0          # max global grad norm; 0 disables
+    max_epochs: int = 20            # epochs per trial
+    seed: int = 0                   # seeds init, data order, noise and sampling
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    eval_every: int = 5             # epochs between sample-quality evaluations (and the last epoch)
+    num_eval_samples: int = 256     # generated images per evaluation
+    bound_noise_draws: int = 4      # noise draws per test image for the two-step bpd bound
+    gradient_mode: str = "full"     # one-step denoising gradient: full | fixed_output
+    extractor: str = ""             # feature extractor id; "" picks the dataset default
+    max_eval_images: int = 0        # cap on test images for bpd (0: all)
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_flat(self) -> dict[str, Any]:
+        """One flat dict (Ray Tune's config, MLflow params): field name -> value."""
+        flat: dict[str, Any] = {}
+        for part in _PARTS:
+            flat.update(dataclasses.asdict(getattr(self, part)))
+        return flat
+
+    @classmethod
+    def from_flat(cls, flat: dict[str, Any]) -> "TrialConfig":
+        """Build from a flat dict; unknown keys are an error, missing keys take defaults."""
+        known = {f.name: part for part, sub in _PARTS.items() for f in dataclasses.fields(sub)}
+        unknown = sorted(set(flat) - set(known))
+        if unknown:
+            raise ValueError(f"unknown config keys {unknown}; valid keys: {sorted(known)}")
+        groups: dict[str, dict[str, Any]] = {part: {} for part in _PARTS}
+        for key, value in flat.items():
+            groups[known[key]][key] = value
+        cfg = cls(**{part: _PARTS[part](**_coerce(_PARTS[part], vals)) for part, vals in groups.items()})
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        """Raise ValueError with one clear sentence for the first bad value."""
+        m, d, t, e = self.model, self.data, self.train, self.eval
+        checks = [
+            (t.kind in MODEL_KINDS, f"kind must be one of {MODEL_KINDS}, got {t.kind!r}"),
+            (d.dataset in DATASETS, f"dataset must be one of {DATASETS}, got {d.dataset!r}"),
+            (d.noise_std >= 0, f"noise_std must be >= 0, got {d.noise_std}"),
+            (t.kind != "smoothed" or d.noise_std > 0, "a smoothed trial needs noise_std > 0 (use kind=baseline for 0)"),
+            (t.kind != "baseline" or d.noise_std == 0, f"a baseline trial has noise_std = 0, got {d.noise_std}"),
+            (m.num_mixtures >= 1, f"num_mixtures must be >= 1, got {m.num_mixtures}"),
+            (m.nr_filters >= 1 and m.nr_resnet >= 1, "nr_filters and nr_resnet must be >= 1"),
+            (0 <= m.dropout < 1, f"dropout must be in [0, 1), got {m.dropout}"),
+            (t.batch_size >= 1, f"batch_size must be >= 1, got {t.batch_size}"),
+            (t.lr > 0, f"lr must be > 0, got {t.lr}"),
+            (0 < t.lr_decay <= 1, f"lr_decay must be in (0, 1], got {t.lr_decay}"),
+            (0 <= t.ema_decay < 1, f"ema_decay must be in [0, 1), got {t.ema_decay}"),
+            (t.grad_clip >= 0, f"grad_clip must be >= 0, got {t.grad_clip}"),
+            (t.max_epochs >= 1, f"max_epochs must be >= 1, got {t.max_epochs}"),
+            (e.eval_every >= 1, f"eval_every must be >= 1, got {e.eval_every}"),
+            (e.num_eval_samples >= 2, f"num_eval_samples must be >= 2, got {e.num_eval_samples}"),
+            (e.bound_noise_draws >= 1, f"bound_noise_draws must be >= 1, got {e.bound_noise_draws}"),
+            (e.gradient_mode in GRADIENT_MODES, f"gradient_mode must be one of {GRADIENT_MODES}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+_PARTS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "eval": EvalConfig}
+
+
+def _coerce(cls, values: dict[str, Any]) -> dict[str, Any]:
+    """Cast values to the field's type (Tune/Optuna hand back numpy scalars, MLflow strings)."""
+    types = {f.name: f.type for f in dataclasses.fields(cls)}
+    out = {}
+    for key, value in values.items():
+        kind = types[key]
+        if value is None or kind.startswith("Optional"):
+            out[key] = value
+        elif kind == "int":
+            if float(value) != int(float(value)):
+                raise ValueError(f"{key} must be an integer, got {value!r}")
+            out[key] = int(float(value))
+        elif kind == "float":
+            out[key] = float(value)
+        else:
+            out[key] = str(value)
+    return out
