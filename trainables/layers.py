@@ -1,0 +1,123 @@
+"""PixelCNN++ building blocks: shifted (causal) convolutions and the gated resnet.
+
+Causality comes from padding: a down-shifted conv with a (2, 3) filter pads one row
+on top and one column each side, so output (i, j) sees input rows i-1..i; the
+"shift_output_down" variants move the result one more row down so that the first
+layer sees strictly earlier rows. Down-right-shifted convs pad top and left only.
+Padding is recomputed from each input's shape (never cached per batch size).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.utils.parametrizations import weight_norm
+
+
+def concat_elu(x: torch.Tensor) -> torch.Tensor:
+    """ELU of [x, -x] along channels: (N, C, H, W) -> (N, 2C, H, W)."""
+    return F.elu(torch.cat([x, -x], dim=1))
+
+
+def down_shift(x: torch.Tensor) -> torch.Tensor:
+    """Move every row one down; the first row becomes zeros."""
+    return F.pad(x, (0, 0, 1, 0))[:, :, :-1, :]
+
+
+def right_shift(x: torch.Tensor) -> torch.Tensor:
+    """Move every column one right; the first column becomes zeros."""
+    return F.pad(x, (1, 0, 0, 0))[:, :, :, :-1]
+
+
+class NetworkInNetwork(nn.Module):
+    """A weight-normalised 1x1 convolution."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv = weight_norm(nn.Conv2d(in_channels, out_channels, kernel_size=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class DownShiftedConv2d(nn.Module):
+    """Output (i, j) sees input rows i-fh+1..i, columns j-(fw-1)/2..j+(fw-1)/2."""
+
+    def __init__(self, in_channels, out_channels, filter_size=(2, 3), stride=(1, 1), shift_output_down=False):
+        super().__init__()
+        fh, fw = filter_size
+        self.pad = ((fw - 1) // 2, (fw - 1) // 2, fh - 1, 0)  # (left, right, top, bottom)
+        self.conv = weight_norm(nn.Conv2d(in_channels, out_channels, filter_size, stride=stride))
+        self.shift_output_down = shift_output_down
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(F.pad(x, self.pad))
+        return down_shift(x) if self.shift_output_down else x
+
+
+class DownRightShiftedConv2d(nn.Module):
+    """Output (i, j) sees input rows i-fh+1..i, columns j-fw+1..j."""
+
+    def __init__(self, in_channels, out_channels, filter_size=(2, 2), stride=(1, 1), shift_output_right=False):
+        super().__init__()
+        fh, fw = filter_size
+        self.pad = (fw - 1, 0, fh - 1, 0)
+        self.conv = weight_norm(nn.Conv2d(in_channels, out_channels, filter_size, stride=stride))
+        self.shift_output_right = shift_output_right
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(F.pad(x, self.pad))
+        return right_shift(x) if self.shift_output_right else x
+
+
+class DownShiftedDeconv2d(nn.Module):
+    """Stride-2 transposed conv, cropped so that output rows only see earlier-or-same input rows."""
+
+    def __init__(self, in_channels, out_channels, filter_size=(2, 3), stride=(2, 2)):
+        super().__init__()
+        self.deconv = weight_norm(nn.ConvTranspose2d(in_channels, out_channels, filter_size, stride, output_padding=1))
+        self.filter_size = filter_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.deconv(x)  # (N, C, 2H + fh - 1 + 1 - 1, 2W + fw - 1)
+        fh, fw = self.filter_size
+        h, w = x.shape[2], x.shape[3]
+        return x[:, :, : h - fh + 1, (fw - 1) // 2 : w - (fw - 1) // 2]
+
+
+class DownRightShiftedDeconv2d(nn.Module):
+    """Stride-2 transposed conv, cropped to stay causal in rows and columns."""
+
+    def __init__(self, in_channels, out_channels, filter_size=(2, 2), stride=(2, 2)):
+        super().__init__()
+        self.deconv = weight_norm(nn.ConvTranspose2d(in_channels, out_channels, filter_size, stride, output_padding=1))
+        self.filter_size = filter_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.deconv(x)
+        fh, fw = self.filter_size
+        h, w = x.shape[2], x.shape[3]
+        return x[:, :, : h - fh + 1, : w - fw + 1]
+
+
+class GatedResnet(nn.Module):
+    """x + gate(conv(concat_elu(conv(concat_elu(x)) + nin(concat_elu(skip))))), PixelCNN++ eq. (3).
+
+    `conv` is a shifted conv class; `skip_streams` is how many F-channel tensors the
+    skip input `a` concatenates (0: no skip input).
+    """
+
+    def __init__(self, num_filters: int, conv, skip_streams: int = 0, dropout: float = 0.0):
+        super().__init__()
+        self.conv_input = conv(2 * num_filters, num_filters)
+        self.nin_skip = NetworkInNetwork(2 * skip_streams * num_filters, num_filters) if skip_streams else None
+        self.dropout = nn.Dropout(dropout)  # elementwise, as in the original TF code
+        self.conv_out = conv(2 * num_filters, 2 * num_filters)
+
+    def forward(self, x: torch.Tensor, a: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.conv_input(concat_elu(x))
+        if a is not None:
+            h = h + self.nin_skip(concat_elu(a))
+        h = self.conv_out(self.dropout(concat_elu(h)))
+        value, gate = h.chunk(2, dim=1)
+        return x + value * torch.sigmoid(gate)

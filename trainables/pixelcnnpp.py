@@ -1,0 +1,147 @@
+"""PixelCNN++ (Salimans et al. 2017): returns logistic-mixture parameters, nothing else.
+
+Three resolutions (H, H/2, H/4) joined by two stride-2 down- and upsamplings; an up
+pass of `nr_resnet` gated resnets per stage and a down pass of nr_resnet, nr_resnet+1,
+nr_resnet+1 that consumes the up pass's activations as skip connections. Two streams:
+u sees the rows above (down-shifted convs), ul the rows above and the pixels to the
+left (down-right-shifted convs). A constant "ones" channel is appended to the input so
+the zero padding of the shifted convs is distinguishable from black pixels.
+
+The denoiser p(x | x~) is the same class with `conditional=True`: like the authors'
+code, the noisy image is stacked above the clean one, (N, C, 2H, W), and only the
+bottom half's outputs are scored. In raster order every pixel of x~ precedes every
+pixel of x, so the clean half sees all of x~ and the causal structure over x is the
+unconditional one; no second conditioning path is needed (tests check both facts).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from trainables.layers import (
+    DownRightShiftedConv2d,
+    DownRightShiftedDeconv2d,
+    DownShiftedConv2d,
+    DownShiftedDeconv2d,
+    GatedResnet,
+    NetworkInNetwork,
+)
+
+NUM_STAGES = 3
+
+
+def mixture_param_count(channels: int, num_mixtures: int) -> int:
+    """P: 3K for grayscale (logit, mean, log-scale); 10K for RGB (+3 means, 3 scales, 3 coefficients)."""
+    if channels == 1:
+        return 3 * num_mixtures
+    if channels == 3:
+        return 10 * num_mixtures
+    raise ValueError(f"channels must be 1 or 3, got {channels}")
+
+
+class _UpStage(nn.Module):
+    def __init__(self, nr_resnet: int, nr_filters: int, dropout: float):
+        super().__init__()
+        self.u_stream = nn.ModuleList(GatedResnet(nr_filters, DownShiftedConv2d, 0, dropout) for _ in range(nr_resnet))
+        self.ul_stream = nn.ModuleList(
+            GatedResnet(nr_filters, DownRightShiftedConv2d, 1, dropout) for _ in range(nr_resnet)
+        )
+
+    def forward(self, u, ul):
+        us, uls = [], []
+        for u_block, ul_block in zip(self.u_stream, self.ul_stream):
+            u = u_block(u)
+            ul = ul_block(ul, a=u)
+            us.append(u)
+            uls.append(ul)
+        return us, uls
+
+
+class _DownStage(nn.Module):
+    def __init__(self, nr_resnet: int, nr_filters: int, dropout: float):
+        super().__init__()
+        self.u_stream = nn.ModuleList(GatedResnet(nr_filters, DownShiftedConv2d, 1, dropout) for _ in range(nr_resnet))
+        self.ul_stream = nn.ModuleList(
+            GatedResnet(nr_filters, DownRightShiftedConv2d, 2, dropout) for _ in range(nr_resnet)
+        )
+
+    def forward(self, u, ul, u_skips: list, ul_skips: list):
+        for u_block, ul_block in zip(self.u_stream, self.ul_stream):
+            u = u_block(u, a=u_skips.pop())
+            ul = ul_block(ul, a=torch.cat([u, ul_skips.pop()], dim=1))
+        return u, ul
+
+
+class PixelCNNpp(nn.Module):
+    """forward(x[, x_noisy]) -> mixture parameters (N, P, H, W), P = mixture_param_count(C, K).
+
+    x: (N, C, H, W) with H, W divisible by 4; C in {1, 3}. With `conditional=True`,
+    `x_noisy` of the same shape is required and the output at pixel (i, j) depends on
+    all of x_noisy and on x at pixels before (i, j) in raster order.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        nr_filters: int = 32,
+        nr_resnet: int = 2,
+        num_mixtures: int = 5,
+        dropout: float = 0.0,
+        conditional: bool = False,
+    ):
+        super().__init__()
+        self.in_channels, self.num_mixtures, self.conditional = in_channels, num_mixtures, conditional
+        f, c_in = nr_filters, in_channels + 1  # +1: the "ones" channel marking padding
+        self.up_stages = nn.ModuleList(_UpStage(nr_resnet, f, dropout) for _ in range(NUM_STAGES))
+        down_counts = [nr_resnet] + [nr_resnet + 1] * (NUM_STAGES - 1)
+        self.down_stages = nn.ModuleList(_DownStage(n, f, dropout) for n in down_counts)
+        self.downsize_u = nn.ModuleList(DownShiftedConv2d(f, f, stride=(2, 2)) for _ in range(NUM_STAGES - 1))
+        self.downsize_ul = nn.ModuleList(DownRightShiftedConv2d(f, f, stride=(2, 2)) for _ in range(NUM_STAGES - 1))
+        self.upsize_u = nn.ModuleList(DownShiftedDeconv2d(f, f) for _ in range(NUM_STAGES - 1))
+        self.upsize_ul = nn.ModuleList(DownRightShiftedDeconv2d(f, f) for _ in range(NUM_STAGES - 1))
+        self.u_init = DownShiftedConv2d(c_in, f, filter_size=(2, 3), shift_output_down=True)
+        self.ul_init_up = DownShiftedConv2d(c_in, f, filter_size=(1, 3), shift_output_down=True)
+        self.ul_init_left = DownRightShiftedConv2d(c_in, f, filter_size=(2, 1), shift_output_right=True)
+        self.head = NetworkInNetwork(f, mixture_param_count(in_channels, num_mixtures))
+
+    def forward(self, x: torch.Tensor, x_noisy: Optional[torch.Tensor] = None) -> torch.Tensor:
+        height = x.shape[2]
+        if self.conditional:
+            if x_noisy is None or x_noisy.shape != x.shape:
+                raise ValueError("the denoiser needs x_noisy with the same shape as x")
+            x = torch.cat([x_noisy, x], dim=2)  # (N, C, 2H, W): x~ above x
+        elif x_noisy is not None:
+            raise ValueError("x_noisy given to an unconditional model")
+        self._check_shape(x)
+        params = self.head(F.elu(self.trunk(x)))  # (N, P, H', W')
+        return params[:, :, -height:, :] if self.conditional else params
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """The two-stream network up to the head: (N, C, H, W) -> ul features (N, F, H, W)."""
+        ones = torch.ones_like(x[:, :1])
+        x = torch.cat([x, ones], dim=1)  # (N, C + 1, H, W)
+        u_skips = [self.u_init(x)]
+        ul_skips = [self.ul_init_up(x) + self.ul_init_left(x)]
+        for stage in range(NUM_STAGES):
+            us, uls = self.up_stages[stage](u_skips[-1], ul_skips[-1])
+            u_skips += us
+            ul_skips += uls
+            if stage < NUM_STAGES - 1:
+                u_skips.append(self.downsize_u[stage](u_skips[-1]))
+                ul_skips.append(self.downsize_ul[stage](ul_skips[-1]))
+        u, ul = u_skips.pop(), ul_skips.pop()
+        for stage in range(NUM_STAGES):
+            u, ul = self.down_stages[stage](u, ul, u_skips, ul_skips)
+            if stage < NUM_STAGES - 1:
+                u, ul = self.upsize_u[stage](u), self.upsize_ul[stage](ul)
+        assert not u_skips and not ul_skips, "every up-pass activation is consumed once"
+        return ul
+
+    def _check_shape(self, x: torch.Tensor) -> None:
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"expected {self.in_channels} channels, got {x.shape[1]}")
+        if x.shape[2] % 4 or x.shape[3] % 4:
+            raise ValueError(f"height and width must be divisible by 4, got {tuple(x.shape[2:])}")
