@@ -1,0 +1,71 @@
+"""The dependency directions of ../shared/DESIGN.md, checked on the source (every import, also inside functions).
+
+search_spaces: data only (no ray, torch, optuna, mlflow, no other project package);
+trainables: never study/analysis/search_spaces, and ray only in trainables/tune.py;
+study: never analysis, and ray only through trainables.tune;
+analysis: never ray, torch or the model code (trainables) or study.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RAY_ADAPTER = "trainables/tune.py"
+
+FORBIDDEN = {
+    "search_spaces": {"ray", "torch", "torchvision", "optuna", "mlflow", "numpy", "trainables", "study", "analysis"},
+    "trainables": {"study", "analysis", "search_spaces"},
+    "study": {"analysis", "ray", "torch", "torchvision"},
+    "analysis": {"ray", "torch", "torchvision", "trainables", "study"},
+}
+
+
+def imported_roots(path: Path) -> dict[str, int]:
+    """Top-level module name -> first line importing it (absolute imports; relative ones stay in the package)."""
+    found: dict[str, int] = {}
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for name in names:
+            found.setdefault(name, node.lineno)
+            found.setdefault(name.split(".")[0], node.lineno)
+    return found
+
+
+def sources(package: str) -> list[Path]:
+    return sorted((ROOT / package).rglob("*.py"))
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_dependency_directions(package):
+    violations = []
+    for path in sources(package):
+        rel = path.relative_to(ROOT).as_posix()
+        forbidden = set(FORBIDDEN[package])
+        if package == "trainables" and rel != RAY_ADAPTER:
+            forbidden.add("ray")
+            forbidden.add("trainables.tune")
+        for name, line in imported_roots(path).items():
+            if name in forbidden:
+                violations.append(f"{rel}:{line} imports {name}")
+    assert not violations, "\n".join(violations)
+
+
+def test_checker_sees_imports_inside_functions(tmp_path):
+    sample = tmp_path / "m.py"
+    sample.write_text("def f():\n    import ray.tune\n    from torch import nn\n")
+    roots = imported_roots(sample)
+    assert roots["ray"] == 2 and roots["torch"] == 3 and roots["torch.nn"] == 3
+
+
+def test_ray_adapter_is_the_only_ray_importer():
+    importers = [p.relative_to(ROOT).as_posix() for pkg in FORBIDDEN for p in sources(pkg)
+                 if "ray" in imported_roots(p)]
+    assert importers == [RAY_ADAPTER]
