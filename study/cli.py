@@ -1,0 +1,195 @@
+"""Command line of `python -m study.run`: the parser and the resolution of its flags into a StudyConfig.
+
+Every flag that sets a trial hyperparameter is spelled as its TrialConfig key
+(`--noise-std` -> noise_std); `--set KEY=VALUE` reaches any other key.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Optional
+
+from search_spaces import OBJECTIVE_MODES, SPACES
+from study.config import (
+    CHECKPOINT_ARTIFACTS, SCHEDULERS, SMOKE_TEST_NUM_SAMPLES, ASHA_MIN_TRIALS, StudyConfig, StudyError,
+    check_trials, domain_to_data, get_space, parse_assignments, resolve_objective, shared_trial_values,
+)
+from study.storage import MLFLOW_DB, StudyDir, normalize_storage_path
+from trainables.config import DATASETS
+
+DEFAULT_STORAGE_PATH = "~/smoothing-studies"
+_DESCRIPTION = """\
+Run (or resume) a Ray Tune + Optuna study of PixelCNN++ with distribution smoothing and
+log every trial to MLflow. Spaces: """ + "; ".join(f"{s.name}: {s.description}" for s in SPACES.values())
+
+_EPILOG = """\
+Re-running the same command (same --name and --storage-path) resumes the study; so does
+--resume --name NAME. A resumed study keeps its settings: flags that would change them are refused.
+Results: <storage-path>/<name>/ holds Ray's experiment, study.json and (by default) mlflow.db.
+Example: python3 -m study.run --space noise_sweep --num-samples 12 --max-epochs 10 --set nr_filters=32"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line instead of usage + message
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m study.run", description=_DESCRIPTION, epilog=_EPILOG,
+                formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=None)
+    p.add_argument("--space", help=f"search space: {', '.join(SPACES)} (required unless --resume)")
+    p.add_argument("--dataset", help=f"{' | '.join(DATASETS)} (default: digits, offline)")
+    p.add_argument("--data-dir", help="directory with the torchvision dataset files (default: ~/.cache/smoothing-study/data)")
+    p.add_argument("--num-samples", type=int, help="trials Optuna proposes, besides the space's fixed trials "
+                   "(default: the space's; for paper, which searches nothing: repeats with seeds S, S+1, ...)")
+    p.add_argument("--max-epochs", type=int, help="epochs per trial (default: sized for a ~10 minute digits study)")
+    p.add_argument("--storage-path", help=f"local path or URI (s3://bucket/dir) for the study directory (default: {DEFAULT_STORAGE_PATH})")
+    p.add_argument("--name", help="study name: Ray experiment and MLflow experiment (default: <space>-<dataset>[-smoke])")
+    p.add_argument("--mlflow-uri", help="MLflow tracking URI, e.g. http://host:5000 (default: sqlite file in the study dir)")
+    p.add_argument("--address", help="Ray cluster to join, e.g. auto or ray://head:10001 (default: start a local Ray)")
+    p.add_argument("--cpus-per-trial", type=float, help="CPUs per trial, also its torch threads (default: 1)")
+    p.add_argument("--gpus-per-trial", type=float, help="GPUs per trial; fractions share a GPU, e.g. 0.25 "
+                   "(default: 0 without GPUs; with GPUs 0.25 on digits, else 1)")
+    p.add_argument("--max-concurrent", type=int, help="trials running at once (default: 0 = as resources allow)")
+    p.add_argument("--objective", help=f"comma-separated objectives among {', '.join(OBJECTIVE_MODES)}; two make a "
+                   "multi-objective (Pareto) study, e.g. distance,bpd_bound (default: the space's, distance)")
+    p.add_argument("--scheduler", choices=SCHEDULERS, help=f"early stopping: asha, fifo (none), or auto = asha from "
+                   f"{ASHA_MIN_TRIALS} searched trials on, single objective only (default: auto)")
+    p.add_argument("--max-failures", type=int, help="retries of a failed trial from its latest checkpoint (default: 2)")
+    p.add_argument("--num-to-keep", type=int, help="checkpoints kept per trial: best by objective + latest (default: 2)")
+    p.add_argument("--checkpoint-artifact", choices=CHECKPOINT_ARTIFACTS,
+                   help="log each trial's best checkpoint to MLflow (default: best)")
+    p.add_argument("--seed", type=int, help="seed of Optuna's TPE sampler and of every trial (default: 0)")
+    p.add_argument("--noise-std", type=float, help="fix noise_std (sigma on the [-1, 1] scale) for every trial")
+    p.add_argument("--num-mixtures", type=int, help="fix num_mixtures for every trial")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", dest="assignments",
+                   help="fix any trial hyperparameter by its name, e.g. --set nr_filters=32 (repeatable)")
+    p.add_argument("--resume", action="store_true", default=None, help="resume the study --name; error if none exists")
+    p.add_argument("--smoke-test", action="store_true", default=None, help="a tiny study in about a minute (tests use it)")
+    p.add_argument("--dry-run", action="store_true", default=None, help="print the resolved config and exit")
+    return p
+
+
+# Flags that are not part of a study's identity: they never conflict on resume.
+NON_IDENTITY_FLAGS = ("address", "resume", "dry_run")
+
+
+def explicit_flags(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: v for k, v in vars(args).items() if v is not None}
+
+
+def resolve(flags: dict[str, Any]) -> StudyConfig:
+    """Explicit CLI flags -> a validated StudyConfig. Pure: reads no files, starts nothing."""
+    from trainables.feature_extractors import default_extractor, metric_names  # torch: imported only here
+
+    if not flags.get("space"):
+        raise StudyError("--space is required (or --resume --name NAME to continue a study)")
+    space = get_space(flags["space"])
+    dataset = flags.get("dataset", "digits")
+    if dataset not in DATASETS:
+        raise StudyError(f"unknown dataset {dataset!r}; valid datasets: {', '.join(DATASETS)}")
+    smoke = bool(flags.get("smoke_test"))
+    cli_trial = parse_assignments(flags.get("assignments") or [])
+    for flag in ("data_dir", "max_epochs", "noise_std", "num_mixtures", "seed"):
+        if flags.get(flag) is not None:
+            cli_trial[flag] = flags[flag]
+    trial = shared_trial_values(space, dataset, smoke, cli_trial)
+    trial.setdefault("seed", 0)
+    fixed_trials = space.fixed_trials
+    num_samples = flags.get("num_samples", SMOKE_TEST_NUM_SAMPLES if smoke else space.default_num_samples)
+    if num_samples < 1:
+        raise StudyError(f"--num-samples must be >= 1, got {num_samples}")
+    if not space.searched:  # nothing to search: num_samples repeats the fixed trials with successive seeds
+        fixed_trials = tuple({**t, "seed": trial["seed"] + r} for r in range(num_samples) for t in space.fixed_trials)
+    check_trials(trial, space, fixed_trials)
+    extractor = trial.get("extractor") or default_extractor(dataset)
+    trial["extractor"] = extractor  # explicit in every trial's params
+    objective, mode = resolve_objective(flags.get("objective"), space, metric_names(extractor))
+    scheduler = flags.get("scheduler", "auto")
+    if scheduler == "auto":
+        scheduler = "asha" if space.searched and num_samples >= ASHA_MIN_TRIALS and len(objective) == 1 else "fifo"
+    if scheduler == "asha" and len(objective) > 1:
+        raise StudyError("ASHA stops trials on one metric; a multi-objective study needs --scheduler fifo")
+    storage = normalize_storage_path(flags.get("storage_path", DEFAULT_STORAGE_PATH))
+    name = flags.get("name") or default_name(flags)
+    if "/" in name or name.startswith("."):
+        raise StudyError(f"--name must be a plain directory name, got {name!r}")
+    study_dir = StudyDir(storage, name)
+    mlflow_uri = flags.get("mlflow_uri") or _default_mlflow_uri(study_dir)
+    cfg = StudyConfig(
+        name=name, space=space.name, storage_path=storage, mlflow_uri=mlflow_uri, num_samples=num_samples,
+        objective=objective, mode=mode, extractor=extractor, scheduler=scheduler,
+        trial={k: v for k, v in _complete_trial_values(trial).items() if k not in space.params},
+        searched={k: domain_to_data(d) for k, d in space.params.items()}, fixed_trials=fixed_trials,
+        seed=int(trial["seed"]), address=flags.get("address"),
+        cpus_per_trial=flags.get("cpus_per_trial", 1.0), gpus_per_trial=flags.get("gpus_per_trial"),
+        max_concurrent=flags.get("max_concurrent", 0), max_failures=flags.get("max_failures", 2),
+        num_to_keep=flags.get("num_to_keep", 2), checkpoint_artifact=flags.get("checkpoint_artifact", "best"),
+        smoke_test=smoke,
+    )
+    _check_resources(cfg)
+    return cfg
+
+
+def default_name(flags: dict[str, Any]) -> str:
+    """<space>-<dataset>[-smoke]: re-running the same command finds (and resumes) the same study."""
+    if not flags.get("space"):
+        raise StudyError("--space is required (or --resume --name NAME to continue a study)")
+    return f"{flags['space']}-{flags.get('dataset', 'digits')}" + ("-smoke" if flags.get("smoke_test") else "")
+
+
+def _complete_trial_values(values: dict[str, Any]) -> dict[str, Any]:
+    """All flat keys with defaults filled in (and types coerced), so study.json is complete."""
+    from trainables.config import TrialConfig
+
+    try:
+        return TrialConfig.from_flat(values).to_flat()
+    except (ValueError, TypeError) as err:
+        raise StudyError(str(err).splitlines()[0]) from None
+
+
+def _default_mlflow_uri(study_dir: StudyDir) -> str:
+    if not study_dir.is_local:
+        raise StudyError(f"a remote --storage-path ({study_dir.storage_path}) needs --mlflow-uri "
+                         "(the default SQLite store must be a local file)")
+    return f"sqlite:///{study_dir.path}/{MLFLOW_DB}"
+
+
+def _check_resources(cfg: StudyConfig) -> None:
+    checks = [
+        (cfg.cpus_per_trial > 0, f"--cpus-per-trial must be > 0, got {cfg.cpus_per_trial}"),
+        (cfg.gpus_per_trial is None or cfg.gpus_per_trial >= 0, f"--gpus-per-trial must be >= 0, got {cfg.gpus_per_trial}"),
+        (cfg.gpus_per_trial is None or cfg.gpus_per_trial <= 1 or float(cfg.gpus_per_trial).is_integer(),
+         f"--gpus-per-trial above 1 must be a whole number, got {cfg.gpus_per_trial}"),
+        (cfg.max_concurrent >= 0, f"--max-concurrent must be >= 0, got {cfg.max_concurrent}"),
+        (cfg.max_failures >= 0, f"--max-failures must be >= 0, got {cfg.max_failures}"),
+        (cfg.num_to_keep >= 1, f"--num-to-keep must be >= 1, got {cfg.num_to_keep}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise StudyError(message)
+
+
+def identity_diff(stored: StudyConfig, asked: StudyConfig) -> list[str]:
+    """Fields where a resume request differs from the stored study (runtime fields excluded)."""
+    from study.config import RUNTIME_FIELDS
+
+    diffs = []
+    for field_name in stored.__dataclass_fields__:
+        if field_name in RUNTIME_FIELDS:
+            continue
+        a, b = getattr(stored, field_name), getattr(asked, field_name)
+        if a != b:
+            diffs.append(f"{field_name}={_short(a)} (asked {_short(b)})" if not isinstance(a, dict) else
+                         ", ".join(f"{k}={a.get(k)!r} (asked {b.get(k)!r})" for k in sorted(set(a) | set(b))
+                                   if a.get(k) != b.get(k)))
+    return diffs
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) < 60 else text[:57] + "..."
+
+
+def parse(argv: Optional[list[str]] = None) -> dict[str, Any]:
+    return explicit_flags(build_parser().parse_args(sys.argv[1:] if argv is None else argv))

@@ -1,0 +1,150 @@
+"""The study configuration: one frozen dataclass, resolved once from the CLI and validated.
+
+Resolution order of the values every trial shares (later wins):
+TrialConfig defaults -> STUDY_SIZE (a study that fits the default time budget) ->
+the space's `fixed` and `fixed_per_dataset` -> SMOKE_TEST_SIZE (with --smoke-test) ->
+CLI flags (--dataset, --max-epochs, --seed, --noise-std, --num-mixtures, --set KEY=VALUE).
+Searched keys are proposed per trial and may not be fixed from the CLI.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from search_spaces import OBJECTIVE_MODES, SPACES, Choice, Float, Int, SearchSpace
+from trainables.config import DATASETS, TrialConfig
+
+# Sized by measurement on a 2-core CPU so that the default `--space noise_sweep` study
+# (6 searched trials + the baseline, 2 at a time) ends within ~10 minutes; see README.
+STUDY_SIZE: dict[str, Any] = {
+    "nr_filters": 16, "nr_resnet": 1, "num_mixtures": 5, "batch_size": 64, "lr": 2e-3,
+    "max_epochs": 6, "eval_every": 2, "num_eval_samples": 200, "bound_noise_draws": 1,
+}
+# --smoke-test: the same study machinery in about a minute (the end-to-end tests use it).
+SMOKE_TEST_SIZE: dict[str, Any] = {
+    "nr_filters": 8, "nr_resnet": 1, "num_mixtures": 3, "max_epochs": 2, "eval_every": 1,
+    "num_eval_samples": 32, "bound_noise_draws": 1, "max_eval_images": 64,
+}
+SMOKE_TEST_NUM_SAMPLES = 2
+ASHA_MIN_TRIALS = 6                 # "auto" scheduler: ASHA from this many searched trials on, else FIFO
+SCHEDULERS = ("auto", "asha", "fifo")
+CHECKPOINT_ARTIFACTS = ("best", "none")
+RUNTIME_FIELDS = ("address",)       # may differ when a study resumes (a new head node); all else must match
+
+
+class StudyError(ValueError):
+    """A bad input: the CLI prints its one-line message and exits non-zero."""
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str                       # Ray experiment dir under storage_path and the MLflow experiment name
+    space: str                      # key of search_spaces.SPACES
+    storage_path: str               # absolute local path or URI (s3://...) that holds the study directory
+    mlflow_uri: str                 # MLflow tracking URI; default: absolute sqlite:/// file in the study dir
+    num_samples: int                # trials Optuna proposes; for a space with nothing to search, repeats (seeds)
+    objective: tuple[str, ...]      # metric names optimized, e.g. ("fd_digits_cnn",) or (..., "bpd_bound")
+    mode: tuple[str, ...]           # "min" | "max" per objective
+    extractor: str                  # feature extractor id of the sample-quality metrics
+    scheduler: str                  # "asha" | "fifo" (resolved from "auto")
+    trial: dict[str, Any]           # flat TrialConfig values shared by all trials (searched keys excluded)
+    searched: dict[str, dict]       # searched key -> domain as data ({"type": "float", "low": .., ...})
+    fixed_trials: tuple[dict, ...]  # trials run beside the search: key -> value over `trial`
+    seed: int                       # seeds Optuna's TPE sampler and every trial's `seed`
+    address: Optional[str]          # Ray cluster address ("auto", "ray://host:10001"); None: local Ray
+    cpus_per_trial: float           # CPUs reserved per trial (also its torch threads)
+    gpus_per_trial: Optional[float] # GPUs per trial, fractions share a GPU; None: decided from the cluster
+    max_concurrent: int             # trials running at once; 0: as many as resources allow
+    max_failures: int               # retries of a failed trial, each from its latest checkpoint
+    num_to_keep: int                # checkpoints kept per trial: the best by the first objective + the latest
+    checkpoint_artifact: str        # "best": the trial's best checkpoint goes to MLflow; "none"
+    smoke_test: bool                # the tiny study of the end-to-end tests
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objective) > 1
+
+    def trial_config(self, overrides: Optional[dict] = None) -> TrialConfig:
+        """The TrialConfig of one trial: shared values + its searched or fixed-trial values."""
+        return TrialConfig.from_flat({**self.trial, **(overrides or {})})
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "StudyConfig":
+        raw = json.loads(text)
+        for key in ("objective", "mode"):
+            raw[key] = tuple(raw[key])
+        raw["fixed_trials"] = tuple(raw["fixed_trials"])
+        return cls(**raw)
+
+
+def domain_to_data(domain) -> dict:
+    if isinstance(domain, Float):
+        return {"type": "float", "low": domain.low, "high": domain.high, "log": domain.log}
+    if isinstance(domain, Int):
+        return {"type": "int", "low": domain.low, "high": domain.high, "log": domain.log}
+    if isinstance(domain, Choice):
+        return {"type": "choice", "values": list(domain.values)}
+    raise TypeError(f"unknown domain {domain!r}")
+
+
+def get_space(name: str) -> SearchSpace:
+    if name not in SPACES:
+        raise StudyError(f"unknown space {name!r}; valid spaces: {', '.join(SPACES)}")
+    return SPACES[name]
+
+
+def parse_assignments(items: list[str]) -> dict[str, Any]:
+    """`--set KEY=VALUE` items -> dict; values parsed as JSON where they parse (numbers), else strings."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise StudyError(f"--set takes KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def resolve_objective(spec: Optional[str], space: SearchSpace, names: dict[str, str]) -> tuple[tuple, tuple]:
+    """Objective roles (space default or `--objective a,b`) -> (metric names, modes)."""
+    roles = tuple(r.strip() for r in spec.split(",")) if spec else space.objective
+    bad = [r for r in roles if r not in OBJECTIVE_MODES]
+    if bad or not roles or len(set(roles)) != len(roles):
+        raise StudyError(f"--objective takes distinct entries of {', '.join(OBJECTIVE_MODES)}, got {spec!r}")
+    return tuple(names.get(r, r) for r in roles), tuple(OBJECTIVE_MODES[r] for r in roles)
+
+
+def shared_trial_values(space: SearchSpace, dataset: str, smoke_test: bool, cli: dict[str, Any]) -> dict[str, Any]:
+    """The flat values every trial shares, in the resolution order of the module docstring."""
+    values = {**STUDY_SIZE, **space.fixed, **space.fixed_per_dataset.get(dataset, {})}
+    if smoke_test:
+        values.update(SMOKE_TEST_SIZE)
+    values.update(cli)
+    values["dataset"] = dataset
+    clash = sorted(set(cli) & set(space.params))
+    if clash:
+        raise StudyError(f"{', '.join(clash)} is searched by space {space.name!r}; it cannot be fixed from the CLI")
+    return values
+
+
+def check_trials(shared: dict[str, Any], space: SearchSpace, fixed_trials: tuple[dict, ...]) -> None:
+    """Every fixed trial and both corners of every searched range must make a valid TrialConfig."""
+    probes = list(fixed_trials)
+    for corner in ("low", "high"):
+        probe = {}
+        for key, domain in space.params.items():
+            probe[key] = getattr(domain, corner) if not isinstance(domain, Choice) else domain.values[0]
+        if probe:
+            probes.append(probe)
+    for probe in probes or [{}]:
+        try:
+            TrialConfig.from_flat({**shared, **probe})
+        except (ValueError, TypeError) as err:
+            raise StudyError(str(err).splitlines()[0]) from None

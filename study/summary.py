@@ -1,0 +1,128 @@
+"""The end of a study: the result table, the best trial (or Pareto front), the summary run, the printout."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any, Optional
+
+from study.config import StudyConfig
+from study.tracking import OPTUNA_FILE, ROLE_TAG, MlflowTracker, run_name
+from study.storage import STUDY_FILE, StudyDir
+
+RESULTS_FILE = "results.csv"
+FINISHED_STATES = ("completed",)
+
+
+def trial_state(record: dict, max_epochs: int) -> str:
+    if record["error"]:
+        return "errored"
+    epochs = int(record["metrics"].get("epoch", 0))
+    return "completed" if epochs >= max_epochs else "stopped"  # stopped: pruned, or interrupted (see MLflow)
+
+
+def table_rows(cfg: StudyConfig, records: list[dict], states: dict[str, str]) -> list[dict[str, Any]]:
+    """One row per trial: what it is, how it ended, and its final metrics (names as logged)."""
+    rows = []
+    for rec in sorted(records, key=lambda r: (r["config"].get("kind") != "baseline", r["config"].get("noise_std", 0),
+                                              r["config"].get("num_mixtures", 0), r["trial_id"])):
+        cfg_ = rec["config"]
+        row = {"trial_id": rec["trial_id"], "run": run_name(cfg_, list(cfg.searched), cfg.seed),
+               "kind": cfg_.get("kind"), "noise_std": cfg_.get("noise_std"), "num_mixtures": cfg_.get("num_mixtures"),
+               "state": states.get(rec["trial_id"]) or trial_state(rec, int(cfg_.get("max_epochs", 0))),
+               "error": rec["error"] or ""}
+        row.update({k: cfg_.get(k) for k in cfg.searched if k not in row})
+        row.update(rec["metrics"])
+        rows.append(row)
+    return rows
+
+
+def best_rows(cfg: StudyConfig, rows: list[dict]) -> list[dict]:
+    """Single objective: the best completed trial; several: the Pareto front of completed trials."""
+    done = [r for r in rows if r["state"] in FINISHED_STATES and all(o in r for o in cfg.objective)]
+    if not done:
+        return []
+    sign = {"min": 1.0, "max": -1.0}
+    keyed = [(tuple(sign[m] * float(r[o]) for o, m in zip(cfg.objective, cfg.mode)), r) for r in done]
+    if not cfg.multi_objective:
+        return [min(keyed, key=lambda kr: kr[0])[1]]
+    return [r for k, r in keyed
+            if not any(all(a <= b for a, b in zip(k2, k)) and k2 != k for k2, _ in keyed)]
+
+
+def to_csv(rows: list[dict]) -> str:
+    columns: list[str] = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def format_table(cfg: StudyConfig, rows: list[dict]) -> str:
+    """The paper's comparison for people: distance one-step / two-step (or direct), bits/dim."""
+    from trainables.feature_extractors import metric_names
+
+    dist = metric_names(cfg.extractor)["distance"]
+    columns = [("run", "run", "s"), ("state", "state", "s"), ("epochs", "epoch", "d"),
+               ("sigma", "noise_std", "g"), ("K", "num_mixtures", "d"),
+               (f"{dist} one-step", f"{dist}_onestep", ".2f"), (f"{dist} two-step", f"{dist}_twostep", ".2f"),
+               (f"{dist} direct", f"{dist}_direct", ".2f"), ("bpd_bound", "bpd_bound", ".3f"),
+               ("test_bpd_smoothed", "test_bpd_smoothed", ".3f")]
+    header = "| " + " | ".join(c[0] for c in columns) + " |"
+    lines = [header, "|" + "|".join("---" for _ in columns) + "|"]
+    for row in rows:
+        cells = []
+        for _, key, fmt in columns:
+            value = row.get(key)
+            cells.append("" if value is None or value == "" else format(int(value) if fmt == "d" else value, fmt))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_summary(cfg: StudyConfig, study_dir: StudyDir, tracker: MlflowTracker, rows: list[dict],
+                  best: list[dict], wall_seconds: float, gpus_per_trial: float) -> Optional[str]:
+    """results.csv in the study dir and the study's one summary run in MLflow (found again on resume)."""
+    from mlflow.entities import Metric, Param
+
+    study_dir.write_text(RESULTS_FILE, to_csv(rows))
+    client = tracker.client
+    run_id = tracker._find("summary")
+    if run_id is None:
+        run = client.create_run(tracker.experiment_id, run_name="summary",
+                                tags={ROLE_TAG: "summary", "study": cfg.name, "space": cfg.space})
+        run_id = run.info.run_id
+        params = {"space": cfg.space, "num_samples": cfg.num_samples, "objective": ",".join(cfg.objective),
+                  "mode": ",".join(cfg.mode), "scheduler": cfg.scheduler, "extractor": cfg.extractor,
+                  "seed": cfg.seed, "storage_path": cfg.storage_path, "gpus_per_trial": gpus_per_trial,
+                  "cpus_per_trial": cfg.cpus_per_trial}
+        client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+    counts = {f"n_{s}": sum(r["state"] == s for r in rows) for s in ("completed", "pruned", "errored")}
+    metrics = {"n_trials": len(rows), **counts, "wall_seconds_last_session": wall_seconds}
+    if len(best) == 1:
+        metrics.update({f"best_{o}": float(best[0][o]) for o in cfg.objective})
+        client.set_tag(run_id, "best_trial_id", best[0]["trial_id"])
+        client.set_tag(run_id, "best_run", best[0]["run"])
+        best_run_id = tracker.run_id(best[0]["trial_id"])
+        if best_run_id:
+            client.set_tag(run_id, "best_run_id", best_run_id)
+    import time
+
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+    client.log_text(run_id, to_csv(rows), RESULTS_FILE)
+    client.log_text(run_id, study_dir.read_text(STUDY_FILE), STUDY_FILE)
+    if study_dir.exists(OPTUNA_FILE):
+        client.log_text(run_id, study_dir.read_text(OPTUNA_FILE), OPTUNA_FILE)
+    if cfg.multi_objective:
+        client.log_text(run_id, json.dumps(best, indent=1, default=str), "pareto_front.json")
+    client.set_terminated(run_id, status="FINISHED")
+    return run_id
+
+
+def ui_hint(cfg: StudyConfig, experiment_id: Optional[str]) -> str:
+    if cfg.mlflow_uri.startswith(("http://", "https://")):
+        return f"MLflow: {cfg.mlflow_uri.rstrip('/')}/#/experiments/{experiment_id}"
+    return f"MLflow UI: mlflow ui --backend-store-uri {cfg.mlflow_uri}   (then open http://127.0.0.1:5000)"

@@ -1,0 +1,194 @@
+"""MLflow bookkeeping of a study: one experiment, exactly one run per Tune trial, a summary run.
+
+`MlflowTracker` is the listener of `trainables.tune.TrialEvents`. Ray's stock
+MLflowLoggerCallback keeps its run ids in memory, so a resumed study opens a second run
+per trial; here a trial's run is found again by its `ray_trial_id` tag, and a resumed
+trial, which repeats the epochs after its latest checkpoint, logs only epochs past the
+last one the run holds (metric steps are epochs: no step is logged twice).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from study.config import StudyConfig
+from study.storage import MLFLOW_ARTIFACTS, StudyDir
+
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # else MLflow 3 opens the GenAI view
+TRIAL_ID_TAG = "ray_trial_id"
+ROLE_TAG = "run_role"           # "trial" | "summary": how analysis tells the summary run apart
+STATE_TAG = "state"             # running | completed | pruned | errored | interrupted
+OPTUNA_FILE = "optuna_trials.json"
+
+
+def run_name(config: dict[str, Any], searched: list[str], study_seed: int) -> str:
+    """What a run is, for people: `smoothed s=0.30 K=5`, plus other searched keys and a non-default seed."""
+    parts = [config["kind"], f"s={_fmt(config['noise_std'], 2)}", f"K={config['num_mixtures']}"]
+    parts += [f"{k}={_fmt(config[k], 3)}" for k in searched if k not in ("noise_std", "num_mixtures", "kind")]
+    if config.get("seed", study_seed) != study_seed:
+        parts.append(f"seed={config['seed']}")
+    return " ".join(parts)
+
+
+def _fmt(value: Any, digits: int) -> str:
+    if isinstance(value, float):
+        if value == 0:
+            return "0"
+        return f"{value:.{digits}f}" if 1e-2 <= abs(value) < 1e3 else f"{value:.{digits - 1}e}"
+    return str(value)
+
+
+def steps_to_log(last_logged: Optional[int], epoch: int) -> bool:
+    """A result is logged only past the run's last logged epoch (a resumed trial repeats epochs)."""
+    return last_logged is None or epoch > last_logged
+
+
+@dataclass
+class _Run:
+    run_id: str
+    last_step: Optional[int]    # highest epoch logged (None: nothing yet)
+
+
+class MlflowTracker:
+    def __init__(self, cfg: StudyConfig, study_dir: StudyDir):
+        self.cfg, self.study_dir = cfg, study_dir
+        self.experiment_id: Optional[str] = None
+        self._client = None
+        self._runs: dict[str, _Run] = {}
+
+    def __getstate__(self):  # pickled into Tune's tuner.pkl: no client, no cache
+        return {"cfg": self.cfg, "study_dir": self.study_dir, "experiment_id": self.experiment_id,
+                "_client": None, "_runs": {}}
+
+    @property
+    def client(self):
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.cfg.mlflow_uri)
+        return self._client
+
+    # ------------------------------------------------------------ experiment
+
+    def setup(self) -> str:
+        """Get or create the study's experiment (tagged as model development); returns its id."""
+        exp = self.client.get_experiment_by_name(self.cfg.name)
+        if exp is None:
+            location = None
+            if self.cfg.mlflow_uri.startswith("sqlite:") and self.study_dir.is_local:
+                location = Path(self.study_dir.path, MLFLOW_ARTIFACTS).as_uri()
+            self.experiment_id = self.client.create_experiment(self.cfg.name, artifact_location=location)
+        elif exp.lifecycle_stage == "deleted":
+            raise RuntimeError(f"MLflow experiment {self.cfg.name!r} is deleted; restore it or choose a new --name")
+        else:
+            self.experiment_id = exp.experiment_id
+        self.client.set_experiment_tag(self.experiment_id, *EXPERIMENT_KIND)
+        for key, value in (("space", self.cfg.space), ("objective", ",".join(self.cfg.objective)),
+                           ("dataset", self.cfg.trial["dataset"]), ("extractor", self.cfg.extractor)):
+            self.client.set_experiment_tag(self.experiment_id, key, value)
+        return self.experiment_id
+
+    def _find(self, role: str, trial_id: Optional[str] = None) -> Optional[str]:
+        query = f"tags.{ROLE_TAG} = '{role}'" + (f" and tags.{TRIAL_ID_TAG} = '{trial_id}'" if trial_id else "")
+        runs = self.client.search_runs([self.experiment_id], filter_string=query, max_results=10,
+                                       order_by=["attributes.start_time ASC"])
+        return runs[0].info.run_id if runs else None
+
+    # ------------------------------------------------------------ listener of trainables.tune.TrialEvents
+
+    def trial_started(self, trial_id: str, config: dict[str, Any], fixed: bool) -> None:
+        run = self._run(trial_id)
+        if run is None:
+            tags = {ROLE_TAG: "trial", TRIAL_ID_TAG: trial_id, "study": self.cfg.name, "space": self.cfg.space,
+                    "kind": config["kind"], "dataset": config["dataset"], "extractor": self.cfg.extractor,
+                    "trial_origin": "fixed" if fixed else "optuna", STATE_TAG: "running"}
+            name = run_name(config, list(self.cfg.searched), self.cfg.seed)
+            created = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+            from mlflow.entities import Param
+
+            params = [Param(k, str(v)) for k, v in sorted(config.items())]
+            self.client.log_batch(created.info.run_id, params=params)
+            self._runs[trial_id] = _Run(created.info.run_id, None)
+        else:
+            self.client.update_run(run.run_id, status="RUNNING")
+            self.client.set_tag(run.run_id, STATE_TAG, "running")
+
+    def _run(self, trial_id: str) -> Optional[_Run]:
+        """The trial's run from the cache or, after a resume, from MLflow by the trial id tag."""
+        if trial_id not in self._runs:
+            run_id = self._find("trial", trial_id)
+            if run_id is None:
+                return None
+            history = self.client.get_metric_history(run_id, "epoch")
+            self._runs[trial_id] = _Run(run_id, max((m.step for m in history), default=None))
+        return self._runs[trial_id]
+
+    def trial_result(self, trial_id: str, metrics: dict[str, float]) -> None:
+        from mlflow.entities import Metric
+
+        run = self._run(trial_id)
+        epoch = int(metrics["epoch"])
+        if run is None or not steps_to_log(run.last_step, epoch):
+            return
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, epoch) for k, v in sorted(metrics.items())]
+        self.client.log_batch(run.run_id, metrics=batch)  # one call: the epoch lands whole or not at all
+        run.last_step = epoch
+
+    def trial_checkpoint(self, trial_id: str, directory: str) -> None:
+        """Sample grids of the evaluation (PNG files named by sampler and epoch) as run artifacts."""
+        run = self._run(trial_id)
+        for png in sorted(Path(directory).glob("*.png")):
+            self.client.log_artifact(run.run_id, str(png), artifact_path="samples")
+
+    def trial_retrying(self, trial_id: str, failures: int) -> None:
+        run = self._run(trial_id)
+        if run is not None:
+            self.client.set_tag(run.run_id, "num_failures", str(failures))
+
+    def trial_ended(self, trial_id: str, state: str, error: Optional[str], optuna: Optional[dict],
+                    metrics: dict[str, float]) -> None:
+        run = self._run(trial_id)
+        if run is None:  # failed before it started
+            return
+        self.client.set_tag(run.run_id, STATE_TAG, state)
+        if error:
+            self.client.set_tag(run.run_id, "error", error)
+        if optuna:
+            self.client.set_tag(run.run_id, "optuna_number", str(optuna["number"]))
+            self.client.set_tag(run.run_id, "optuna_state", optuna["state"])
+        self.client.set_terminated(run.run_id, status="FAILED" if state == "errored" else "FINISHED")
+
+    def optuna_history(self, history: list[dict]) -> None:
+        self.study_dir.write_text(OPTUNA_FILE, json.dumps(history, indent=1, default=str))
+
+    def study_ended(self, history: list[dict]) -> None:
+        self.optuna_history(history)
+
+    # ------------------------------------------------------------ after the Tuner
+
+    def mark_interrupted(self) -> None:
+        """Runs still RUNNING when the driver stops (Ctrl-C) become KILLED until a resume reopens them."""
+        runs = self.client.search_runs([self.experiment_id], filter_string=f"tags.{ROLE_TAG} = 'trial' "
+                                       "and attributes.status = 'RUNNING'", max_results=1000)
+        for run in runs:
+            self.client.set_tag(run.info.run_id, STATE_TAG, "interrupted")
+            self.client.set_terminated(run.info.run_id, status="KILLED")
+
+    def log_checkpoint(self, trial_id: str, directory: str) -> None:
+        run = self._run(trial_id)
+        if run is not None:
+            self.client.log_artifacts(run.run_id, directory, artifact_path="checkpoint")
+
+    def run_id(self, trial_id: str) -> Optional[str]:
+        run = self._run(trial_id)
+        return run.run_id if run else None
+
+    def states(self) -> dict[str, str]:
+        """Trial id -> state tag of every trial run of the study (MLflow is the source of truth)."""
+        runs = self.client.search_runs([self.experiment_id], filter_string=f"tags.{ROLE_TAG} = 'trial'",
+                                       max_results=5000)
+        return {r.data.tags[TRIAL_ID_TAG]: r.data.tags.get(STATE_TAG, "") for r in runs}

@@ -1,0 +1,95 @@
+"""The MLflow tracker against a real SQLite store, driven as Tune's callback would drive it (no Ray)."""
+import pickle
+
+import pytest
+
+from study.cli import parse, resolve
+from study.storage import StudyDir
+from study.summary import best_rows, table_rows, to_csv
+from study.tracking import MlflowTracker, run_name, steps_to_log
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    storage = tmp_path_factory.mktemp("studies")
+    cfg = resolve(parse(["--space", "noise_sweep", "--storage-path", str(storage), "--name", "unit"]))
+    return cfg, StudyDir(cfg.storage_path, cfg.name)
+
+
+def test_run_names_say_what_a_trial_is():
+    assert run_name({"kind": "smoothed", "noise_std": 0.3, "num_mixtures": 5}, ["noise_std"], 0) == "smoothed s=0.30 K=5"
+    assert run_name({"kind": "baseline", "noise_std": 0.0, "num_mixtures": 5}, ["noise_std"], 0) == "baseline s=0 K=5"
+    joint = {"kind": "smoothed", "noise_std": 0.5, "num_mixtures": 12, "lr": 0.00031, "seed": 3}
+    assert run_name(joint, ["noise_std", "num_mixtures", "lr"], 0) == "smoothed s=0.50 K=12 lr=3.10e-04 seed=3"
+
+
+def test_steps_to_log():
+    assert steps_to_log(None, 1)
+    assert steps_to_log(2, 3)
+    assert not steps_to_log(3, 3) and not steps_to_log(3, 2)
+
+
+def test_one_run_per_trial_across_resumes(study):
+    cfg, study_dir = study
+    config = {**cfg.trial, "noise_std": 0.3}
+    first = MlflowTracker(cfg, study_dir)
+    first.setup()
+    first.trial_started("t1", config, fixed=False)
+    for epoch in (1, 2, 3):
+        first.trial_result("t1", {"epoch": epoch, "test_bpd_smoothed": 5.0 - epoch})
+    # The driver dies; a resumed study unpickles the tracker from Tune's tuner.pkl and
+    # the trial repeats epochs 2-3 from its epoch-1 checkpoint.
+    second = pickle.loads(pickle.dumps(first))
+    assert second._client is None and second._runs == {}
+    second.setup()
+    second.trial_started("t1", config, fixed=False)
+    for epoch in (2, 3, 4):
+        second.trial_result("t1", {"epoch": epoch, "test_bpd_smoothed": 9.0})
+    second.trial_ended("t1", "completed", None, {"number": 0, "state": "COMPLETE"}, {"epoch": 4})
+
+    client = second.client
+    runs = client.search_runs([second.experiment_id], "tags.ray_trial_id = 't1'")
+    assert len(runs) == 1
+    run = runs[0]
+    history = client.get_metric_history(run.info.run_id, "test_bpd_smoothed")
+    assert [m.step for m in history] == [1, 2, 3, 4]
+    assert [m.value for m in history] == [4.0, 3.0, 2.0, 9.0], "repeated epochs keep their first values"
+    assert run.data.params["noise_std"] == "0.3" and run.data.params["kind"] == "smoothed"
+    assert run.info.run_name == "smoothed s=0.30 K=5"
+    assert run.data.tags["state"] == "completed" and run.data.tags["optuna_state"] == "COMPLETE"
+    assert run.info.status == "FINISHED"
+    exp = client.get_experiment(second.experiment_id)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert exp.artifact_location.startswith("file://") and "mlartifacts" in exp.artifact_location
+
+
+def test_interrupted_runs_are_marked_and_reopened(study):
+    cfg, study_dir = study
+    tracker = MlflowTracker(cfg, study_dir)
+    tracker.setup()
+    tracker.trial_started("t2", {**cfg.trial, "noise_std": 0.5}, fixed=False)
+    tracker.mark_interrupted()
+    assert tracker.states()["t2"] == "interrupted"
+    tracker.trial_started("t2", {**cfg.trial, "noise_std": 0.5}, fixed=False)
+    assert tracker.states()["t2"] == "running"
+    assert tracker.client.get_run(tracker.run_id("t2")).info.status == "RUNNING"
+
+
+def _record(trial_id, kind, sigma, fd, bound, epoch=6, error=None):
+    return {"trial_id": trial_id, "config": {"kind": kind, "noise_std": sigma, "num_mixtures": 5, "max_epochs": 6},
+            "metrics": {"epoch": epoch, "fd_digits_cnn": fd, "bpd_bound": bound}, "error": error}
+
+
+def test_best_and_pareto_rows(study):
+    cfg, _ = study
+    records = [_record("a", "baseline", 0.0, 5.0, 1.0), _record("b", "smoothed", 0.3, 2.0, 1.5),
+               _record("c", "smoothed", 0.5, 3.0, 1.2), _record("d", "smoothed", 0.7, 1.0, 2.0, epoch=2),
+               _record("e", "smoothed", 0.6, 0.5, 0.5, error="DivergenceError: nan at epoch 3 step 7")]
+    rows = table_rows(cfg, records, {"d": "pruned"})
+    assert [r["state"] for r in rows] == ["completed", "completed", "completed", "errored", "pruned"]
+    assert [r["trial_id"] for r in best_rows(cfg, rows)] == ["b"], "pruned and errored trials never win"
+    multi = type(cfg)(**{**cfg.__dict__, "objective": ("fd_digits_cnn", "bpd_bound"), "mode": ("min", "min")})
+    assert sorted(r["trial_id"] for r in best_rows(multi, rows)) == ["a", "b", "c"]
+    text = to_csv(rows)
+    assert text.splitlines()[0].startswith("trial_id,run,kind,noise_std,num_mixtures,state")
+    assert len(text.splitlines()) == 6
