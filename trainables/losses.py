@@ -1,0 +1,42 @@
+"""The three model kinds as loss objects: what the network sees and how it is scored.
+
+The training loop is shared; a model kind is only (input, likelihood). Each loss returns
+per-image negative log-likelihoods in nats, (N,), summed over pixels and channels.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from trainables.likelihoods import continuous_mol_log_prob, discretized_mol_log_prob
+
+
+@dataclass(frozen=True)
+class DiscretizedNLL:
+    """Unsmoothed baseline: -log P(x) of clean 8-bit data under the 256-bin mixture."""
+
+    continuous = False  # bits/dim needs no density-to-8-bit term
+
+    def __call__(self, model, x: torch.Tensor, x_noisy: torch.Tensor) -> torch.Tensor:
+        return -discretized_mol_log_prob(x, model(x)).sum(dim=(1, 2))
+
+
+@dataclass(frozen=True)
+class SmoothedNLL:
+    """Smoothed model: -log p(x~) of the noisy data under the continuous mixture."""
+
+    continuous = True  # a density over [-1, 1]-scaled data: bits/dim adds log2(127.5)
+
+    def __call__(self, model, x: torch.Tensor, x_noisy: torch.Tensor) -> torch.Tensor:
+        return -continuous_mol_log_prob(x_noisy, model(x_noisy)).sum(dim=(1, 2))
+
+
+@dataclass(frozen=True)
+class DenoiserNLL:
+    """Denoiser: -log P(x | x~) of clean 8-bit data given its noisy version."""
+
+    continuous = False
+
+    def __call__(self, model, x: torch.Tensor, x_noisy: torch.Tensor) -> torch.Tensor:
+        return -discretized_mol_log_prob(x, model(x, x_noisy)).sum(dim=(1, 2))
