@@ -67,7 +67,7 @@ def format_table(cfg: StudyConfig, rows: list[dict]) -> str:
 
     dist = metric_names(cfg.extractor)["distance"]
     columns = [("run", "run", "s"), ("state", "state", "s"), ("epochs", "epoch", "d"),
-               ("sigma", "noise_std", "g"), ("K", "num_mixtures", "d"),
+               ("sigma", "noise_std", ".2f"), ("K", "num_mixtures", "d"),
                (f"{dist} one-step", f"{dist}_onestep", ".2f"), (f"{dist} two-step", f"{dist}_twostep", ".2f"),
                (f"{dist} direct", f"{dist}_direct", ".2f"), ("bpd_bound", "bpd_bound", ".3f"),
                ("test_bpd_smoothed", "test_bpd_smoothed", ".3f")]

@@ -1,0 +1,32 @@
+"""`python -m study.run --space noise_sweep`: run or resume a study (see --help)."""
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+from study.cli import parse
+from study.config import StudyError
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    flags = parse(argv)
+    try:
+        from study.orchestrate import prepare, run_study
+
+        cfg, resuming, stored_flags = prepare(flags)
+        if flags.get("dry_run"):
+            print(cfg.to_json())
+            print(f"# {'resumes the existing' if resuming else 'starts a new'} study in {cfg.storage_path}/{cfg.name}")
+            return 0
+        summary = run_study(cfg, resuming, stored_flags)
+    except StudyError as err:
+        print(f"python -m study.run: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+    return 3 if summary["interrupted"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
