@@ -1,0 +1,128 @@
+"""One trial, epoch by epoch: a baseline model, or a smoothed model with its denoiser.
+
+`Experiment` knows nothing of Ray or MLflow: `run_epoch()` returns the epoch's metrics
+(names in docs/architecture.md), `save`/`restore` checkpoint everything needed to
+continue exactly as if never stopped.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from trainables.bpd import bits_per_dim, two_step_bound_nats
+from trainables.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from trainables.config import TrialConfig
+from trainables.data import epoch_batches, epoch_generator, load_dataset
+from trainables.evaluation import SampleEvaluator
+from trainables.losses import DenoiserNLL, DiscretizedNLL, SmoothedNLL
+from trainables.pixelcnnpp import PixelCNNpp
+from trainables.training import TrainUnit, evaluate_nll, train_epoch
+
+TEST_NOISE_EPOCH = -1  # the test split's noise comes from generator (seed, -1): the same every epoch
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Experiment:
+    """Train and evaluate the models of one trial configuration."""
+
+    def __init__(self, cfg: TrialConfig, device=None, log: Callable[[str], None] = print):
+        cfg.validate()
+        self.cfg, self.log = cfg, log
+        self.device = torch.device(device) if device is not None else default_device()
+        d = cfg.data
+        self.train_images = load_dataset(d.dataset, "train", d.data_dir)  # (N, C, H, W) on CPU
+        test = load_dataset(d.dataset, "test", d.data_dir)
+        self.test_images = test[: cfg.eval.max_eval_images] if cfg.eval.max_eval_images else test
+        self.image_shape = tuple(self.train_images.shape[1:])
+        torch.manual_seed(cfg.train.seed)
+        self.units = self._build_units()
+        self.epoch = 0
+        self.evaluator = SampleEvaluator(cfg, self.image_shape, self.device, log)
+
+    def _build_units(self) -> dict[str, TrainUnit]:
+        m, t = self.cfg.model, self.cfg.train
+        kinds = {"baseline": [("baseline", DiscretizedNLL(), False)],
+                 "smoothed": [("smoothed", SmoothedNLL(), False), ("denoiser", DenoiserNLL(), True)]}[t.kind]
+        units = {}
+        for name, loss, conditional in kinds:
+            net = PixelCNNpp(self.image_shape[0], m.nr_filters, m.nr_resnet, m.num_mixtures, m.dropout, conditional)
+            units[name] = TrainUnit.create(net.to(self.device), loss, lr=t.lr, lr_decay=t.lr_decay,
+                                           ema_decay=t.ema_decay, grad_clip=t.grad_clip)
+        return units
+
+    @property
+    def done(self) -> bool:
+        return self.epoch >= self.cfg.train.max_epochs
+
+    def run_epoch(self) -> dict[str, float]:
+        """Train every model one epoch, evaluate bits/dim, and sample metrics when due."""
+        epoch, t = self.epoch + 1, self.cfg.train
+        noise_std = self.cfg.data.noise_std
+        metrics: dict[str, float] = {"epoch": epoch}
+        seconds = images = 0.0
+        for name, unit in self.units.items():
+            batches = epoch_batches(self.train_images, t.batch_size, noise_std, t.seed, epoch)
+            stats = train_epoch(unit, batches, epoch=epoch, device=self.device)
+            seconds, images = seconds + stats.seconds, images + stats.num_images
+            metrics[self._bpd_name("train", name)] = stats.bpd(unit.loss.continuous)
+            test = evaluate_nll(unit, self._test_batches(), device=self.device)
+            metrics[self._bpd_name("test", name)] = test.bpd(unit.loss.continuous)
+        metrics["bpd_bound"] = metrics["test_bpd"] if t.kind == "baseline" else self._two_step_bound()
+        metrics["images_per_s"] = images / seconds
+        metrics["epoch_seconds"] = seconds
+        if epoch % self.cfg.eval.eval_every == 0 or epoch == t.max_epochs:
+            eval_models = {name: unit.eval_model for name, unit in self.units.items()}
+            metrics.update(self.evaluator.evaluate(eval_models, epoch))
+        self.epoch = epoch
+        self.log(f"epoch {epoch}/{t.max_epochs}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch"))
+        return metrics
+
+    def _bpd_name(self, split: str, unit_name: str) -> str:
+        return f"{split}_bpd" if unit_name == "baseline" else f"{split}_bpd_{unit_name}"
+
+    def _test_batches(self):
+        t = self.cfg.train
+        return epoch_batches(self.test_images, 256, self.cfg.data.noise_std, t.seed, TEST_NOISE_EPOCH, shuffle=False)
+
+    @torch.no_grad()
+    def _two_step_bound(self) -> float:
+        """Bits/dim upper bound of clean test data under the two-step model (bpd.two_step_bound_nats)."""
+        smoothed, denoiser = self.units["smoothed"].eval_model, self.units["denoiser"].eval_model
+        smoothed.eval(), denoiser.eval()
+        generator = epoch_generator(self.cfg.train.seed, TEST_NOISE_EPOCH, stream=1)
+        total, dims = 0.0, 0
+        for x in self.test_images.split(256):
+            x = x.to(self.device)
+            bound = two_step_bound_nats(
+                x,
+                smoothed_log_prob=lambda z: -SmoothedNLL()(smoothed, None, z),
+                denoiser_log_prob=lambda clean, z: -DenoiserNLL()(denoiser, clean, z),
+                noise_std=self.cfg.data.noise_std,
+                num_draws=self.cfg.eval.bound_noise_draws,
+                generator=generator,
+            )
+            total += float(bound.sum())
+            dims += x.numel()
+        smoothed.train(), denoiser.train()
+        return float(bits_per_dim(total, dims, continuous=False))
+
+    def save(self, directory) -> Path:
+        units = {name: unit.state_dict() for name, unit in self.units.items()}
+        return save_checkpoint(directory, config=self.cfg.to_flat(), epoch=self.epoch, units=units, rng=rng_state())
+
+    def restore(self, directory) -> None:
+        payload = load_checkpoint(directory, config=self.cfg.to_flat())  # CPU: RNG states must stay there
+        for name, unit in self.units.items():
+            unit.load_state_dict(payload["units"][name])
+        restore_rng_state(payload["rng"])
+        self.epoch = payload["epoch"]
+        self.log(f"restored epoch {self.epoch} from {directory}")
+
+    def write_sample_grids(self, directory) -> list[Path]:
+        return self.evaluator.write_grids(directory)
