@@ -1,0 +1,206 @@
+"""Training throughput and naive vs fast sampling speed of PixelCNN++, per configuration.
+
+    python benchmarks/bench_sampling.py [--quick] [--json PATH] [--configs digits,mnist]
+
+For each configuration: training images/s of the real loop (`training.train_epoch`,
+discretized loss, Adam), warmed up first, with a breakdown of one step; naive and fast
+sampling seconds per image and their ratio, measured in the same run (ratios are the
+claim; absolute times depend on the machine and its load). Weights are random and data
+is random 8-bit noise: neither changes the cost.
+
+The naive sampler runs one full forward pass per pixel, so its cost per pixel is
+constant. Where a full naive image is too slow (MNIST: minutes), the script times a few
+rows of its loop body and extrapolates to H*W pixels, and says so in the output; at the
+digits configuration it runs both ways, which checks the extrapolation.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch.nn.utils import parametrize
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from trainables.fast_sampling import fast_sample  # noqa: E402
+from trainables.likelihoods import discretized_mol_log_prob, draw_uniforms, sample_discretized_mol  # noqa: E402
+from trainables.losses import DiscretizedNLL  # noqa: E402
+from trainables.pixelcnnpp import PixelCNNpp  # noqa: E402
+from trainables.sampling import sample  # noqa: E402
+from trainables.training import TrainUnit, train_epoch  # noqa: E402
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    shape: tuple[int, int, int]  # (C, H, W)
+    nr_filters: int
+    nr_resnet: int
+    num_mixtures: int
+    batch: int
+    full_naive: bool  # also time a whole naive image (cheap only at small sizes)
+
+
+CONFIGS = {
+    "digits": BenchConfig((1, 8, 8), 32, 2, 5, 64, full_naive=True),  # the platform's default
+    "mnist": BenchConfig((1, 28, 28), 40, 5, 10, 16, full_naive=False),  # Meng et al.'s MNIST setup
+}
+
+
+def _images(cfg: BenchConfig, generator: torch.Generator) -> torch.Tensor:
+    c, h, w = cfg.shape
+    return torch.randint(0, 256, (cfg.batch, c, h, w), generator=generator).float() / 127.5 - 1.0
+
+
+def _timed(fn, repeats: int) -> float:
+    """Median seconds of fn() over `repeats` calls."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def bench_training(cfg: BenchConfig, steps: int, warmup: int, repeats: int) -> dict:
+    """Images/s of train_epoch, and a breakdown of one step in milliseconds."""
+    g = torch.Generator().manual_seed(0)
+    model = PixelCNNpp(cfg.shape[0], cfg.nr_filters, cfg.nr_resnet, cfg.num_mixtures)
+    unit = TrainUnit.create(model, DiscretizedNLL(), lr=2e-4, lr_decay=0.999995)
+    batches = [(x, x) for x in (_images(cfg, g) for _ in range(steps))]
+    train_epoch(unit, batches[:warmup], epoch=0, device="cpu")
+    stats = train_epoch(unit, batches, epoch=1, device="cpu")
+    x = batches[0][0]
+
+    def forward_loss():
+        return -discretized_mol_log_prob(x, model(x)).mean()
+
+    def step():
+        unit.optimizer.zero_grad(set_to_none=True)
+        forward_loss().backward()
+        unit.optimizer.step()
+
+    t_forward = _timed(lambda: model(x), repeats)  # with autograd recording, as in training
+    with parametrize.cached():  # effective weights g * v / |v| computed once, not per conv call
+        model(x)
+        t_forward_cached = _timed(lambda: model(x), repeats)
+    t_forward_loss = _timed(forward_loss, repeats)
+    t_forward_backward = _timed(lambda: forward_loss().backward(), repeats)
+    t_step = _timed(step, repeats)
+    model.to(memory_format=torch.channels_last)
+    x = x.contiguous(memory_format=torch.channels_last)
+    t_step_cl = _timed(step, repeats)
+    return {
+        "images_per_s": stats.num_images / stats.seconds,
+        "step_ms": 1e3 * stats.seconds / steps,
+        "forward_ms": 1e3 * t_forward,
+        "weight_norm_ms": 1e3 * (t_forward - t_forward_cached),
+        "loss_ms": 1e3 * (t_forward_loss - t_forward),
+        "backward_ms": 1e3 * (t_forward_backward - t_forward_loss),
+        "adam_ms": 1e3 * (t_step - t_forward_backward),
+        "loop_overhead_ms": 1e3 * (stats.seconds / steps - t_step),
+        "step_channels_last_ms": 1e3 * t_step_cl,
+        "step_contiguous_ms": 1e3 * t_step,
+    }
+
+
+@torch.no_grad()
+def naive_pixel_seconds(model, cfg: BenchConfig, pixels: int) -> float:
+    """Seconds per pixel of sampling.sample's loop body (one forward pass and one draw at
+    batch cfg.batch), timed over the first `pixels` pixels: the naive cost is the same at
+    every pixel, so this extrapolates to the whole image."""
+    c, h, w = cfg.shape
+    uniforms = draw_uniforms(cfg.batch, c, model.num_mixtures, h, w, generator=torch.Generator().manual_seed(0))
+    x = torch.zeros(cfg.batch, c, h, w)
+    model.eval()
+    model(x)  # warm up
+    start = time.perf_counter()
+    for i, j in (divmod(p, w) for p in range(pixels)):
+        params = model(x)  # (N, P, H, W), as in sampling.sample
+        pixel_uniforms = tuple(u[:, :, i : i + 1, j : j + 1] for u in uniforms)
+        pixel = sample_discretized_mol(params[:, :, i : i + 1, j : j + 1], channels=c, uniforms=pixel_uniforms)
+        x[:, :, i, j] = pixel[:, :, 0, 0]
+    return (time.perf_counter() - start) / pixels
+
+
+def bench_sampling(cfg: BenchConfig, quick: bool) -> dict:
+    c, h, w = cfg.shape
+    torch.manual_seed(0)
+    model = PixelCNNpp(c, cfg.nr_filters, cfg.nr_resnet, cfg.num_mixtures).eval()
+    g = torch.Generator().manual_seed(1)
+    fast_sample(model, cfg.batch, (c, 4, 4), discretized=True, generator=g)  # warm up
+    start = time.perf_counter()
+    fast_sample(model, cfg.batch, cfg.shape, discretized=True, generator=g)
+    fast = (time.perf_counter() - start) / cfg.batch
+    pixels = 4 if quick else 2 * w
+    per_pixel = naive_pixel_seconds(model, cfg, pixels)
+    out = {
+        "fast_s_per_image": fast,
+        "naive_s_per_image_extrapolated": per_pixel * h * w / cfg.batch,
+        "naive_pixels_timed": pixels,
+    }
+    if cfg.full_naive and not quick:
+        start = time.perf_counter()
+        sample(model, cfg.batch, cfg.shape, discretized=True, generator=g)
+        out["naive_s_per_image_full"] = (time.perf_counter() - start) / cfg.batch
+    naive = out.get("naive_s_per_image_full", out["naive_s_per_image_extrapolated"])
+    out["naive_s_per_image"] = naive
+    out["naive_method"] = "full image" if "naive_s_per_image_full" in out else f"extrapolated from {pixels} of {h * w} pixels"
+    out["speedup"] = naive / fast
+    return out
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 training steps, 4 naive pixels, no full naive image")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated, from {list(CONFIGS)}")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--skip-training", action="store_true")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results = {
+        "machine": {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor()},
+        "configs": {},
+    }
+    for name in args.configs.split(","):
+        cfg = CONFIGS[name]
+        print(f"== {name}: {cfg}", flush=True)
+        res = {"config": asdict(cfg)}
+        if not args.skip_training:
+            steps, warmup, repeats = (2, 1, 1) if args.quick else (10, 3, 3)
+            res["training"] = bench_training(cfg, steps, warmup, repeats)
+            print("  training " + ", ".join(f"{k} {v:.1f}" for k, v in res["training"].items()), flush=True)
+        res["sampling"] = s = bench_sampling(cfg, args.quick)
+        print(
+            f"  sampling s/image: naive {s['naive_s_per_image']:.3f} ({s['naive_method']}), "
+            f"fast {s['fast_s_per_image']:.4f}, fast/naive speedup {s['speedup']:.1f}x",
+            flush=True,
+        )
+        if "naive_s_per_image_full" in s:
+            print(f"  (naive extrapolated from {s['naive_pixels_timed']} pixels: {s['naive_s_per_image_extrapolated']:.3f})")
+        results["configs"][name] = res
+    _print_table(results)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return results
+
+
+def _print_table(results: dict) -> None:
+    print(f"\n| config | train img/s | naive s/img | fast s/img | speedup |   (threads {results['machine']['threads']})")
+    print("| --- | --- | --- | --- | --- |")
+    for name, res in results["configs"].items():
+        s = res["sampling"]
+        train = f"{res['training']['images_per_s']:.1f}" if "training" in res else "-"
+        naive = f"{s['naive_s_per_image']:.3f}" + ("" if "full" in s["naive_method"] else " (extrap.)")
+        print(f"| {name} | {train} | {naive} | {s['fast_s_per_image']:.4f} | {s['speedup']:.0f}x |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""The fast sampler draws what the naive one draws: same uniforms -> same pixels.
+
+Exactness is checked in float64, where rounding differences (~1e-15) cannot move a
+discretized value across a bin edge or flip a mixture component, so any difference is
+a bug, not noise; one float32 run checks the default dtype. At 28x28 one case runs the
+naive sampler itself (784 full passes); the others use its one-pass equivalent: by
+causality the naive sampler computes pixel (i, j)'s parameters from the pixels before
+(i, j), i.e. from the final image, so redrawing every pixel of a sample from one full
+forward pass on it with the same uniforms must give the sample back.
+"""
+import pytest
+import torch
+
+from trainables.fast_sampling import fast_sample
+from trainables.fast_sampling_ops import ActivationMap, ShiftedConv
+from trainables.likelihoods import draw_uniforms, sample_continuous_mol, sample_discretized_mol
+from trainables.pixelcnnpp import PixelCNNpp
+from trainables.sampling import sample
+
+KINDS = {  # kind: (conditional, discretized)
+    "smoothed": (False, False),
+    "baseline": (False, True),
+    "denoiser": (True, True),
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one thread avoids oversubscribing the shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _model(channels, conditional, nr_resnet=1, filters=8, mixtures=3, dtype=torch.float64, seed=0):
+    torch.manual_seed(seed)
+    model = PixelCNNpp(channels, filters, nr_resnet, mixtures, conditional=conditional).to(dtype)
+    with torch.no_grad():  # random biases, so that no path is silently zero
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0, 0.3)
+    return model.eval()
+
+
+def _inputs(model, n, shape, dtype=torch.float64, seed=1):
+    c, h, w = shape
+    g = torch.Generator().manual_seed(seed)
+    uniforms = draw_uniforms(n, c, model.num_mixtures, h, w, generator=g, dtype=dtype)
+    x_noisy = torch.randn(n, c, h, w, generator=g, dtype=dtype) * 0.6 if model.conditional else None
+    return uniforms, x_noisy
+
+
+def _naive(model, n, shape, discretized, uniforms, x_noisy, temperature=1.0):
+    with _default_dtype(uniforms[0].dtype):  # the naive sampler allocates in the default dtype
+        return sample(model, n, shape, discretized=discretized, x_noisy=x_noisy, uniforms=uniforms, temperature=temperature)
+
+
+class _default_dtype:
+    def __init__(self, dtype):
+        self.dtype = dtype
+
+    def __enter__(self):
+        self.saved = torch.get_default_dtype()
+        torch.set_default_dtype(self.dtype)
+
+    def __exit__(self, *exc):
+        torch.set_default_dtype(self.saved)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_fast_equals_naive_8x8(kind, channels):
+    conditional, discretized = KINDS[kind]
+    model = _model(channels, conditional, nr_resnet=2 if (channels, kind) == (1, "baseline") else 1)
+    shape, n = (channels, 8, 8), 2
+    uniforms, x_noisy = _inputs(model, n, shape)
+    naive = _naive(model, n, shape, discretized, uniforms, x_noisy)
+    fast = fast_sample(model, n, shape, discretized=discretized, x_noisy=x_noisy, uniforms=uniforms)
+    assert fast.shape == (n, *shape) and fast.dtype == torch.float64
+    assert (fast - naive).abs().max() < 1e-4
+    assert (fast - naive).abs().max() < 1e-10, "float64 leaves no room for more than rounding"
+
+
+def test_fast_equals_naive_28x28_denoiser():
+    """The naive sampler itself at 28x28 (levels 28, 14, 7): the stacked 56x28 input,
+    the whole-row prefill of x~ and the odd width 7 at the lowest level."""
+    model = _model(1, conditional=True, filters=4, mixtures=2)
+    shape, n = (1, 28, 28), 1
+    uniforms, x_noisy = _inputs(model, n, shape)
+    naive = _naive(model, n, shape, True, uniforms, x_noisy)
+    fast = fast_sample(model, n, shape, discretized=True, x_noisy=x_noisy, uniforms=uniforms)
+    assert (fast - naive).abs().max() < 1e-4
+
+
+def _redraw(model, x, uniforms, discretized, x_noisy=None, temperature=1.0):
+    """What the naive sampler draws given the final image: one pass, every pixel redrawn."""
+    params = model(x, x_noisy) if x_noisy is not None else model(x)  # (N, P, H, W)
+    draw = sample_discretized_mol if discretized else sample_continuous_mol
+    return draw(params, channels=x.shape[1], uniforms=uniforms, temperature=temperature)
+
+
+@pytest.mark.parametrize("channels,kind", [(1, "smoothed"), (3, "baseline"), (3, "denoiser")])
+def test_fast_sample_is_the_naive_fixed_point_28x28(channels, kind):
+    conditional, discretized = KINDS[kind]
+    model = _model(channels, conditional, filters=4)
+    shape, n = (channels, 28, 28), 2
+    uniforms, x_noisy = _inputs(model, n, shape)
+    fast = fast_sample(model, n, shape, discretized=discretized, x_noisy=x_noisy, uniforms=uniforms)
+    with torch.no_grad():
+        redrawn = _redraw(model, fast, uniforms, discretized, x_noisy)
+    assert torch.isfinite(fast).all()
+    assert (fast - redrawn).abs().max() < 1e-10
+
+
+def test_denoiser_same_generator_same_pixels():
+    """A fixed x~ and the same generator seed: fast and naive consume the randomness
+    identically and draw the same clean image, at a temperature below 1 too."""
+    model = _model(3, conditional=True, nr_resnet=1)
+    shape, n = (3, 8, 8), 3
+    x_noisy = torch.linspace(-1.5, 1.5, n * 3 * 64, dtype=torch.float64).reshape(n, *shape)
+    with _default_dtype(torch.float64):
+        naive = sample(model, n, shape, discretized=True, x_noisy=x_noisy,
+                       generator=torch.Generator().manual_seed(7), temperature=0.8)
+        fast = fast_sample(model, n, shape, discretized=True, x_noisy=x_noisy,
+                           generator=torch.Generator().manual_seed(7), temperature=0.8)
+    assert torch.equal(fast, naive)
+    assert torch.equal(fast, ((fast + 1) * 127.5).round() / 127.5 - 1), "values on the 8-bit grid"
+
+
+def test_float32_matches_naive_and_leaves_training_mode():
+    model = _model(1, conditional=False, nr_resnet=1, dtype=torch.float32)
+    model.train()
+    shape, n = (1, 8, 8), 2
+    uniforms, _ = _inputs(model, n, shape, dtype=torch.float32)
+    naive = _naive(model, n, shape, False, uniforms, None)
+    fast = fast_sample(model, n, shape, discretized=False, uniforms=uniforms)
+    assert fast.dtype == torch.float32 and (fast - naive).abs().max() < 1e-4
+    assert model.training
+
+
+def test_dropout_is_off_while_sampling():
+    model = PixelCNNpp(1, 8, 1, 3, dropout=0.5).double().train()
+    shape, n = (1, 8, 8), 2
+    uniforms, _ = _inputs(model, n, shape)
+    first = fast_sample(model, n, shape, discretized=True, uniforms=uniforms)
+    assert torch.equal(first, fast_sample(model, n, shape, discretized=True, uniforms=uniforms))
+
+
+@pytest.mark.parametrize("name", ["u_init", "ul_init_up", "ul_init_left", "downsize_u.0", "downsize_ul.0"])
+def test_shifted_conv_matmul_equals_module_everywhere(name):
+    """The patch arithmetic of each conv kind (shifts, strides, paddings) at every output."""
+    model = _model(1, conditional=False)
+    module = model.get_submodule(name)
+    cin = module.conv.in_channels
+    x = torch.randn(2, cin, 8, 12, dtype=torch.float64)
+    expected = module(x).permute(0, 2, 3, 1)  # (N, H', W', Cout)
+    conv = ShiftedConv(module)
+    inp = ActivationMap(x[:, :0, 0, 0], 8, 12, cin, conv.margins)
+    for r in range(8):
+        inp.write(r, 0, x[:, :, r].transpose(1, 2))
+    for r in range(expected.shape[1]):
+        torch.testing.assert_close(conv(inp, r, 0, expected.shape[2]), expected[:, r])
+        torch.testing.assert_close(conv(inp, r, 3, 1), expected[:, r, 3:4])
+
+
+def test_unwritten_cache_reads_as_nan():
+    """A schedule that reads a value before computing it yields NaN, not a wrong sample."""
+    model = _model(1, conditional=False)
+    conv = ShiftedConv(model.u_init)
+    inp = ActivationMap(torch.zeros(1, 0, dtype=torch.float64), 8, 8, 2, conv.margins)
+    inp.write(0, 0, torch.ones(1, 8, 2, dtype=torch.float64))
+    assert torch.isfinite(conv(inp, 1, 0, 8)).all()  # reads row 0 and the zero margin
+    assert torch.isnan(conv(inp, 2, 0, 8)).all()  # reads row 1, never written
+
+
+def test_bad_arguments_are_refused():
+    model = _model(1, conditional=True)
+    with pytest.raises(ValueError, match="x_noisy"):
+        fast_sample(model, 1, (1, 8, 8), discretized=True)
+    with pytest.raises(ValueError, match="x_noisy must have shape"):
+        fast_sample(model, 1, (1, 8, 8), discretized=True, x_noisy=torch.zeros(1, 1, 4, 4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="divisible by 4"):
+        fast_sample(_model(1, conditional=False), 1, (1, 6, 8), discretized=True)

@@ -1,0 +1,266 @@
+"""Fast exact autoregressive sampling for PixelCNN++: every activation is computed once.
+
+`fast_sample` is a drop-in for `trainables.sampling.sample`: same signature, same
+uniforms (pixel (i, j) reads only the uniforms at (i, j)), the same per-pixel draw
+(`likelihoods.sample_*_mol` on the mixture parameters of that pixel). It differs only
+in how those parameters are computed: instead of a full forward pass per pixel (H*W
+passes), each activation of the network is computed exactly once, at the first step
+that needs it, in the spirit of Ramachandran et al. 2017 ("Fast Generation for
+Convolutional Autoregressive Models") adapted to PixelCNN++'s two streams, its
+three resolutions and its skip connections.
+
+Why it is exact. The network is causal (tests/trainables/test_pixelcnnpp.py): the
+output at (i, j) depends only on pixels before (i, j) in raster order. Every activation
+in its receptive field therefore depends only on those pixels too, so it has its final
+value as soon as the pixels before (i, j) are drawn: computing it then, once, gives the
+number the naive sampler's full pass would compute. What remains is a schedule in
+which every value is computed before it is read; the caches start as NaN, so a schedule
+error shows up as NaN samples (the tests would fail), never as silently wrong ones.
+
+The schedule, with the receptive fields read off the layers (layers.py):
+
+- Level s = 0, 1, 2 is the resolution H/2^s; the stride-2 resizes map level-s position
+  (r, c) to level-0 position (r*2^s, c*2^s).
+- u stream (DownShiftedConv2d, filter (2, 3), pad (1, 1, 1, 0)): output (r, c) reads
+  rows r-1..r and columns c-1..c+1 of its input, so a row needs the row above and the
+  same row to the right. The first u layer is shifted down (shift_output_down), so the
+  whole u stream at level-0 row i depends only on pixel rows < i; the stride-2
+  downsizing (rows 2r-1..2r), the transposed convs (filter height 2 = stride: output
+  row R reads input row R//2 only) and the skip NINs (1x1) keep that true at every
+  level, and the u stream never reads ul. Hence: when row i starts, compute whole
+  rows of the u stream: level 0 row i, and level s row i/2^s when 2^s divides i
+  (up pass by rising level, down pass by falling level; a down-pass row at level s
+  reads the upsampled row from level s+1, computed at level-0 row 2^(s+1)*(r//2) <= i).
+- ul stream (DownRightShiftedConv2d, filter (2, 2), pad (1, 0, 1, 0): reads rows r-1..r,
+  columns c-1..c; ul_init_left (2, 1) shifted right reads column c-1): output (r, c)
+  never reads right of c or below r. Hence at step (i, j), level s computes its single
+  position (i/2^s, j/2^s) when 2^s divides i and j: the downsizing reads level s-1 at
+  rows 2r-1..2r, columns 2c-1..2c, i.e. positions computed at this or earlier steps;
+  the transposed conv to level s-1 (filter (2, 2) = stride, no crop at top/left:
+  output (R, C) reads input (R//2, C//2) only) writes the 2x2 block it determines,
+  read at steps (i, j) and later. Within a step: up pass by rising level, down pass
+  by falling level, head at level 0. The u-stream terms of the ul NINs (the ul blocks'
+  skip input is u, or cat(u, ul_skip) in the down pass) are computed per row.
+- Within a gated resnet both convs are shifted, so both its input and its hidden
+  activation h are cached (`fast_sampling_ops.FastGatedResnet`).
+
+The same code runs on a run of columns instead of one: given rows (the noisy half of
+the denoiser's stacked 2H x W input) are filled in whole rows ("prefill"), one pass
+of cost ~ one forward pass, after which sampling starts at row H.
+
+Cost: per pixel one matmul per conv at level 0 (and at levels 1, 2 on 1/4 and 1/16 of
+the pixels) plus the draw, instead of a full forward pass; memory: the cached maps,
+about two activation maps per gated resnet, i.e. the activations a training step keeps
+for backward. Effective weight-normalised weights are computed once per call.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.nn.utils import parametrize
+
+from trainables.fast_sampling_ops import ActivationMap, FastGatedResnet, ShiftedConv
+from trainables.layers import DownRightShiftedDeconv2d, DownShiftedDeconv2d
+from trainables.likelihoods import draw_uniforms, sample_continuous_mol, sample_discretized_mol
+from trainables.pixelcnnpp import PixelCNNpp
+
+Uniforms = tuple[Tensor, Tensor]  # (u_component (N, K, H, W), u_value (N, C, H, W))
+
+
+def _check_deconv(module, *, column_local: bool) -> None:
+    """Output row R of the transposed conv must read input row R // stride only (and
+    column C input column C // stride only when column_local): filter = stride, no crop."""
+    deconv = module.deconv
+    kh, kw = deconv.kernel_size
+    sh, sw = deconv.stride
+    if kh != sh or (column_local and (kw != sw or not isinstance(module, DownRightShiftedDeconv2d))):
+        raise ValueError(f"fast sampling needs filter = stride in the upsampling, got {module}")
+    if not column_local and not isinstance(module, DownShiftedDeconv2d):
+        raise ValueError(f"unexpected u-stream upsampling {module}")
+
+
+def _upsample(module, x: Tensor) -> Tensor:
+    """Run a layers.*Deconv2d on positions (N, n, F) of one row: (N, stride, stride*n, F)."""
+    out = module(x.permute(0, 2, 1).unsqueeze(2))  # (N, F, stride, stride * n)
+    return out.permute(0, 2, 3, 1)
+
+
+class _CachedTrunk:
+    """The PixelCNN++ trunk and head evaluated row by row (u) and pixel by pixel (ul)."""
+
+    def __init__(self, model: PixelCNNpp, like: Tensor, height: int, width: int):
+        self.levels = len(model.up_stages)
+        sizes = [(height >> s, width >> s) for s in range(self.levels)]
+        self.widths = [w for _, w in sizes]
+        for resize in list(model.downsize_u) + list(model.downsize_ul):
+            if resize.conv.stride != (2, 2):
+                raise ValueError("fast sampling assumes stride-2 resizing between levels")
+        for up in model.upsize_u:
+            _check_deconv(up, column_local=False)
+        for up in model.upsize_ul:
+            _check_deconv(up, column_local=True)
+
+        def blocks(stream, s):
+            return [FastGatedResnet(b, like, *sizes[s]) for b in stream]
+
+        self.up_u = [blocks(model.up_stages[s].u_stream, s) for s in range(self.levels)]
+        self.up_ul = [blocks(model.up_stages[s].ul_stream, s) for s in range(self.levels)]
+        down = [model.down_stages[self.levels - 1 - s] for s in range(self.levels)]  # by level
+        self.down_u = [blocks(down[s].u_stream, s) for s in range(self.levels)]
+        self.down_ul = [blocks(down[s].ul_stream, s) for s in range(self.levels)]
+
+        self.u_init, self.ul_init_up = ShiftedConv(model.u_init), ShiftedConv(model.ul_init_up)
+        self.ul_init_left = ShiftedConv(model.ul_init_left)
+        inits = (self.u_init, self.ul_init_up, self.ul_init_left)
+        margins = tuple(max(conv.margins[k] for conv in inits) for k in range(3))
+        self.x_map = ActivationMap(like, height, width, model.in_channels + 1, margins)
+        self.x_map.data[:, margins[0] :, margins[1] : margins[1] + width, -1] = 1.0  # the "ones" channel
+
+        self.downsize_u = [ShiftedConv(m) for m in model.downsize_u]  # level s -> s + 1
+        self.downsize_ul = [ShiftedConv(m) for m in model.downsize_ul]
+        self.upsize_u = [None] + [model.upsize_u[self.levels - 1 - s] for s in range(1, self.levels)]  # s -> s-1
+        self.upsize_ul = [None] + [model.upsize_ul[self.levels - 1 - s] for s in range(1, self.levels)]
+        f = model.up_stages[0].u_stream[0].conv_input.conv.out_channels
+        below = range(self.levels - 1)
+        # Raw outputs of the last up block (read by the downsizing) and of the upsampling.
+        self.u_up_last = [ActivationMap(like, *sizes[s], f, self.downsize_u[s].margins) for s in below]
+        self.ul_up_last = [ActivationMap(like, *sizes[s], f, self.downsize_ul[s].margins) for s in below]
+        self.u_upsized = [ActivationMap(like, *sizes[s], f) for s in below]
+        self.ul_upsized = [ActivationMap(like, *sizes[s], f) for s in below]
+        for blk in [b for level in self.up_ul + self.down_ul for b in level]:
+            if blk.reads_right():
+                raise ValueError("a ul-stream conv reads to the right: it cannot run pixel by pixel")
+        if self.ul_init_left.reads_right() or any(c.reads_right() for c in self.downsize_ul):
+            raise ValueError("a ul-stream conv reads to the right: it cannot run pixel by pixel")
+
+        self.head_matrix = model.head.conv.weight.detach()[:, :, 0, 0].t()  # head(elu(ul)): (F, P)
+        self.head_bias = model.head.conv.bias.detach()
+        # Per-row u-stream terms of the ul NINs, by level and block: (N, W_s, F).
+        self.ul_up_terms: list[list[Tensor]] = [[] for _ in range(self.levels)]
+        self.ul_down_terms: list[list[Tensor]] = [[] for _ in range(self.levels)]
+        self.ul_init_up_row: Optional[Tensor] = None
+
+    def u_row(self, i: int) -> None:
+        """The u stream for level-0 row i (and level-s row i/2^s when 2^s divides i)."""
+        levels = [s for s in range(self.levels) if i % (1 << s) == 0]
+        skips = {}
+        for s in levels:  # up pass
+            r, w = i >> s, self.widths[s]
+            if s == 0:
+                x = self.u_init(self.x_map, r, 0, w)  # (N, W, F)
+                self.ul_init_up_row = self.ul_init_up(self.x_map, r, 0, w)
+            else:
+                x = self.downsize_u[s - 1](self.u_up_last[s - 1], r, 0, w)
+            skips[s] = [x]
+            self.ul_up_terms[s] = []
+            for blk, ul_blk in zip(self.up_u[s], self.up_ul[s]):
+                x = blk(x, r, 0)
+                skips[s].append(x)
+                self.ul_up_terms[s].append(ul_blk.skip_part(0, x))  # ul's skip input is this u
+            if s < self.levels - 1:
+                self.u_up_last[s].write(r, 0, x)
+        for s in reversed(levels):  # down pass
+            r, w = i >> s, self.widths[s]
+            x = skips[s].pop() if s == self.levels - 1 else self.u_upsized[s].read(r, 0, w)
+            self.ul_down_terms[s] = []
+            for blk, ul_blk in zip(self.down_u[s], self.down_ul[s]):
+                x = blk(x, r, 0, skip=blk.skip_part(0, skips[s].pop()))
+                self.ul_down_terms[s].append(ul_blk.skip_part(0, x))  # the u half of cat(u, ul_skip)
+            if s > 0:
+                rows = _upsample(self.upsize_u[s], x)  # (N, 2, W_{s-1}, F)
+                for a in range(rows.shape[1]):
+                    self.u_upsized[s - 1].write(2 * r + a, 0, rows[:, a])
+
+    def ul_cols(self, i: int, j0: int, j1: int, head: bool) -> Optional[Tensor]:
+        """The ul stream at level-0 row i, columns j0..j1-1 (and the level-s positions
+        they determine); returns the mixture parameters (N, j1 - j0, P) if head."""
+        active = []  # (level, row, first column, count)
+        for s in range(self.levels):
+            q0, q1 = -(-j0 // (1 << s)), -(-j1 // (1 << s))
+            if i % (1 << s) or q0 >= q1:
+                break
+            active.append((s, i >> s, q0, q1 - q0))
+        skips = {}
+        for s, r, q, n in active:  # up pass
+            if s == 0:
+                x = self.ul_init_up_row[:, q : q + n] + self.ul_init_left(self.x_map, r, q, n)
+            else:
+                x = self.downsize_ul[s - 1](self.ul_up_last[s - 1], r, q, n)
+            skips[s] = [x]
+            for blk, term in zip(self.up_ul[s], self.ul_up_terms[s]):
+                x = blk(x, r, q, skip=term[:, q : q + n])
+                skips[s].append(x)
+            if s < self.levels - 1:
+                self.ul_up_last[s].write(r, q, x)
+        for s, r, q, n in reversed(active):  # down pass
+            x = skips[s].pop() if s == self.levels - 1 else self.ul_upsized[s].read(r, q, n)
+            for blk, term in zip(self.down_ul[s], self.ul_down_terms[s]):
+                x = blk(x, r, q, skip=blk.skip_part(1, skips[s].pop(), base=term[:, q : q + n]))
+            if s > 0:
+                block = _upsample(self.upsize_ul[s], x)  # (N, 2, 2n, F)
+                for a in range(block.shape[1]):
+                    self.ul_upsized[s - 1].write(2 * r + a, 2 * q, block[:, a])
+        if not head:
+            return None
+        params = torch.addmm(self.head_bias, F.elu(x).reshape(-1, x.shape[2]), self.head_matrix)
+        return params.view(x.shape[0], x.shape[1], -1)
+
+
+@torch.no_grad()
+def fast_sample(
+    model: PixelCNNpp,
+    n: int,
+    shape: tuple[int, int, int],
+    *,
+    discretized: bool,
+    x_noisy: Optional[Tensor] = None,
+    generator: Optional[torch.Generator] = None,
+    uniforms: Optional[Uniforms] = None,
+    temperature: float = 1.0,
+    log: Optional[Callable[[str], None]] = None,
+) -> Tensor:
+    """Autoregressive samples (N, C, H, W), the distribution of `sampling.sample`, fast.
+
+    Same arguments and randomness as `sampling.sample`: with the same `uniforms` (or the
+    same `generator` state) it returns the same images up to float rounding. Samples
+    are unclamped. The model is in eval mode (no dropout) for the duration of the call.
+    """
+    c, h, w = shape
+    if h % 4 or w % 4:
+        raise ValueError(f"height and width must be divisible by 4, got {(h, w)}")
+    if model.conditional != (x_noisy is not None):
+        raise ValueError("x_noisy is required for (and only for) a conditional model")
+    if x_noisy is not None and tuple(x_noisy.shape) != (n, c, h, w):
+        raise ValueError(f"x_noisy must have shape {(n, c, h, w)}, got {tuple(x_noisy.shape)}")
+    param = next(model.parameters())
+    if uniforms is None:
+        uniforms = draw_uniforms(n, c, model.num_mixtures, h, w, generator=generator, device=param.device)
+    draw = sample_discretized_mol if discretized else sample_continuous_mol
+    offset = h if x_noisy is not None else 0  # the denoiser samples the bottom half of (2H, W)
+    like = param.new_empty(n, 0)
+    was_training = model.training
+    model.eval()
+    try:
+        with parametrize.cached():
+            trunk = _CachedTrunk(model, like, h + offset, w)
+            for i in range(offset):  # the given rows of x~, whole rows at a time
+                trunk.x_map.write(i, 0, x_noisy[:, :, i].transpose(1, 2).to(param))
+                trunk.u_row(i)
+                trunk.ul_cols(i, 0, w, head=False)
+            x = param.new_zeros(n, c, h, w)
+            for i in range(h):
+                trunk.u_row(offset + i)
+                for j in range(w):
+                    params = trunk.ul_cols(offset + i, j, j + 1, head=True)  # (N, 1, P)
+                    pixel_uniforms = tuple(u[:, :, i : i + 1, j : j + 1] for u in uniforms)
+                    value = draw(params.view(n, -1, 1, 1), channels=c, uniforms=pixel_uniforms, temperature=temperature)
+                    x[:, :, i, j] = value[:, :, 0, 0]
+                    trunk.x_map.write(offset + i, j, value.view(n, 1, c))
+                if log is not None and (i + 1) % max(1, h // 4) == 0:
+                    log(f"  sampled row {i + 1}/{h}")
+    finally:
+        model.train(was_training)
+    return x

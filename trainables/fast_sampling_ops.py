@@ -1,0 +1,166 @@
+"""PixelCNN++'s layers as matmuls over channels-last activation caches (for fast_sampling).
+
+`ActivationMap` caches one activation map of the network, (N, top + H, left + W + right, C):
+the margins are the zero padding of the shifted convs that read it (taken from the
+layers' `pad`), and the interior starts as NaN, so a read of a value the schedule has
+not computed yet turns the sample into NaN instead of passing silently.
+
+`ShiftedConv` evaluates a DownShiftedConv2d / DownRightShiftedConv2d at one row and a
+run of columns by gathering its input patches from a map and multiplying by the
+effective (weight-normalised) weight, read once when the sampler is built. Output
+(r, c) of a conv with filter (kh, kw), stride s and padding (left, right, top, 0), shifted
+by (dr, dc) (`shift_output_down` / `shift_output_right`), reads the input rows
+(r - dr) * s - top + [0, kh) and columns (c - dc) * s - left + [0, kw); it is zero when
+r - dr < 0 or c - dc < 0 (the shift pads with zeros after the bias).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from trainables.layers import GatedResnet, NetworkInNetwork
+
+
+def concat_elu_last(x: Tensor) -> Tensor:
+    """concat_elu on channels-last values: (..., C) -> (..., 2C), [elu(x), elu(-x)]."""
+    return F.elu(torch.cat([x, -x], dim=-1))
+
+
+class ActivationMap:
+    """One cached activation map, channels last, with zero margins and a NaN interior."""
+
+    def __init__(self, like: Tensor, height: int, width: int, channels: int, margins=(0, 0, 0)):
+        self.top, self.left, right = margins
+        n = like.shape[0]
+        self.data = like.new_zeros(n, self.top + height, self.left + width + right, channels)
+        self.data[:, self.top :, self.left : self.left + width] = float("nan")
+
+    def write(self, row: int, col: int, value: Tensor) -> None:
+        """Store value (N, n, C') at (row, col .. col + n - 1), channels 0 .. C' - 1."""
+        c = self.left + col
+        self.data[:, self.top + row, c : c + value.shape[1], : value.shape[2]] = value
+
+    def read(self, row: int, col: int, n: int) -> Tensor:
+        """The values at (row, col .. col + n - 1): (N, n, C), a view."""
+        c = self.left + col
+        return self.data[:, self.top + row, c : c + n]
+
+    def patches(self, row: int, kh: int, col: int, n: int, kw: int, stride: int) -> Tensor:
+        """Input patches of n outputs: rows row + [0, kh), columns col + stride*t + [0, kw).
+
+        row and col are in map coordinates (negative inside the margins). Returns
+        (N * n, kh * kw * C) in (kh, kw, C) order, a copy.
+        """
+        r, c = self.top + row, self.left + col
+        assert r >= 0 and c >= 0, "a read left the zero margin: the margins are too small"
+        band = self.data[:, r : r + kh, c : c + (n - 1) * stride + kw]  # (N, kh, w', C)
+        if n == 1:
+            return band.reshape(band.shape[0], -1)
+        windows = band.unfold(2, kw, stride)  # (N, kh, n, C, kw)
+        return windows.permute(0, 2, 1, 4, 3).reshape(band.shape[0] * n, -1)
+
+
+class ShiftedConv:
+    """A shifted conv (layers.DownShiftedConv2d or DownRightShiftedConv2d) as a matmul."""
+
+    def __init__(self, module: torch.nn.Module):
+        conv = module.conv
+        weight = conv.weight.detach()  # effective weight g * v / |v|: (Cout, Cin, kh, kw)
+        self.out_channels, _, self.kh, self.kw = weight.shape
+        if conv.stride[0] != conv.stride[1] or conv.padding != (0, 0):
+            raise ValueError("expected square strides and explicit padding (layers.py convs)")
+        self.stride = conv.stride[0]
+        self.pad_left, self.pad_right, self.pad_top, pad_bottom = module.pad
+        if pad_bottom != 0:
+            raise ValueError("a conv padded at the bottom would read later rows")
+        self.shift_row = int(getattr(module, "shift_output_down", False))
+        self.shift_col = int(getattr(module, "shift_output_right", False))
+        self.matrix = weight.permute(2, 3, 1, 0).reshape(-1, self.out_channels)  # (kh*kw*Cin, Cout)
+        self.bias = conv.bias.detach()
+
+    @property
+    def margins(self) -> tuple[int, int, int]:
+        """(top, left, right) zero margins its input map needs."""
+        return self.pad_top, self.pad_left, self.pad_right
+
+    def reads_right(self) -> bool:
+        """Whether output (r, c) reads input columns right of c * stride (u-stream convs)."""
+        return self.kw - 1 - self.pad_left > 0
+
+    def __call__(self, inp: ActivationMap, row: int, col: int, n: int, base: Optional[Tensor] = None) -> Tensor:
+        """Outputs at (row, col .. col + n - 1): (N, n, Cout). base (N, n, Cout), if given,
+        replaces the bias (a precomputed bias + skip term, added for free by addmm)."""
+        batch = inp.data.shape[0]
+        r, c = row - self.shift_row, col - self.shift_col  # pre-shift position
+        lead = min(n, max(0, -c))  # outputs that are the shift's zero column
+        if r < 0 or lead:
+            if base is not None:
+                raise ValueError("a base term is only for unshifted convs")
+            if r < 0 or lead == n:
+                return inp.data.new_zeros(batch, n, self.out_channels)
+        s = self.stride
+        patches = inp.patches(r * s - self.pad_top, self.kh, (c + lead) * s - self.pad_left, n - lead, self.kw, s)
+        start = self.bias if base is None else _flat(base)
+        out = torch.addmm(start, patches, self.matrix).view(batch, n - lead, self.out_channels)
+        return F.pad(out, (0, 0, lead, 0)) if lead else out
+
+
+def _flat(x: Tensor) -> Tensor:
+    return x.reshape(-1, x.shape[-1])
+
+
+def nin_matrices(nin: NetworkInNetwork, streams: int) -> tuple[list[Tensor], Tensor]:
+    """Split a skip NIN over concat_elu(cat(a_1..a_S)) into per-stream (2F, Cout) matrices.
+
+    concat_elu(cat(a_1..a_S)) orders channels [a_1..a_S, -a_1..-a_S], so stream t's
+    rows are t*F + [0, F) and S*F + t*F + [0, F), matching concat_elu(a_t) = [a_t, -a_t].
+    Returns ([M_1..M_S], bias).
+    """
+    weight = nin.conv.weight.detach()[:, :, 0, 0].t()  # (2 S F, Cout)
+    f = weight.shape[0] // (2 * streams)
+    mats = [torch.cat([weight[t * f : (t + 1) * f], weight[(streams + t) * f : (streams + t + 1) * f]]) for t in range(streams)]
+    return mats, nin.conv.bias.detach()
+
+
+class FastGatedResnet:
+    """layers.GatedResnet at a row and a run of columns, with its two input caches.
+
+    x_map caches concat_elu(block input) for conv_input; h_map caches concat_elu(h) for
+    conv_out (dropout is off in eval mode). The skip NIN is split by input stream
+    (`skip_part`), so that a stream known a whole row ahead (u) is applied per row.
+    """
+
+    def __init__(self, block: GatedResnet, like: Tensor, height: int, width: int):
+        self.conv_input, self.conv_out = ShiftedConv(block.conv_input), ShiftedConv(block.conv_out)
+        two_f = 2 * self.conv_input.out_channels
+        self.x_map = ActivationMap(like, height, width, two_f, self.conv_input.margins)
+        self.h_map = ActivationMap(like, height, width, two_f, self.conv_out.margins)
+        if block.nin_skip is not None:
+            streams = block.nin_skip.conv.in_channels // two_f
+            self.skip_mats, nin_bias = nin_matrices(block.nin_skip, streams)
+            self.skip_bias = nin_bias + self.conv_input.bias  # both biases of h, once
+
+    def reads_right(self) -> bool:
+        return self.conv_input.reads_right() or self.conv_out.reads_right()
+
+    def skip_part(self, stream: int, a: Tensor, base: Optional[Tensor] = None) -> Tensor:
+        """Stream `stream`'s share of nin_skip(concat_elu(a)), a (N, n, F), plus base
+        (N, n, F) (default: the biases of h). Summed over streams it is the `skip`
+        argument of __call__."""
+        start = self.skip_bias if base is None else _flat(base)
+        out = torch.addmm(start, _flat(concat_elu_last(a)), self.skip_mats[stream])
+        return out.view(a.shape[0], a.shape[1], -1)
+
+    def __call__(self, x: Tensor, row: int, col: int, skip: Optional[Tensor] = None) -> Tensor:
+        """x (N, n, F): the block input at (row, col ..); returns the block output there.
+
+        skip (N, n, F): the biases of h plus the skip NIN term (see skip_part), if any."""
+        n = x.shape[1]
+        self.x_map.write(row, col, concat_elu_last(x))
+        h = self.conv_input(self.x_map, row, col, n, base=skip)  # (N, n, F)
+        self.h_map.write(row, col, concat_elu_last(h))
+        value, gate = self.conv_out(self.h_map, row, col, n).chunk(2, dim=-1)
+        return torch.addcmul(x, value, torch.sigmoid(gate))
