@@ -48,6 +48,7 @@ class EvalConfig:
     bound_noise_draws: int = 4      # noise draws per test image for the two-step bpd bound
     gradient_mode: str = "full"     # one-step denoising gradient: full | fixed_output
     extractor: str = ""             # feature extractor id; "" picks the dataset default
+    inception_weights: str = ""     # TF-Inception weights file; "" = env var / torch hub cache
     max_eval_images: int = 0        # cap on test images for bpd (0: all)
 
 

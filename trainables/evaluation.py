@@ -57,7 +57,8 @@ class SampleEvaluator:
         self.last_epoch = epoch
         for sampler, images in self.last_samples.items():
             scores = evaluate_samples(images, cfg.data.dataset, extractor=self.extractor,
-                                      data_dir=cfg.data.data_dir, device=self.device, log=self.log)
+                                      data_dir=cfg.data.data_dir, device=self.device, log=self.log,
+                                      inception_weights=cfg.eval.inception_weights or None)
             for key in (self.names["distance"], self.names["score"]):
                 metrics[f"{key}_{sampler}"] = scores[key]
                 if sampler == product:
