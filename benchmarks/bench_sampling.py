@@ -58,17 +58,36 @@ def _images(cfg: BenchConfig, generator: torch.Generator) -> torch.Tensor:
 
 
 def _timed(fn, repeats: int) -> float:
-    """Median seconds of fn() over `repeats` calls."""
+    """Least seconds of fn() over `repeats` calls (the run least disturbed by other load)."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+    return min(times)
+
+
+def _step_phases(unit: TrainUnit, x: torch.Tensor, repeats: int) -> dict:
+    """Milliseconds of each phase of a training step, each the least over `repeats` steps."""
+    phases = {"forward_ms": [], "loss_ms": [], "backward_ms": [], "adam_ms": []}
+    for _ in range(repeats):
+        unit.optimizer.zero_grad(set_to_none=True)
+        t0 = time.perf_counter()
+        params = unit.model(x)
+        t1 = time.perf_counter()
+        loss = -discretized_mol_log_prob(x, params).mean()
+        t2 = time.perf_counter()
+        loss.backward()
+        t3 = time.perf_counter()
+        unit.optimizer.step()
+        t4 = time.perf_counter()
+        for key, seconds in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            phases[key].append(1e3 * seconds)
+    return {key: min(values) for key, values in phases.items()}
 
 
 def bench_training(cfg: BenchConfig, steps: int, warmup: int, repeats: int) -> dict:
-    """Images/s of train_epoch, and a breakdown of one step in milliseconds."""
+    """Images/s of train_epoch, and the phases of one step in milliseconds."""
     g = torch.Generator().manual_seed(0)
     model = PixelCNNpp(cfg.shape[0], cfg.nr_filters, cfg.nr_resnet, cfg.num_mixtures)
     unit = TrainUnit.create(model, DiscretizedNLL(), lr=2e-4, lr_decay=0.999995)
@@ -76,37 +95,17 @@ def bench_training(cfg: BenchConfig, steps: int, warmup: int, repeats: int) -> d
     train_epoch(unit, batches[:warmup], epoch=0, device="cpu")
     stats = train_epoch(unit, batches, epoch=1, device="cpu")
     x = batches[0][0]
-
-    def forward_loss():
-        return -discretized_mol_log_prob(x, model(x)).mean()
-
-    def step():
-        unit.optimizer.zero_grad(set_to_none=True)
-        forward_loss().backward()
-        unit.optimizer.step()
-
-    t_forward = _timed(lambda: model(x), repeats)  # with autograd recording, as in training
-    with parametrize.cached():  # effective weights g * v / |v| computed once, not per conv call
-        model(x)
-        t_forward_cached = _timed(lambda: model(x), repeats)
-    t_forward_loss = _timed(forward_loss, repeats)
-    t_forward_backward = _timed(lambda: forward_loss().backward(), repeats)
-    t_step = _timed(step, repeats)
+    out = {"images_per_s": stats.num_images / stats.seconds, "step_ms": 1e3 * stats.seconds / steps}
+    out.update(_step_phases(unit, x, repeats))
+    # The forward's share spent on effective weights g * v / |v| (recomputed every step,
+    # as they must be while g and v train), with autograd recording as in training.
+    normed = [m for m in model.modules() if parametrize.is_parametrized(m, "weight")]
+    out["weight_norm_ms"] = 1e3 * _timed(lambda: [m.weight for m in normed], repeats)
     model.to(memory_format=torch.channels_last)
-    x = x.contiguous(memory_format=torch.channels_last)
-    t_step_cl = _timed(step, repeats)
-    return {
-        "images_per_s": stats.num_images / stats.seconds,
-        "step_ms": 1e3 * stats.seconds / steps,
-        "forward_ms": 1e3 * t_forward,
-        "weight_norm_ms": 1e3 * (t_forward - t_forward_cached),
-        "loss_ms": 1e3 * (t_forward_loss - t_forward),
-        "backward_ms": 1e3 * (t_forward_backward - t_forward_loss),
-        "adam_ms": 1e3 * (t_step - t_forward_backward),
-        "loop_overhead_ms": 1e3 * (stats.seconds / steps - t_step),
-        "step_channels_last_ms": 1e3 * t_step_cl,
-        "step_contiguous_ms": 1e3 * t_step,
-    }
+    phases = _step_phases(unit, x.contiguous(memory_format=torch.channels_last), repeats)
+    out["step_channels_last_ms"] = sum(phases.values())
+    out["step_contiguous_ms"] = sum(out[k] for k in phases)
+    return out
 
 
 @torch.no_grad()
@@ -174,7 +173,7 @@ def main(argv=None) -> dict:
         print(f"== {name}: {cfg}", flush=True)
         res = {"config": asdict(cfg)}
         if not args.skip_training:
-            steps, warmup, repeats = (2, 1, 1) if args.quick else (10, 3, 3)
+            steps, warmup, repeats = (2, 1, 2) if args.quick else (10, 3, 5)
             res["training"] = bench_training(cfg, steps, warmup, repeats)
             print("  training " + ", ".join(f"{k} {v:.1f}" for k, v in res["training"].items()), flush=True)
         res["sampling"] = s = bench_sampling(cfg, args.quick)

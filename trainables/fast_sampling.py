@@ -49,9 +49,10 @@ the denoiser's stacked 2H x W input) are filled in whole rows ("prefill"), one p
 of cost ~ one forward pass, after which sampling starts at row H.
 
 Cost: per pixel one matmul per conv at level 0 (and at levels 1, 2 on 1/4 and 1/16 of
-the pixels) plus the draw, instead of a full forward pass; memory: the cached maps,
-about two activation maps per gated resnet, i.e. the activations a training step keeps
-for backward. Effective weight-normalised weights are computed once per call.
+the pixels) plus the draw, instead of a full forward pass. Memory: every cached map
+(two per gated resnet) keeps only the band of rows its readers need, two rows (the
+current one and the one above), so the caches take about 2 / H of the activations of
+one forward pass. Effective weight-normalised weights are computed once per call.
 """
 from __future__ import annotations
 
@@ -103,8 +104,10 @@ class _CachedTrunk:
         for up in model.upsize_ul:
             _check_deconv(up, column_local=True)
 
+        # Cached maps keep a band of rows, not the whole image (ActivationMap): a block's
+        # convs read the row being computed and the `top` = 1 rows above it.
         def blocks(stream, s):
-            return [FastGatedResnet(b, like, *sizes[s]) for b in stream]
+            return [FastGatedResnet(b, like, *sizes[s], rows=1) for b in stream]
 
         self.up_u = [blocks(model.up_stages[s].u_stream, s) for s in range(self.levels)]
         self.up_ul = [blocks(model.up_stages[s].ul_stream, s) for s in range(self.levels)]
@@ -116,20 +119,25 @@ class _CachedTrunk:
         self.ul_init_left = ShiftedConv(model.ul_init_left)
         inits = (self.u_init, self.ul_init_up, self.ul_init_left)
         margins = tuple(max(conv.margins[k] for conv in inits) for k in range(3))
-        self.x_map = ActivationMap(like, height, width, model.in_channels + 1, margins)
-        self.x_map.data[:, margins[0] :, margins[1] : margins[1] + width, -1] = 1.0  # the "ones" channel
+        # u_init, shifted down, reads rows up to i - 2 once row i is being written.
+        x_rows = 1 + max(conv.shift_row for conv in inits)
+        fill = torch.tensor([float("nan")] * model.in_channels + [1.0])  # the "ones" channel
+        self.x_map = ActivationMap(like, height, width, model.in_channels + 1, margins, rows=x_rows, fill=fill)
 
         self.downsize_u = [ShiftedConv(m) for m in model.downsize_u]  # level s -> s + 1
         self.downsize_ul = [ShiftedConv(m) for m in model.downsize_ul]
         self.upsize_u = [None] + [model.upsize_u[self.levels - 1 - s] for s in range(1, self.levels)]  # s -> s-1
         self.upsize_ul = [None] + [model.upsize_ul[self.levels - 1 - s] for s in range(1, self.levels)]
-        f = model.up_stages[0].u_stream[0].conv_input.conv.out_channels
+        f = model.u_init.conv.out_channels  # nr_filters
         below = range(self.levels - 1)
         # Raw outputs of the last up block (read by the downsizing) and of the upsampling.
-        self.u_up_last = [ActivationMap(like, *sizes[s], f, self.downsize_u[s].margins) for s in below]
-        self.ul_up_last = [ActivationMap(like, *sizes[s], f, self.downsize_ul[s].margins) for s in below]
-        self.u_upsized = [ActivationMap(like, *sizes[s], f) for s in below]
-        self.ul_upsized = [ActivationMap(like, *sizes[s], f) for s in below]
+        # Downsizing to level s + 1 row p reads rows 2p-1..2p: the current row and the margin's.
+        self.u_up_last = [ActivationMap(like, *sizes[s], f, self.downsize_u[s].margins, rows=1) for s in below]
+        self.ul_up_last = [ActivationMap(like, *sizes[s], f, self.downsize_ul[s].margins, rows=1) for s in below]
+        # Upsampling writes `stride` rows at once, read later at the same positions.
+        up_rows = [self.upsize_u[s + 1].deconv.stride[0] for s in below]
+        self.u_upsized = [ActivationMap(like, *sizes[s], f, rows=up_rows[s]) for s in below]
+        self.ul_upsized = [ActivationMap(like, *sizes[s], f, rows=up_rows[s]) for s in below]
         for blk in [b for level in self.up_ul + self.down_ul for b in level]:
             if blk.reads_right():
                 raise ValueError("a ul-stream conv reads to the right: it cannot run pixel by pixel")
@@ -142,6 +150,12 @@ class _CachedTrunk:
         self.ul_up_terms: list[list[Tensor]] = [[] for _ in range(self.levels)]
         self.ul_down_terms: list[list[Tensor]] = [[] for _ in range(self.levels)]
         self.ul_init_up_row: Optional[Tensor] = None
+
+    def maps(self) -> list[ActivationMap]:
+        """Every cache, for accounting."""
+        blocks = [b for group in self.up_u + self.up_ul + self.down_u + self.down_ul for b in group]
+        extra = self.u_up_last + self.ul_up_last + self.u_upsized + self.ul_upsized
+        return [self.x_map] + [m for b in blocks for m in (b.x_map, b.h_map)] + extra
 
     def u_row(self, i: int) -> None:
         """The u stream for level-0 row i (and level-s row i/2^s when 2^s divides i)."""
@@ -247,8 +261,8 @@ def fast_sample(
         with parametrize.cached():
             trunk = _CachedTrunk(model, like, h + offset, w)
             for i in range(offset):  # the given rows of x~, whole rows at a time
-                trunk.x_map.write(i, 0, x_noisy[:, :, i].transpose(1, 2).to(param))
                 trunk.u_row(i)
+                trunk.x_map.write(i, 0, x_noisy[:, :, i].transpose(1, 2).to(param))
                 trunk.ul_cols(i, 0, w, head=False)
             x = param.new_zeros(n, c, h, w)
             for i in range(h):

@@ -30,32 +30,61 @@ def concat_elu_last(x: Tensor) -> Tensor:
 
 
 class ActivationMap:
-    """One cached activation map, channels last, with zero margins and a NaN interior."""
+    """One cached activation map, channels last, with zero margins and a NaN interior.
 
-    def __init__(self, like: Tensor, height: int, width: int, channels: int, margins=(0, 0, 0)):
+    Rows are addressed by their absolute index r (0..H-1). With `rows=k` the map keeps
+    only a sliding band: the last k rows written plus `top` rows above them (what a
+    conv reading rows r-top..r needs), so memory does not grow with H; writing a row
+    below the band slides it down. Rows above 0 are the zero padding until the band
+    first slides. `fill` (C,) is what a row holds before it is written (default NaN;
+    a constant channel such as the input's "ones" goes here).
+    """
+
+    def __init__(self, like, height, width, channels, margins=(0, 0, 0), rows=None, fill=None):
         self.top, self.left, right = margins
+        self.width, self.rows = width, height if rows is None else min(rows, height)
+        self.first = 0  # the absolute row held in physical row `top`
         n = like.shape[0]
-        self.data = like.new_zeros(n, self.top + height, self.left + width + right, channels)
-        self.data[:, self.top :, self.left : self.left + width] = float("nan")
+        self.fill = like.new_full((channels,), float("nan")) if fill is None else fill.to(like)
+        self.data = like.new_zeros(n, self.top + self.rows, self.left + width + right, channels)
+        self._poison(self.top)
+
+    def _poison(self, start: int) -> None:
+        self.data[:, start:, self.left : self.left + self.width] = self.fill
+
+    def _row(self, row: int, slide: bool = False) -> int:
+        """Physical row of absolute row `row`; with slide, first move the band down to it."""
+        shift = row - (self.first + self.rows - 1)
+        if shift > 0 and slide:
+            keep = self.data.shape[1] - shift
+            if keep > 0:
+                src = self.data[:, shift:]
+                self.data[:, :keep] = src.clone() if shift < keep else src  # overlapping copy
+            self._poison(max(keep, 0))
+            self.first += shift
+        physical = row - self.first + self.top
+        assert 0 <= physical < self.data.shape[1], f"row {row} is not in the band (rows {self.first}+{self.rows})"
+        return physical
 
     def write(self, row: int, col: int, value: Tensor) -> None:
         """Store value (N, n, C') at (row, col .. col + n - 1), channels 0 .. C' - 1."""
         c = self.left + col
-        self.data[:, self.top + row, c : c + value.shape[1], : value.shape[2]] = value
+        self.data[:, self._row(row, slide=True), c : c + value.shape[1], : value.shape[2]] = value
 
     def read(self, row: int, col: int, n: int) -> Tensor:
         """The values at (row, col .. col + n - 1): (N, n, C), a view."""
         c = self.left + col
-        return self.data[:, self.top + row, c : c + n]
+        return self.data[:, self._row(row), c : c + n]
 
     def patches(self, row: int, kh: int, col: int, n: int, kw: int, stride: int) -> Tensor:
         """Input patches of n outputs: rows row + [0, kh), columns col + stride*t + [0, kw).
 
-        row and col are in map coordinates (negative inside the margins). Returns
-        (N * n, kh * kw * C) in (kh, kw, C) order, a copy.
+        row and col are absolute (negative inside the margins); the rows must be held.
+        Returns (N * n, kh * kw * C) in (kh, kw, C) order, a copy.
         """
-        r, c = self.top + row, self.left + col
-        assert r >= 0 and c >= 0, "a read left the zero margin: the margins are too small"
+        r, c = row - self.first + self.top, self.left + col
+        assert r >= 0 and c >= 0, "a read left the band or the zero margin"
+        assert r + kh <= self.data.shape[1], "a read below the last row written"
         band = self.data[:, r : r + kh, c : c + (n - 1) * stride + kw]  # (N, kh, w', C)
         if n == 1:
             return band.reshape(band.shape[0], -1)
@@ -133,11 +162,11 @@ class FastGatedResnet:
     (`skip_part`), so that a stream known a whole row ahead (u) is applied per row.
     """
 
-    def __init__(self, block: GatedResnet, like: Tensor, height: int, width: int):
+    def __init__(self, block: GatedResnet, like: Tensor, height: int, width: int, rows=None):
         self.conv_input, self.conv_out = ShiftedConv(block.conv_input), ShiftedConv(block.conv_out)
         two_f = 2 * self.conv_input.out_channels
-        self.x_map = ActivationMap(like, height, width, two_f, self.conv_input.margins)
-        self.h_map = ActivationMap(like, height, width, two_f, self.conv_out.margins)
+        self.x_map = ActivationMap(like, height, width, two_f, self.conv_input.margins, rows)
+        self.h_map = ActivationMap(like, height, width, two_f, self.conv_out.margins, rows)
         if block.nin_skip is not None:
             streams = block.nin_skip.conv.in_channels // two_f
             self.skip_mats, nin_bias = nin_matrices(block.nin_skip, streams)

@@ -11,7 +11,7 @@ forward pass on it with the same uniforms must give the sample back.
 import pytest
 import torch
 
-from trainables.fast_sampling import fast_sample
+from trainables.fast_sampling import _CachedTrunk, fast_sample
 from trainables.fast_sampling_ops import ActivationMap, ShiftedConv
 from trainables.likelihoods import draw_uniforms, sample_continuous_mol, sample_discretized_mol
 from trainables.pixelcnnpp import PixelCNNpp
@@ -160,8 +160,8 @@ def test_shifted_conv_matmul_equals_module_everywhere(name):
     for r in range(8):
         inp.write(r, 0, x[:, :, r].transpose(1, 2))
     for r in range(expected.shape[1]):
-        torch.testing.assert_close(conv(inp, r, 0, expected.shape[2]), expected[:, r])
-        torch.testing.assert_close(conv(inp, r, 3, 1), expected[:, r, 3:4])
+        assert (conv(inp, r, 0, expected.shape[2]) - expected[:, r]).abs().max() < 1e-12
+        assert (conv(inp, r, 3, 1) - expected[:, r, 3:4]).abs().max() < 1e-12
 
 
 def test_unwritten_cache_reads_as_nan():
@@ -172,6 +172,27 @@ def test_unwritten_cache_reads_as_nan():
     inp.write(0, 0, torch.ones(1, 8, 2, dtype=torch.float64))
     assert torch.isfinite(conv(inp, 1, 0, 8)).all()  # reads row 0 and the zero margin
     assert torch.isnan(conv(inp, 2, 0, 8)).all()  # reads row 1, never written
+
+
+def test_sliding_band_keeps_the_rows_convs_read_and_drops_the_rest():
+    like = torch.zeros(1, 0, dtype=torch.float64)
+    band = ActivationMap(like, 6, 4, 2, margins=(1, 1, 1), rows=1, fill=torch.tensor([float("nan"), 1.0]))
+    for r in range(3):
+        band.write(r, 0, torch.full((1, 4, 1), float(r), dtype=torch.float64))
+    assert band.data.shape[1] == 2  # the margin row + one row
+    window = band.patches(1, 2, -1, 4, 3, 1).view(4, 2, 3, 2)  # rows 1..2, all columns
+    assert torch.equal(window[1, :, 1, 0], torch.tensor([1.0, 2.0], dtype=torch.float64))
+    assert torch.equal(window[1, :, 1, 1], torch.ones(2, dtype=torch.float64))  # the fill channel
+    assert torch.equal(window[0, :, 0], torch.zeros(2, 2, dtype=torch.float64))  # left margin
+    with pytest.raises(AssertionError):
+        band.read(0, 0, 4)  # row 0 has left the band
+
+
+def test_cache_memory_does_not_grow_with_height():
+    model = _model(3, conditional=False, nr_resnet=2)
+    like = torch.zeros(2, 0, dtype=torch.float64)
+    nbytes = [sum(m.data.nbytes for m in _CachedTrunk(model, like, h, 16).maps()) for h in (8, 32)]
+    assert nbytes[0] == nbytes[1]
 
 
 def test_bad_arguments_are_refused():
