@@ -243,8 +243,9 @@ def fast_sample(
     are unclamped. The model is in eval mode (no dropout) for the duration of the call.
     """
     c, h, w = shape
-    if h % 4 or w % 4:
-        raise ValueError(f"height and width must be divisible by 4, got {(h, w)}")
+    factor = 1 << (len(model.up_stages) - 1)  # two stride-2 resizes: 4
+    if h % factor or w % factor:
+        raise ValueError(f"height and width must be divisible by {factor}, got {(h, w)}")
     if model.conditional != (x_noisy is not None):
         raise ValueError("x_noisy is required for (and only for) a conditional model")
     if x_noisy is not None and tuple(x_noisy.shape) != (n, c, h, w):

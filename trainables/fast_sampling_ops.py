@@ -1,9 +1,10 @@
 """PixelCNN++'s layers as matmuls over channels-last activation caches (for fast_sampling).
 
-`ActivationMap` caches one activation map of the network, (N, top + H, left + W + right, C):
-the margins are the zero padding of the shifted convs that read it (taken from the
-layers' `pad`), and the interior starts as NaN, so a read of a value the schedule has
-not computed yet turns the sample into NaN instead of passing silently.
+`ActivationMap` caches a band of rows of one activation map of the network,
+(N, top + rows, left + W + right, C): the margins are the zero padding of the shifted
+convs that read it (taken from the layers' `pad`), and rows start as NaN, so a read of
+a value the schedule has not computed yet turns the sample into NaN instead of passing
+silently.
 
 `ShiftedConv` evaluates a DownShiftedConv2d / DownRightShiftedConv2d at one row and a
 run of columns by gathering its input patches from a map and multiplying by the
