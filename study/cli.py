@@ -171,18 +171,25 @@ def _check_resources(cfg: StudyConfig) -> None:
 
 
 def identity_diff(stored: StudyConfig, asked: StudyConfig) -> list[str]:
-    """Fields where a resume request differs from the stored study (runtime fields excluded)."""
-    from study.config import RUNTIME_FIELDS
+    """Fields where a resume request differs from the stored study (runtime fields excluded).
 
+    Trial keys missing on one side (a TrialConfig field added since the study started) count
+    as their default, which is what a trial without the key gets."""
+    from study.config import RUNTIME_FIELDS
+    from trainables.config import TrialConfig
+
+    defaults = TrialConfig().to_flat()
     diffs = []
     for field_name in stored.__dataclass_fields__:
         if field_name in RUNTIME_FIELDS:
             continue
         a, b = getattr(stored, field_name), getattr(asked, field_name)
-        if a != b:
-            diffs.append(f"{field_name}={_short(a)} (asked {_short(b)})" if not isinstance(a, dict) else
-                         ", ".join(f"{k}={a.get(k)!r} (asked {b.get(k)!r})" for k in sorted(set(a) | set(b))
-                                   if a.get(k) != b.get(k)))
+        if isinstance(a, dict):
+            fill = defaults if field_name == "trial" else {}
+            a, b = {**fill, **a}, {**fill, **b}
+            diffs += [f"{k}={a.get(k)!r} (asked {b.get(k)!r})" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        elif a != b:
+            diffs.append(f"{field_name}={_short(a)} (asked {_short(b)})")
     return diffs
 
 

@@ -17,7 +17,7 @@ from search_spaces import OBJECTIVE_MODES, SPACES, Choice, Float, Int, SearchSpa
 from trainables.config import DATASETS, TrialConfig
 
 # Sized by measurement on a 2-core CPU so that the default `--space noise_sweep` study
-# (6 searched trials + the baseline, 2 at a time) ends within ~10 minutes; see README.
+# (5 searched trials + the baseline, 2 at a time, ASHA) ends within ~10 minutes; see README.
 STUDY_SIZE: dict[str, Any] = {
     "nr_filters": 16, "nr_resnet": 1, "num_mixtures": 5, "batch_size": 64, "lr": 2e-3,
     "max_epochs": 6, "eval_every": 2, "num_eval_samples": 200, "bound_noise_draws": 1,
@@ -28,7 +28,7 @@ SMOKE_TEST_SIZE: dict[str, Any] = {
     "num_eval_samples": 32, "bound_noise_draws": 1, "max_eval_images": 64,
 }
 SMOKE_TEST_NUM_SAMPLES = 2
-ASHA_MIN_TRIALS = 6                 # "auto" scheduler: ASHA from this many searched trials on, else FIFO
+ASHA_MIN_TRIALS = 5                 # "auto" scheduler: ASHA from this many searched trials on, else FIFO
 SCHEDULERS = ("auto", "asha", "fifo")
 CHECKPOINT_ARTIFACTS = ("best", "none")
 RUNTIME_FIELDS = ("address",)       # may differ when a study resumes (a new head node); all else must match

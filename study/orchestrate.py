@@ -15,6 +15,7 @@ from study.cli import NON_IDENTITY_FLAGS, DEFAULT_STORAGE_PATH, default_name, id
 from study.config import StudyConfig, StudyError
 from study.storage import STUDY_FILE, StudyDir, normalize_storage_path
 from study.summary import best_rows, format_table, table_rows, ui_hint, write_summary
+from study.progress import Fanout, ProgressPrinter
 from study.tracking import MlflowTracker
 
 N_STARTUP_MAX = 10  # Optuna's default number of random trials before TPE
@@ -106,13 +107,15 @@ def run_study(cfg: StudyConfig, resuming: bool, flags: dict[str, Any], log=print
         tracker = MlflowTracker(cfg, study_dir)
         tracker.setup()
         spec = tune_spec(cfg, gpus)
+        printer = ProgressPrinter(list(cfg.searched), cfg.seed, cfg.objective, cfg.trial["max_epochs"])
+        listener = Fanout(tracker, printer)
         restorable = tune_adapter.can_restore(study_dir.path)
         log(f"{'resuming' if restorable else 'starting'} study {cfg.name!r} in {study_dir.path} "
             f"({cfg.space}: {cfg.num_samples} searched + {len(cfg.fixed_trials)} fixed trials, "
             f"{cfg.cpus_per_trial:g} CPU / {gpus:g} GPU per trial)")
         if not restorable:
             tracker.mark_interrupted()  # runs of an attempt killed before Tune saved any state
-        tuner = tune_adapter.restore_tuner(spec, study_dir.path) if restorable else tune_adapter.build_tuner(spec, tracker)
+        tuner = tune_adapter.restore_tuner(spec, study_dir.path) if restorable else tune_adapter.build_tuner(spec, listener)
         start = time.time()
         records = tune_adapter.fit(tuner, cfg.objective, cfg.mode)
         wall = time.time() - start

@@ -25,6 +25,9 @@ from trainables.config import TrialConfig
 # The objective exists only at evaluation epochs; Tune's strict check wants every metric in
 # every result. Schedulers and searchers here skip results without it (ASHA does natively).
 os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+# The driver prints one line per trial event (study/progress.py); Tune's legacy output engine
+# at verbose=0 stays silent (the new one still prints its banners and a TensorBoard hint).
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 RAY_KEYS = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "should_checkpoint", "__duplicate__"}
 DIVERGED_FILE = "diverged.txt"  # in the trial's storage dir: a diverged trial is not retried
@@ -320,9 +323,12 @@ class TuneSpec:
 
 
 def connect(address: Optional[str]) -> dict[str, float]:
-    """Start a local Ray (address None) or join a cluster; returns its total resources."""
+    """Start a local Ray (address None) or join a cluster; returns its total resources.
+
+    Trial stdout (per-epoch lines, sampling progress) stays in Ray's worker logs; the driver
+    prints one line per trial event (study/progress.py) and Tune's errors."""
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, configure_logging=True, logging_level="WARNING")
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     return {k: float(v) for k, v in ray.cluster_resources().items()}
 
 
@@ -358,7 +364,7 @@ def build_tuner(spec: TuneSpec, listener) -> tune.Tuner:
         search_alg=searcher, scheduler=scheduler, num_samples=spec.num_samples + len(spec.fixed_trials),
         max_concurrent_trials=spec.max_concurrent or None, reuse_actors=False, trial_dirname_creator=_trial_dirname)
     run_config = tune.RunConfig(
-        name=spec.name, storage_path=spec.storage_path, callbacks=callbacks, verbose=1,
+        name=spec.name, storage_path=spec.storage_path, callbacks=callbacks, verbose=0,
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.num_to_keep,
                                                 checkpoint_score_attribute=spec.objective[0],

@@ -16,7 +16,7 @@ def test_noise_sweep_defaults():
     cfg = cfg_of("--space", "noise_sweep")
     assert cfg.objective == ("fd_digits_cnn",) and cfg.mode == ("min",)
     assert cfg.extractor == "digits_cnn" and cfg.trial["extractor"] == "digits_cnn"
-    assert cfg.scheduler == "asha"  # 6 searched trials
+    assert cfg.scheduler == "asha"  # 5 searched trials
     assert "noise_std" not in cfg.trial, "a searched key is proposed per trial, never shared"
     assert cfg.trial["kind"] == "smoothed" and cfg.trial["max_epochs"] == STUDY_SIZE["max_epochs"]
     assert cfg.fixed_trials == ({"kind": "baseline", "noise_std": 0.0},)
@@ -82,6 +82,14 @@ def test_json_round_trip_and_identity_diff():
     assert again == cfg
     assert identity_diff(cfg, dataclasses.replace(cfg, address="auto")) == []
     diff = identity_diff(cfg, cfg_of("--space", "noise_sweep", "--num-samples", "9"))
-    assert diff == ["num_samples=6 (asked 9)"]
+    assert diff == ["num_samples=5 (asked 9)"]
     diff = identity_diff(cfg, cfg_of("--space", "noise_sweep", "--max-epochs", "9"))
     assert diff == [f"max_epochs={STUDY_SIZE['max_epochs']!r} (asked 9)"]
+
+
+def test_a_trial_field_added_since_the_study_started_is_not_a_change():
+    cfg = cfg_of("--space", "noise_sweep")
+    older = dataclasses.replace(cfg, trial={k: v for k, v in cfg.trial.items() if k != "grad_clip"})
+    assert identity_diff(older, cfg) == []
+    changed = dataclasses.replace(cfg, trial={**cfg.trial, "grad_clip": 1.0})
+    assert identity_diff(changed, cfg) == ["grad_clip=1.0 (asked 0.0)"]

@@ -1,0 +1,70 @@
+"""What the driver prints while a study runs: one line per trial event, instead of Tune's tables.
+
+Listeners of `trainables.tune.TrialEvents` (duck-typed): `ProgressPrinter` here and the
+MLflow tracker; `Fanout` hands every event to several of them.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, Optional
+
+from study.tracking import run_name
+
+
+class Fanout:
+    def __init__(self, *listeners):
+        self.listeners = listeners
+
+    def _forward(self, event: str, *args) -> None:
+        for listener in self.listeners:
+            getattr(listener, event)(*args)
+
+    def trial_started(self, *args): self._forward("trial_started", *args)
+    def trial_result(self, *args): self._forward("trial_result", *args)
+    def trial_checkpoint(self, *args): self._forward("trial_checkpoint", *args)
+    def trial_retrying(self, *args): self._forward("trial_retrying", *args)
+    def trial_ended(self, *args): self._forward("trial_ended", *args)
+    def optuna_history(self, *args): self._forward("optuna_history", *args)
+    def study_ended(self, *args): self._forward("study_ended", *args)
+
+
+class ProgressPrinter:
+    def __init__(self, searched: list[str], seed: int, objective: tuple[str, ...], max_epochs: int):
+        self.searched, self.seed, self.objective, self.max_epochs = searched, seed, objective, max_epochs
+        self.names: dict[str, str] = {}
+
+    def _say(self, trial_id: str, text: str) -> None:
+        name = self.names.get(trial_id, trial_id)
+        print(f"{time.strftime('%H:%M:%S')}  {name:<24} {text}", file=sys.stdout, flush=True)
+
+    def trial_started(self, trial_id: str, config: dict[str, Any], fixed: bool) -> None:
+        self.names[trial_id] = run_name(config, self.searched, self.seed)
+        self._say(trial_id, f"started (trial {trial_id}{', fixed' if fixed else ''})")
+
+    def trial_result(self, trial_id: str, metrics: dict[str, float]) -> None:
+        keys = [k for k in (*self.objective, "bpd_bound") if k in metrics]
+        keys = list(dict.fromkeys(keys))
+        text = "  ".join(f"{k}={metrics[k]:.4g}" for k in keys)
+        rate = metrics.get("images_per_s")
+        self._say(trial_id, f"epoch {int(metrics['epoch'])}/{self.max_epochs}  {text}"
+                  + (f"  ({rate:.0f} img/s)" if rate else ""))
+
+    def trial_checkpoint(self, trial_id: str, directory: str) -> None:
+        pass
+
+    def trial_retrying(self, trial_id: str, failures: int) -> None:
+        self._say(trial_id, f"failed; retrying from its latest checkpoint (failure {failures})")
+
+    def trial_ended(self, trial_id: str, state: str, error: Optional[str], optuna: Optional[dict],
+                    metrics: dict[str, float]) -> None:
+        tail = f": {error}" if error else ""
+        if optuna:
+            tail += f" (Optuna trial {optuna['number']}: {optuna['state']})"
+        self._say(trial_id, f"{state}{tail}")
+
+    def optuna_history(self, history: list[dict]) -> None:
+        pass
+
+    def study_ended(self, history: list[dict]) -> None:
+        pass

@@ -1,0 +1,99 @@
+"""The product's main job, end to end: `python -m study.run --smoke-test` on digits, its MLflow
+store read back directly and through an `mlflow server`'s REST API."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+
+from tests.study.helpers import REPO, free_port, kill_session, run_cli, steps, study_cmd, study_runs, wait_for
+
+pytestmark = pytest.mark.slow
+
+NAME = "smoke"
+
+
+@pytest.fixture(scope="module")
+def smoke_study(tmp_path_factory):
+    storage = tmp_path_factory.mktemp("studies")
+    result = run_cli(study_cmd(storage, NAME, "--space", "noise_sweep", "--smoke-test"), timeout=420)
+    assert result.returncode == 0, result.stdout[-4000:]
+    return storage / NAME, result.stdout
+
+
+@pytest.mark.timeout(480)
+def test_smoke_study_logs_one_run_per_trial(smoke_study):
+    study_dir, out = smoke_study
+    assert f"mlflow ui --backend-store-uri sqlite:///{study_dir}/mlflow.db" in out
+    assert "best (fd_digits_cnn min):" in out
+    client, exp, trials, summaries = study_runs(study_dir, NAME)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert len(trials) == 3 and len(summaries) == 1  # 2 searched + the sigma = 0 baseline
+    assert len({r.data.tags["ray_trial_id"] for r in trials}) == 3
+    kinds = sorted(r.data.tags["kind"] for r in trials)
+    assert kinds == ["baseline", "smoothed", "smoothed"]
+    for run in trials:
+        assert steps(client, run) == [1, 2]
+        params, tags = run.data.params, run.data.tags
+        assert set(params) >= {"noise_std", "num_mixtures", "kind", "lr", "nr_filters", "max_epochs"}
+        assert tags["state"] == "completed" and tags["extractor"] == "digits_cnn" and tags["dataset"] == "digits"
+        assert run.info.run_name.startswith(f"{tags['kind']} s=")
+        assert "fd_digits_cnn" in run.data.metrics and "bpd_bound" in run.data.metrics
+        samples = [a.path for a in client.list_artifacts(run.info.run_id, "samples")]
+        assert samples and all(p.endswith(".png") for p in samples)
+        assert "checkpoint/checkpoint.pt" in [a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")]
+    baseline = next(r for r in trials if r.data.tags["kind"] == "baseline")
+    assert baseline.data.params["noise_std"] == "0.0" and baseline.data.tags["trial_origin"] == "fixed"
+    assert "optuna_state" not in baseline.data.tags, "the fixed baseline is never told to Optuna"
+    smoothed = [r for r in trials if r.data.tags["kind"] == "smoothed"]
+    assert all("fd_digits_cnn_onestep" in r.data.metrics and "fd_digits_cnn_twostep" in r.data.metrics
+               for r in smoothed)
+    history = json.loads((study_dir / "optuna_trials.json").read_text())
+    assert [t["state"] for t in history] == ["COMPLETE", "COMPLETE"]
+    assert all(0.1 <= t["params"]["noise_std"] <= 0.8 for t in history)
+    rows = list(csv.DictReader((study_dir / "results.csv").open()))
+    assert len(rows) == 3 and {r["state"] for r in rows} == {"completed"}
+
+
+@pytest.mark.timeout(480)
+def test_mlflow_server_filters_runs_by_noise_std(smoke_study):
+    study_dir, _ = smoke_study
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{study_dir}/mlflow.db",
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _get(f"{base}/health") == "OK", timeout=120, what="mlflow server")
+        exp = json.loads(_get(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name={NAME}"))
+        exp_id = exp["experiment"]["experiment_id"]
+        baseline = _search(base, exp_id, "params.noise_std = '0.0'")
+        assert [r["info"]["run_name"] for r in baseline] == ["baseline s=0 K=3"]
+        smoothed = _search(base, exp_id, "params.noise_std != '0.0' and tags.run_role = 'trial'")
+        assert len(smoothed) == 2 and all(r["info"]["run_name"].startswith("smoothed s=") for r in smoothed)
+        run_id = smoothed[0]["info"]["run_id"]
+        listed = json.loads(_get(f"{base}/api/2.0/mlflow/artifacts/list?run_id={run_id}&path=samples"))
+        assert any(f["path"].endswith("twostep_epoch0002.png") for f in listed["files"])
+    finally:
+        kill_session(server.pid)
+
+
+def _get(url: str) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.read().decode()
+    except OSError:
+        return ""
+
+
+def _search(base: str, exp_id: str, query: str) -> list[dict]:
+    body = json.dumps({"experiment_ids": [exp_id], "filter": query, "max_results": 100}).encode()
+    request = urllib.request.Request(f"{base}/api/2.0/mlflow/runs/search", data=body,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read()).get("runs", [])
