@@ -1,0 +1,120 @@
+"""The report's sections as blocks (headings, text, tables, images): what a reader sees, in order."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import plots
+from analysis.conventions import BPD_METRICS, FINISHED_STATES, STATES, sample_metric_name
+from analysis.load import StudyData
+from analysis.render import Block, Image, Table, fmt, paper_view, time_view, trend_view, trials_view
+
+
+def sample_columns(extractor_ids: list[str]) -> list[str]:
+    """Distance then score, each with one-step, two-step and direct side by side."""
+    return [sample_metric_name(family, e, s) for e in extractor_ids for family in ("distance", "score")
+            for s in ("onestep", "twostep", "direct")]
+
+
+def state_counts(trials: pd.DataFrame) -> str:
+    counts = trials["state"].value_counts()
+    return ", ".join(f"{counts[s]} {s}" for s in [*STATES, *sorted(set(counts.index) - set(STATES))] if s in counts)
+
+
+def header(data: StudyData) -> list[Block]:
+    tags, trials = data.experiment_tags, data.trials
+    mode = data.summary_params.get("mode") or ",".join(data.study_config.get("mode", [])) or "?"
+    lines = [("h1", f"Study `{data.study}`"),
+             ("p", f"Space `{tags.get('space', '?')}` on `{tags.get('dataset', '?')}`; objective "
+                   f"`{tags.get('objective', '?')}` ({mode}); feature extractor `{data.extractor or '?'}`. "
+                   f"MLflow `{data.mlflow_uri}`, experiment {data.experiment_id}, summary run "
+                   f"`{data.summary_run_id or 'none yet'}`. Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC."),
+             ("p", f"**{len(trials)} trials**: {state_counts(trials) if len(trials) else 'none yet'}.")]
+    if len(trials) and (trials["state"] == "running").any():
+        lines.append(("p", "**The study is still running**: aggregates use completed trials only; the trials "
+                           "table and the hollow markers in the plots show the others at their latest epoch."))
+    return lines
+
+
+def main_result(data: StudyData, paper: pd.DataFrame, extractor_ids: list[str]) -> list[Block]:
+    comparable = ("" if extractor_ids == ["inception"] else
+                  f" Distances and scores are in the feature space of `{', '.join(extractor_ids)}`: comparable "
+                  "within this study, not with Inception FID/IS of the literature.")
+    return [("h2", "Main result (the paper's table)"),
+            ("p", "Per configuration, mean ± std over repeats (n = completed trials; others are listed, not "
+                  "averaged). Baseline: direct samples and its exact `test_bpd`. Smoothed: one-step "
+                  "(gradient-denoised) and two-step samples; bits/dim `≤ bpd_bound`, the two-step upper bound on "
+                  "clean test data (one-step denoising defines no likelihood)." + comparable),
+            paper_view(paper, extractor_ids)]
+
+
+def trend_section(data: StudyData, by: str, trend: pd.DataFrame, extractor_ids: list[str],
+                  plot_paths: dict[str, Path], plot_names: list[str], root: Path) -> list[Block]:
+    blocks: list[Block] = [("h2", f"Trends vs {by}")]
+    trials = data.trials
+    values = trials[by].dropna().unique() if by in trials else []
+    smoothed_values = trials.loc[trials["kind"] == "smoothed", by].dropna().unique() if by in trials else []
+    if len(smoothed_values) <= 1:
+        blocks.append(("p", f"`{by}` is fixed at {', '.join(fmt(v) for v in values) or '?'} for the smoothed "
+                            "trials of this study; the table below lists its configurations."))
+    blocks.append(("p", f"Rows: configurations (every hyperparameter that varies except `seed`), sorted by `{by}`; "
+                        "mean ± std over repeats; n = completed trials."))
+    blocks.append(trend_view(trend, sample_columns(extractor_ids)))
+    blocks.append(trend_view(trend, list(BPD_METRICS)))
+    blocks += [Image(str(plot_paths[n].relative_to(root)), caption) for n, caption in plot_names if n in plot_paths]
+    return blocks
+
+
+def pareto_section(data: StudyData, extractor: str, plot_paths: dict[str, Path], root: Path) -> list[Block]:
+    distance = sample_metric_name("distance", extractor)
+    blocks: list[Block] = [("h2", "Sample quality vs likelihood")]
+    done = data.trials[data.trials["state"].isin(FINISHED_STATES)]
+    if distance in done and "bpd_bound" in done:
+        done = done[done[distance].notna() & done["bpd_bound"].notna()]
+        front = done[plots.pareto_mask(done["bpd_bound"].to_numpy(float), done[distance].to_numpy(float))]
+        rows = [[str(r["run_name"]), fmt(r.get("noise_std")), fmt(r.get("num_mixtures")), fmt(r["bpd_bound"]),
+                 fmt(r[distance])] for _, r in front.sort_values("bpd_bound").iterrows()]
+        blocks += [("p", f"Pareto front of completed trials (`{distance}` of the product samples and `bpd_bound`, "
+                         "both minimized):"),
+                   Table(["run", "noise_std", "num_mixtures", "bpd_bound", distance], rows)]
+    blocks.append(Image(str(plot_paths["pareto_distance_vs_bpd_bound"].relative_to(root)),
+                        f"{distance} vs bpd_bound; hollow: not completed"))
+    return blocks
+
+
+def time_section(data: StudyData, time: pd.DataFrame, note: str, plot_paths: dict[str, Path],
+                 root: Path) -> list[Block]:
+    return [("h2", "Time"),
+            ("p", "Training hours per 100 epochs from the logged `epoch_seconds` (all models of a trial: a smoothed "
+                  "trial trains p(x~) and its denoiser); generation hours per 2000 images from `sample_seconds` "
+                  "over `num_eval_samples` (a smoothed trial draws x~ then the two-step samples; the one-step "
+                  "samples reuse x~). Mean ± std over trials of every state. " + note),
+            time_view(time), Image(str(plot_paths["time"].relative_to(root)), "time per dataset and kind")]
+
+
+def report_blocks(data: StudyData, named: dict[str, pd.DataFrame], plot_paths: dict[str, Path],
+                  extractor_ids: list[str], hardware_note: str, root: Path, files: list[Path]) -> list[Block]:
+    extractor = extractor_ids[0] if extractor_ids else "unknown"
+    image = lambda name, caption: Image(str(plot_paths[name].relative_to(root)), caption)  # noqa: E731
+    blocks = header(data) + main_result(data, named["paper_table"], extractor_ids)
+    blocks += [("h2", "Trials"),
+               ("p", "Every trial of the study with its state (`state` tag of the study: completed, pruned by "
+                     "ASHA, errored, interrupted, running) and MLflow `status`; metrics at its latest epoch."),
+               trials_view(data.trials, extractor)]
+    blocks += trend_section(data, "noise_std", named["trend_noise_std"], extractor_ids, plot_paths,
+                            [("distance_vs_sigma", "sample quality vs σ; dashed: the σ = 0 baseline"),
+                             ("bpd_vs_sigma", "bits/dim vs σ")], root)
+    blocks += trend_section(data, "num_mixtures", named["trend_num_mixtures"], extractor_ids, plot_paths,
+                            [("distance_vs_mixtures", "sample quality vs num_mixtures")], root)
+    blocks += pareto_section(data, extractor, plot_paths, root)
+    blocks.append(("h2", "Learning curves"))
+    blocks += [image(n, "learning curves per trial") for n in sorted(plot_paths) if n.startswith("learning_curves")]
+    blocks += [("h2", "Samples"), image("samples_per_sigma", "latest sample grids per σ and sampler")]
+    blocks += time_section(data, named["time"], hardware_note, plot_paths, root)
+    blocks += [("h2", "Files"),
+               ("p", "Tables (Parquet typed for notebooks, CSV): " + ", ".join(
+                   f"`{p.relative_to(root)}`" for p in files) + ". `pandas.read_parquet` gives them back typed; "
+                     "`analysis.load_trials` reads the study from MLflow again.")]
+    return blocks

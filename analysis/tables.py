@@ -1,0 +1,217 @@
+"""Trend tables, the paper's table and the time table, from `load.StudyData` frames.
+
+Aggregates (mean, sample std with ddof=1, n) are over *repeats*: trials whose
+hyperparameters agree on every key that varies in the study except `seed`. Only
+trials in `states` (default: completed) enter them; every other trial of a group is
+counted in its `not_included` note ("1 pruned, 1 running"), never silently dropped.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from analysis.conventions import (
+    BPD_METRICS, FINISHED_STATES, PRODUCT_SAMPLER, SAMPLERS, STATES, TIME_METRICS, metric_order,
+    parse_sample_metric, sample_metric_name, sample_metrics,
+)
+from analysis.load import TRIAL_TAGS
+
+NOT_GROUPED = ("seed",)  # what makes trials repeats of one configuration
+TRIALS_NOTE = ("trials", "not_included")
+TRIALS_N = ("trials", "n")
+KEY_ORDER = ("kind", "noise_std", "num_mixtures")
+
+
+def param_columns(trials: pd.DataFrame) -> list[str]:
+    """The hyperparameter columns: as recorded by load_trials, else everything that is not a metric or trial info."""
+    if trials.attrs.get("params"):
+        return [c for c in trials.attrs["params"] if c in trials.columns]
+    info = {"trial_id", "run_id", "run_name", "status", "state", "pruned", "epochs", "start_time", "end_time",
+            "last_update", *TRIAL_TAGS} - {"kind", "dataset", "extractor"}
+    return [c for c in trials.columns if c not in info and not is_metric(c)]
+
+
+def is_metric(name: str) -> bool:
+    return name in BPD_METRICS or name in TIME_METRICS or parse_sample_metric(name) is not None
+
+
+def repeat_keys(trials: pd.DataFrame, by: Optional[str] = None) -> list[str]:
+    """`by`, then every other hyperparameter that varies across the study's trials except the seed."""
+    varying = [c for c in param_columns(trials)
+               if c not in NOT_GROUPED and trials[c].astype(str).nunique(dropna=False) > 1]
+    ordered = [k for k in KEY_ORDER if k in varying] + sorted(k for k in varying if k not in KEY_ORDER)
+    keys = ["kind"] if "kind" in trials.columns else []
+    if by is not None:
+        keys.append(by)
+    return keys + [k for k in ordered if k not in keys]
+
+
+def value_metrics(trials: pd.DataFrame) -> list[str]:
+    return metric_order(c for c in trials.columns if is_metric(c))
+
+
+def _note(states: pd.Series, included: Sequence[str]) -> str:
+    counts = states[~states.isin(included)].value_counts()
+    order = [s for s in STATES if s in counts.index] + sorted(set(counts.index) - set(STATES))
+    return ", ".join(f"{counts[s]} {s}" for s in order)
+
+
+def trend_table(trials: pd.DataFrame, by: str = "noise_std", metrics: Optional[Iterable[str]] = None,
+                states: Sequence[str] = FINISHED_STATES) -> pd.DataFrame:
+    """Every metric against `by` (noise_std | num_mixtures | any hyperparameter), over repeats.
+
+    Rows: one per configuration, indexed by repeat_keys(trials, by) and sorted by them.
+    Columns: (metric, "mean" | "std" | "n") in metric_order (one-step next to two-step),
+    then ("trials", "n") counted in the mean and ("trials", "not_included").
+    """
+    if trials.empty:
+        return pd.DataFrame(columns=pd.MultiIndex.from_tuples([TRIALS_N, TRIALS_NOTE]))
+    if by not in trials.columns:
+        raise ValueError(f"no column {by!r} in the trials table; hyperparameters: {param_columns(trials)}")
+    metrics = list(metrics) if metrics is not None else value_metrics(trials)
+    keys = repeat_keys(trials, by)
+    rows = {}
+    for key, group in trials.groupby(keys, dropna=False, sort=True):
+        used = group[group["state"].isin(states)]
+        row = {}
+        for metric in metrics:
+            values = used[metric].dropna() if metric in used else pd.Series(dtype=float)
+            row[(metric, "mean")] = values.mean() if len(values) else np.nan
+            row[(metric, "std")] = values.std(ddof=1) if len(values) > 1 else np.nan
+            row[(metric, "n")] = len(values)
+        row[TRIALS_N] = len(used)
+        row[TRIALS_NOTE] = _note(group["state"], states)
+        rows[key if isinstance(key, tuple) else (key,)] = row
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index = pd.MultiIndex.from_tuples(list(rows), names=keys)
+    table.columns = pd.MultiIndex.from_tuples(table.columns)
+    return table.sort_index()
+
+
+def flatten(table: pd.DataFrame) -> pd.DataFrame:
+    """A trend table with `metric:stat` columns and the keys as columns (CSV, Parquet)."""
+    flat = table.copy()
+    flat.columns = [f"{metric}:{stat}" for metric, stat in flat.columns]
+    return flat.reset_index()
+
+
+# ---------------------------------------------------------------- the paper's table
+
+def config_label(row: pd.Series, keys: Sequence[str]) -> str:
+    """`baseline (sigma=0, K=5)` / `smoothed sigma=0.30, K=5, lr=2e-03` for a group of repeats."""
+    parts = []
+    for key in dict.fromkeys(keys):
+        if key == "kind" or key not in row:
+            continue
+        value = row[key]
+        name = {"noise_std": "σ", "num_mixtures": "K"}.get(key, key)
+        parts.append(f"{name}={_short(value)}")
+    kind = row.get("kind", "")
+    label = "PixelCNN++ baseline" if kind == "baseline" else f"{kind}"
+    return f"{label} ({', '.join(parts)})" if parts else label
+
+
+def _short(value) -> str:
+    if isinstance(value, (float, np.floating)):
+        if value == 0:
+            return "0"
+        return f"{value:.2f}" if 1e-2 <= abs(value) < 1e3 else f"{value:.2e}"
+    return str(value)
+
+
+def paper_table(trials: pd.DataFrame, states: Sequence[str] = FINISHED_STATES,
+                extractor_ids: Optional[Sequence[str]] = None) -> pd.DataFrame:
+    """Meng et al.'s comparison: per configuration and sampler, IS, distance and bits/dim.
+
+    Rows: the baseline's direct samples; a smoothed configuration's one-step and two-step
+    samples. Columns per extractor E (never mixed): `is_E`, `is_E:std`, `fd_E` (or
+    `fid_inception`), `fd_E:std`; `bpd`, `bpd:std` with `bpd_metric` saying which:
+    the baseline's exact `test_bpd`, the two-step upper bound `bpd_bound`, none for
+    one-step (gradient denoising defines no likelihood); `n`; `not_included`.
+    """
+    found = list(dict.fromkeys(m.extractor for m in sample_metrics(trials.columns)))
+    extractor_ids = list(extractor_ids) if extractor_ids is not None else found
+    keys = [k for k in repeat_keys(trials) if k not in NOT_GROUPED]
+    rows = []
+    if trials.empty:
+        return pd.DataFrame(columns=["model", "sampler", "n", "not_included"])
+    for key, group in trials.groupby(keys, dropna=False, sort=True):
+        used = group[group["state"].isin(states)]
+        first = group.iloc[0]
+        kind = first.get("kind", "")
+        samplers = [s for s in SAMPLERS if any(sample_metric_name("distance", e, s) in group and
+                                                group[sample_metric_name("distance", e, s)].notna().any()
+                                                for e in extractor_ids)]
+        if not samplers:
+            samplers = [PRODUCT_SAMPLER.get(kind, "")]
+        for sampler in samplers:
+            row = {"model": config_label(first, ["noise_std", "num_mixtures", *keys]), **{k: first[k] for k in keys}, "sampler": sampler,
+                   "n": len(used)}
+            for e in extractor_ids:
+                for family in ("score", "distance"):
+                    name = sample_metric_name(family, e)
+                    row[name], row[f"{name}:std"] = _mean_std(used, sample_metric_name(family, e, sampler))
+            bpd_metric = {"direct": "test_bpd", "twostep": "bpd_bound"}.get(sampler, "")
+            row["bpd_metric"] = bpd_metric
+            row["bpd"], row["bpd:std"] = _mean_std(used, bpd_metric) if bpd_metric else (np.nan, np.nan)
+            row["not_included"] = _note(group["state"], states)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _mean_std(frame: pd.DataFrame, column: str) -> tuple[float, float]:
+    if column not in frame:
+        return np.nan, np.nan
+    values = frame[column].dropna()
+    return (values.mean() if len(values) else np.nan), (values.std(ddof=1) if len(values) > 1 else np.nan)
+
+
+# ---------------------------------------------------------------- time
+
+TIME_GROUPS = ("dataset", "kind", "nr_filters", "nr_resnet", "batch_size", "hardware")
+
+
+def time_table(trials: pd.DataFrame, epochs: pd.DataFrame, hardware: str = "") -> pd.DataFrame:
+    """Training hours per 100 epochs and generation hours per 2000 images, per dataset and kind.
+
+    Per trial: mean `epoch_seconds` over its logged epochs (all models of the trial: a
+    smoothed trial trains p(x~) and its denoiser) and mean `sample_seconds /
+    num_eval_samples` over its evaluations (a smoothed trial's evaluation draws x~ and
+    the two-step samples; the one-step samples reuse x~). Then mean and std over the
+    trials of a group. Every trial with timings counts, whatever its state: an
+    epoch's time does not depend on how the trial ended. `hardware` fills the column
+    where the runs carry no `hardware` tag.
+    """
+    per_trial = []
+    for _, trial in trials.iterrows():
+        rows = epochs[epochs["trial_id"] == trial["trial_id"]] if len(epochs) else epochs
+        epoch_s = rows["epoch_seconds"].dropna() if "epoch_seconds" in rows else pd.Series(dtype=float)
+        sample_s = rows["sample_seconds"].dropna() if "sample_seconds" in rows else pd.Series(dtype=float)
+        if epoch_s.empty and sample_s.empty:
+            continue
+        n_images = float(trial.get("num_eval_samples", np.nan))
+        per_trial.append({
+            **{k: trial.get(k) for k in TIME_GROUPS if k != "hardware"},
+            "hardware": trial["hardware"] if pd.notna(trial.get("hardware")) else hardware,
+            "epochs": len(epoch_s), "evaluations": len(sample_s),
+            "train_hours_per_100_epochs": epoch_s.mean() * 100 / 3600 if len(epoch_s) else np.nan,
+            "images_per_s": rows["images_per_s"].mean() if "images_per_s" in rows else np.nan,
+            "gen_hours_per_2000_images": (sample_s / n_images).mean() * 2000 / 3600 if len(sample_s) else np.nan,
+        })
+    columns = [*TIME_GROUPS, "trials", "epochs", "evaluations", "train_hours_per_100_epochs",
+               "train_hours_per_100_epochs:std", "images_per_s", "gen_hours_per_2000_images",
+               "gen_hours_per_2000_images:std"]
+    if not per_trial:
+        return pd.DataFrame(columns=columns)
+    frame = pd.DataFrame(per_trial)
+    groups = frame.groupby(list(TIME_GROUPS), dropna=False, sort=True)
+    out = groups.agg(trials=("epochs", "size"), epochs=("epochs", "sum"), evaluations=("evaluations", "sum"),
+                     train_hours_per_100_epochs=("train_hours_per_100_epochs", "mean"),
+                     train_std=("train_hours_per_100_epochs", "std"), images_per_s=("images_per_s", "mean"),
+                     gen_hours_per_2000_images=("gen_hours_per_2000_images", "mean"),
+                     gen_std=("gen_hours_per_2000_images", "std")).reset_index()
+    out = out.rename(columns={"train_std": "train_hours_per_100_epochs:std",
+                              "gen_std": "gen_hours_per_2000_images:std"})
+    return out[columns]

@@ -1,0 +1,37 @@
+"""The constants analysis restates (it may not import study or trainables) equal their sources."""
+import pytest
+
+from analysis import conventions as c
+
+
+def test_tags_and_files_match_the_study_code():
+    from study import cli, storage, tracking
+
+    assert (c.ROLE_TAG, c.TRIAL_ID_TAG, c.STATE_TAG) == (tracking.ROLE_TAG, tracking.TRIAL_ID_TAG, tracking.STATE_TAG)
+    assert (c.STUDY_FILE, c.MLFLOW_DB) == (storage.STUDY_FILE, storage.MLFLOW_DB)
+    assert c.DEFAULT_STORAGE_PATH == cli.DEFAULT_STORAGE_PATH
+
+
+@pytest.mark.parametrize("extractor", ["digits_cnn", "mnist_cnn", "inception"])
+@pytest.mark.parametrize("sampler", ["", "direct", "onestep", "twostep"])
+def test_metric_names_match_the_feature_extractors(extractor, sampler):
+    from trainables.feature_extractors import metric_names
+
+    names = metric_names(extractor, sampler)
+    for family in ("distance", "score"):
+        assert c.sample_metric_name(family, extractor, sampler) == names[family]
+        assert c.parse_sample_metric(names[family]) == c.SampleMetric(family, extractor, sampler)
+    assert c.parse_sample_metric(names["score_std"]) is None
+
+
+def test_other_names_are_not_sample_metrics():
+    for name in ("bpd_bound", "test_bpd_smoothed", "epoch_seconds", "fd_inception", "is_"):
+        assert c.parse_sample_metric(name) is None
+
+
+def test_metric_order_puts_samplers_side_by_side():
+    names = ["sample_seconds", "is_digits_cnn", "fd_digits_cnn_twostep", "bpd_bound", "fd_digits_cnn",
+             "fd_digits_cnn_onestep", "test_bpd", "is_digits_cnn_onestep", "epoch", "grad_norm"]
+    assert c.metric_order(names) == ["epoch", "test_bpd", "bpd_bound", "fd_digits_cnn_onestep",
+                                     "fd_digits_cnn_twostep", "fd_digits_cnn", "is_digits_cnn_onestep",
+                                     "is_digits_cnn", "sample_seconds", "grad_norm"]

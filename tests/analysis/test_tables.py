@@ -1,0 +1,95 @@
+"""Trend, paper and time tables against aggregates computed by hand from conftest.TRIALS."""
+import math
+
+import pytest
+
+from analysis.tables import flatten, paper_table, repeat_keys, time_table, trend_table
+from tests.analysis.conftest import EXTRACTOR
+
+FD1, FD2, IS2 = f"fd_{EXTRACTOR}_onestep", f"fd_{EXTRACTOR}_twostep", f"is_{EXTRACTOR}_twostep"
+SQRT8 = math.sqrt(8.0)
+
+
+def test_repeats_are_configurations_without_the_seed(data):
+    assert repeat_keys(data.trials, "noise_std") == ["kind", "noise_std", "num_mixtures"]
+    assert repeat_keys(data.trials, "num_mixtures") == ["kind", "num_mixtures", "noise_std"]
+
+
+def test_trend_vs_noise_std(data):
+    t = trend_table(data.trials, "noise_std")
+    row = t.loc[("smoothed", 0.3, 5)]
+    assert row[(FD2, "mean")] == 12.0 and row[(FD2, "std")] == pytest.approx(SQRT8) and row[(FD2, "n")] == 2
+    assert row[(FD1, "mean")] == 42.0 and row[(IS2, "mean")] == pytest.approx(2.7)
+    assert row[("bpd_bound", "mean")] == pytest.approx(1.4)
+    assert row[("trials", "n")] == 2 and row[("trials", "not_included")] == "1 interrupted"
+    half = t.loc[("smoothed", 0.5, 5)]
+    assert half[(FD2, "mean")] == 16.0 and math.isnan(half[(FD2, "std")]) and half[(FD2, "n")] == 1
+    assert half[("trials", "not_included")] == "1 errored"
+    pruned = t.loc[("smoothed", 0.7, 5)]
+    assert math.isnan(pruned[(FD2, "mean")]) and pruned[("trials", "not_included")] == "1 pruned"
+    assert t.loc[("smoothed", 0.6, 5)][("trials", "not_included")] == "1 running"
+    base = t.loc[("baseline", 0.0, 5)]
+    assert base[(f"fd_{EXTRACTOR}_direct", "mean")] == 25.0
+    assert base[(f"fd_{EXTRACTOR}_direct", "std")] == pytest.approx(math.sqrt(50.0))
+    assert base[("test_bpd", "mean")] == pytest.approx(1.1)
+    assert list(t.index.get_level_values("noise_std")) == [0.0, 0.3, 0.3, 0.5, 0.6, 0.7]
+    columns = list(dict.fromkeys(m for m, _ in t.columns))
+    assert columns.index(FD2) == columns.index(FD1) + 1, "one-step and two-step side by side"
+
+
+def test_trend_vs_num_mixtures(data):
+    t = trend_table(data.trials, "num_mixtures")
+    assert t.loc[("smoothed", 10, 0.3)][(FD2, "mean")] == 8.0
+    assert t.loc[("smoothed", 5, 0.3)][(FD2, "mean")] == 12.0
+    assert list(t.index.get_level_values("num_mixtures")) == [5, 5, 5, 5, 5, 10]
+    assert list(t.index.get_level_values("noise_std")) == [0.0, 0.3, 0.5, 0.6, 0.7, 0.3]
+
+
+def test_flatten_keeps_every_number(data):
+    flat = flatten(trend_table(data.trials, "noise_std"))
+    assert {"kind", "noise_std", "num_mixtures", f"{FD2}:mean", f"{FD2}:std", f"{FD2}:n", "trials:not_included"} \
+        <= set(flat.columns)
+    assert flat.loc[(flat.kind == "smoothed") & (flat.noise_std == 0.3) & (flat.num_mixtures == 5),
+                    f"{FD2}:mean"].item() == 12.0
+
+
+def test_paper_table(data):
+    p = paper_table(data.trials).set_index(["kind", "noise_std", "num_mixtures", "sampler"])
+    fd, is_ = f"fd_{EXTRACTOR}", f"is_{EXTRACTOR}"
+    base = p.loc[("baseline", 0.0, 5, "direct")]
+    assert (base[fd], base[is_], base["n"]) == (25.0, 2.5, 2)
+    assert base["bpd_metric"] == "test_bpd" and base["bpd"] == pytest.approx(1.1)
+    one = p.loc[("smoothed", 0.3, 5, "onestep")]
+    two = p.loc[("smoothed", 0.3, 5, "twostep")]
+    assert one[fd] == 42.0 and one[f"{fd}:std"] == pytest.approx(SQRT8) and math.isnan(one["bpd"])
+    assert two[fd] == 12.0 and two[is_] == pytest.approx(2.7)
+    assert two["bpd_metric"] == "bpd_bound" and two["bpd"] == pytest.approx(1.4)
+    assert two["not_included"] == "1 interrupted"
+    assert "K=5" in two["model"] and "σ=0.30" in two["model"]
+    assert not any(c.startswith(("fid_", "fd_inception")) for c in p.columns), "only this study's extractor"
+
+
+def test_time_table(data):
+    t = time_table(data.trials, data.epochs, hardware="2 CPU").set_index("kind")
+    base, smooth = t.loc["baseline"], t.loc["smoothed"]
+    assert base["train_hours_per_100_epochs"] == pytest.approx(1.5)       # 36 s and 72 s per epoch
+    assert base["train_hours_per_100_epochs:std"] == pytest.approx(math.sqrt(0.5))
+    assert base["gen_hours_per_2000_images"] == pytest.approx(1.0)        # 180 s per 100 images
+    assert (base["trials"], base["epochs"], base["evaluations"]) == (2, 8, 4)
+    assert smooth["train_hours_per_100_epochs"] == pytest.approx(2.0)
+    assert (smooth["trials"], smooth["evaluations"]) == (8, 11), "every state counts for timings"
+    assert set(t["hardware"]) == {"2 CPU"} and set(t["dataset"]) == {"digits"}
+
+
+def test_empty_study_tables_have_their_columns(data):
+    empty = data.trials.iloc[0:0]
+    assert trend_table(empty, "noise_std").empty
+    assert paper_table(empty).empty and time_table(empty, data.epochs.iloc[0:0]).empty
+
+
+def test_hyperparameter_columns_without_the_loaders_note(data):
+    from analysis.tables import param_columns
+
+    bare = data.trials.copy()
+    bare.attrs = {}
+    assert set(param_columns(bare)) == set(data.trials.attrs["params"])
