@@ -12,6 +12,7 @@ from typing import Any, Optional
 MODEL_KINDS = ("baseline", "smoothed")  # a "smoothed" trial trains p(x~) and its denoiser p(x|x~)
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
 GRADIENT_MODES = ("full", "fixed_output")
+PRECISIONS = ("auto", "bf16", "off")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,8 @@ class TrainConfig:
     grad_clip: float = 0.0          # max global grad norm; 0 disables
     max_epochs: int = 20            # epochs per trial
     seed: int = 0                   # seeds init, data order, noise and sampling
+    mixed_precision: str = "auto"   # auto: bf16 autocast on CUDA, fp32 elsewhere | bf16 | off
+    compile: bool = False           # torch.compile the training forward pass (worth it on GPUs)
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,7 @@ class TrialConfig:
             (0 <= t.ema_decay < 1, f"ema_decay must be in [0, 1), got {t.ema_decay}"),
             (t.grad_clip >= 0, f"grad_clip must be >= 0, got {t.grad_clip}"),
             (t.max_epochs >= 1, f"max_epochs must be >= 1, got {t.max_epochs}"),
+            (t.mixed_precision in PRECISIONS, f"mixed_precision must be one of {PRECISIONS}"),
             (e.eval_every >= 1, f"eval_every must be >= 1, got {e.eval_every}"),
             (e.num_eval_samples >= 2, f"num_eval_samples must be >= 2, got {e.num_eval_samples}"),
             (e.bound_noise_draws >= 1, f"bound_noise_draws must be >= 1, got {e.bound_noise_draws}"),
@@ -125,6 +129,10 @@ def _coerce(cls, values: dict[str, Any]) -> dict[str, Any]:
             out[key] = int(float(value))
         elif kind == "float":
             out[key] = float(value)
+        elif kind == "bool":
+            if str(value).lower() not in ("true", "false", "1", "0"):
+                raise ValueError(f"{key} must be true or false, got {value!r}")
+            out[key] = str(value).lower() in ("true", "1")
         else:
             out[key] = str(value)
     return out

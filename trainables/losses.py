@@ -2,6 +2,8 @@
 
 The training loop is shared; a model kind is only (input, likelihood). Each loss returns
 per-image negative log-likelihoods in nats, (N,), summed over pixels and channels.
+The likelihood is always evaluated in float32, also when the network runs under bf16
+autocast (mixture log-densities lose too much in bf16).
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ class DiscretizedNLL:
     continuous = False  # bits/dim needs no density-to-8-bit term
 
     def __call__(self, model, x: torch.Tensor, x_noisy: torch.Tensor) -> torch.Tensor:
-        return -discretized_mol_log_prob(x, model(x)).sum(dim=(1, 2))
+        return -discretized_mol_log_prob(x, model(x).float()).sum(dim=(1, 2))
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,7 @@ class SmoothedNLL:
     continuous = True  # a density over [-1, 1]-scaled data: bits/dim adds log2(127.5)
 
     def __call__(self, model, x: torch.Tensor, x_noisy: torch.Tensor) -> torch.Tensor:
-        return -continuous_mol_log_prob(x_noisy, model(x_noisy)).sum(dim=(1, 2))
+        return -continuous_mol_log_prob(x_noisy, model(x_noisy).float()).sum(dim=(1, 2))
 
 
 @dataclass(frozen=True)
@@ -39,4 +41,4 @@ class DenoiserNLL:
     continuous = False
 
     def __call__(self, model, x: torch.Tensor, x_noisy: torch.Tensor) -> torch.Tensor:
-        return -discretized_mol_log_prob(x, model(x, x_noisy)).sum(dim=(1, 2))
+        return -discretized_mol_log_prob(x, model(x, x_noisy).float()).sum(dim=(1, 2))

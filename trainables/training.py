@@ -55,13 +55,21 @@ class TrainUnit:
     loss: object  # a trainables.losses object: (model, x, x_noisy) -> per-image NLL (N,) nats
     ema: Optional[EMA] = None
     grad_clip: float = 0.0
+    autocast_dtype: Optional[torch.dtype] = None  # bf16 for mixed precision; None: full precision
+    train_forward: Optional[torch.nn.Module] = None  # torch.compile'd model when enabled
 
     @classmethod
-    def create(cls, model, loss, *, lr: float, lr_decay: float, ema_decay: float = 0.0, grad_clip: float = 0.0):
+    def create(cls, model, loss, *, lr: float, lr_decay: float, ema_decay: float = 0.0, grad_clip: float = 0.0,
+               mixed_precision: str = "off", compile: bool = False):
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
         scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=lr_decay)
         ema = EMA(model, ema_decay) if ema_decay > 0 else None
-        return cls(model, optimizer, scheduler, loss, ema, grad_clip)
+        on_cuda = next(model.parameters()).is_cuda
+        use_bf16 = mixed_precision == "bf16" or (mixed_precision == "auto" and on_cuda)
+        # The compiled module shares the parameters; state_dicts come from `model`, so
+        # checkpoints do not depend on whether training was compiled.
+        forward = torch.compile(model) if compile else None
+        return cls(model, optimizer, scheduler, loss, ema, grad_clip, torch.bfloat16 if use_bf16 else None, forward)
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -106,7 +114,10 @@ def train_epoch(unit: TrainUnit, batches: Batches, *, epoch: int, device) -> Epo
     start = time.perf_counter()
     for step, batch in enumerate(batches, start=1):
         x, x_noisy = _to_device(batch, device)
-        nll = unit.loss(unit.model, x, x_noisy)  # (B,) nats
+        with torch.autocast(x.device.type, dtype=unit.autocast_dtype or torch.float32,
+                            enabled=unit.autocast_dtype is not None):
+            forward = unit.train_forward if unit.train_forward is not None else unit.model
+            nll = unit.loss(forward, x, x_noisy)  # (B,) nats, float32
         loss = nll.mean() / x[0].numel()  # nats per dimension: lr does not depend on image size
         if not torch.isfinite(loss):  # one host sync per step; negligible next to a PixelCNN++ step
             raise DivergenceError(f"loss is {loss.item()} at epoch {epoch}, step {step}")
