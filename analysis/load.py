@@ -195,9 +195,12 @@ def _history(client, run) -> pd.DataFrame:
 
 
 def typed(values: pd.Series) -> pd.Series:
-    """MLflow params are strings: ints, floats, None and strings back (one type per column)."""
+    """MLflow params are strings: ints, floats, bools, None and strings back (one type per column)."""
     clean = values.map(lambda v: None if v is None or v is pd.NA or v != v or v == "None" else str(v))
     present = clean.dropna()
+    if len(present) and present.isin(["True", "False"]).all():
+        return clean.map({"True": True, "False": False, None: None}).astype("boolean" if len(present) < len(clean)
+                                                                           else bool)
     if len(present) and pd.to_numeric(present, errors="coerce").notna().all():
         numbers = pd.to_numeric(clean, errors="coerce")
         if present.str.fullmatch(r"[+-]?\d+").all():

@@ -111,12 +111,13 @@ def paper_view(table: pd.DataFrame, extractor_ids: Sequence[str]) -> Table:
 
 
 def time_view(table: pd.DataFrame) -> Table:
-    header = ["dataset", "kind", "nr_filters", "nr_resnet", "batch_size", "trials", "epochs", "evaluations",
+    keys = [k for k in ("dataset", "kind", "nr_filters", "nr_resnet", "batch_size", "mixed_precision", "compile")
+            if k in table.columns]
+    header = [*keys, "trials", "epochs", "evaluations",
               "training h / 100 epochs", "images/s", "generation h / 2000 images", "hardware"]
     rows = []
     for _, r in table.iterrows():
-        rows.append([str(r["dataset"]), str(r["kind"]), fmt(r["nr_filters"]), fmt(r["nr_resnet"]),
-                     fmt(r["batch_size"]), str(r["trials"]), str(r["epochs"]), str(r["evaluations"]),
+        rows.append([fmt(r[k]) for k in keys] + [str(r["trials"]), str(r["epochs"]), str(r["evaluations"]),
                      mean_std(r["train_hours_per_100_epochs"], r["train_hours_per_100_epochs:std"]),
                      fmt(r["images_per_s"]),
                      mean_std(r["gen_hours_per_2000_images"], r["gen_hours_per_2000_images:std"]),

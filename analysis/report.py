@@ -96,9 +96,9 @@ def fetch_sample_images(data: StudyData, client, dst: Path) -> pd.DataFrame:
     ranked = ranked.sort_values(["_done", "_epochs", *(["seed"] if "seed" in trials else [])], kind="stable")
     rows = []
     with _no_progress_bars():
-        for _, group in ranked.groupby(keys, dropna=False, sort=False):
-            trial = group.iloc[0]
-            label = tables.config_label(trial, ["noise_std", "num_mixtures", *keys])
+        chosen = [group.iloc[0] for _, group in ranked.groupby(keys, dropna=False, sort=False)]
+        labels = tables.config_labels(chosen, ["noise_std", "num_mixtures", *keys])
+        for trial, label in zip(chosen, labels):
             try:
                 for sampler, (epoch, path) in _latest_grids(client, trial["run_id"]).items():
                     local = client.download_artifacts(trial["run_id"], path, str(dst / trial["run_id"]))
@@ -218,7 +218,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"python -m analysis.report: error: {message}", file=sys.stderr)
         return 2
     print(f"study {args.study!r}: {len(data.trials)} trials ({sections.state_counts(data.trials) or 'none yet'})")
-    print(render.markdown_table(render.paper_view(named["paper_table"], extractor_ids(data))))
+    paper = named["paper_table"]
+    print(render.markdown_table(render.paper_view(paper[paper["n"] > 0], extractor_ids(data))))
+    if (paper["n"] == 0).any():
+        print(f"(+ {paper.loc[paper['n'] == 0, 'model'].nunique()} configurations without a completed trial: "
+              "see the report)")
     print(f"report: {report}  (and {out / REPORT_HTML}, tables/, plots/)")
     if logged:
         print(f"logged to MLflow run {logged[0]} ({logged[1]} run) under {ARTIFACT_PATH}/")

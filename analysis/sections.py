@@ -47,7 +47,16 @@ def main_result(data: StudyData, paper: pd.DataFrame, extractor_ids: list[str]) 
                   "averaged). Baseline: direct samples and its exact `test_bpd`. Smoothed: one-step "
                   "(gradient-denoised) and two-step samples; bits/dim `≤ bpd_bound`, the two-step upper bound on "
                   "clean test data (one-step denoising defines no likelihood)." + comparable),
-            paper_view(paper, extractor_ids)]
+            paper_view(paper[paper["n"] > 0], extractor_ids)] + _without_completed(paper)
+
+
+def _without_completed(paper: pd.DataFrame) -> list[Block]:
+    """The configurations no completed trial speaks for yet: named with their trials' states."""
+    empty = paper[paper["n"] == 0].drop_duplicates("model")
+    if empty.empty:
+        return []
+    listed = "; ".join(f"{r['model']}: {r['not_included']}" for _, r in empty.iterrows())
+    return [("p", f"No completed trial yet (see the trials table for their latest numbers): {listed}.")]
 
 
 def trend_section(data: StudyData, by: str, trend: pd.DataFrame, extractor_ids: list[str],

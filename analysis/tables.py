@@ -99,26 +99,32 @@ def flatten(table: pd.DataFrame) -> pd.DataFrame:
 
 # ---------------------------------------------------------------- the paper's table
 
-def config_label(row: pd.Series, keys: Sequence[str]) -> str:
-    """`baseline (sigma=0, K=5)` / `smoothed sigma=0.30, K=5, lr=2e-03` for a group of repeats."""
+def config_label(row: pd.Series, keys: Sequence[str], digits: int = 3) -> str:
+    """`PixelCNN++ baseline (σ=0, K=5)` / `smoothed (σ=0.481, K=5, lr=0.002)` for a group of repeats."""
     parts = []
     for key in dict.fromkeys(keys):
         if key == "kind" or key not in row:
             continue
-        value = row[key]
         name = {"noise_std": "σ", "num_mixtures": "K"}.get(key, key)
-        parts.append(f"{name}={_short(value)}")
+        parts.append(f"{name}={_short(row[key], digits)}")
     kind = row.get("kind", "")
     label = "PixelCNN++ baseline" if kind == "baseline" else f"{kind}"
     return f"{label} ({', '.join(parts)})" if parts else label
 
 
-def _short(value) -> str:
+def _short(value, digits: int) -> str:
     if isinstance(value, (float, np.floating)):
-        if value == 0:
-            return "0"
-        return f"{value:.2f}" if 1e-2 <= abs(value) < 1e3 else f"{value:.2e}"
+        return f"{value:.{digits}g}"
     return str(value)
+
+
+def config_labels(firsts: list[pd.Series], keys: Sequence[str]) -> list[str]:
+    """config_label of each group, with as many digits as it takes to tell different groups apart."""
+    for digits in range(3, 10):
+        labels = [config_label(row, keys, digits) for row in firsts]
+        if len(set(labels)) == len(labels):
+            break
+    return labels
 
 
 def paper_table(trials: pd.DataFrame, states: Sequence[str] = FINISHED_STATES,
@@ -137,7 +143,9 @@ def paper_table(trials: pd.DataFrame, states: Sequence[str] = FINISHED_STATES,
     rows = []
     if trials.empty:
         return pd.DataFrame(columns=["model", "sampler", "n", "not_included"])
-    for key, group in trials.groupby(keys, dropna=False, sort=True):
+    groups = list(trials.groupby(keys, dropna=False, sort=True))
+    labels = config_labels([group.iloc[0] for _, group in groups], ["noise_std", "num_mixtures", *keys])
+    for (_, group), label in zip(groups, labels):
         used = group[group["state"].isin(states)]
         first = group.iloc[0]
         kind = first.get("kind", "")
@@ -147,7 +155,7 @@ def paper_table(trials: pd.DataFrame, states: Sequence[str] = FINISHED_STATES,
         if not samplers:
             samplers = [PRODUCT_SAMPLER.get(kind, "")]
         for sampler in samplers:
-            row = {"model": config_label(first, ["noise_std", "num_mixtures", *keys]), **{k: first[k] for k in keys}, "sampler": sampler,
+            row = {"model": label, **{k: first[k] for k in keys}, "sampler": sampler,
                    "n": len(used)}
             for e in extractor_ids:
                 for family in ("score", "distance"):
@@ -170,7 +178,7 @@ def _mean_std(frame: pd.DataFrame, column: str) -> tuple[float, float]:
 
 # ---------------------------------------------------------------- time
 
-TIME_GROUPS = ("dataset", "kind", "nr_filters", "nr_resnet", "batch_size", "hardware")
+TIME_GROUPS = ("dataset", "kind", "nr_filters", "nr_resnet", "batch_size", "mixed_precision", "compile", "hardware")
 
 
 def time_table(trials: pd.DataFrame, epochs: pd.DataFrame, hardware: str = "") -> pd.DataFrame:
@@ -193,20 +201,21 @@ def time_table(trials: pd.DataFrame, epochs: pd.DataFrame, hardware: str = "") -
             continue
         n_images = float(trial.get("num_eval_samples", np.nan))
         per_trial.append({
-            **{k: trial.get(k) for k in TIME_GROUPS if k != "hardware"},
+            **{k: trial[k] for k in TIME_GROUPS if k in trial.index and k != "hardware"},
             "hardware": trial["hardware"] if pd.notna(trial.get("hardware")) else hardware,
             "epochs": len(epoch_s), "evaluations": len(sample_s),
             "train_hours_per_100_epochs": epoch_s.mean() * 100 / 3600 if len(epoch_s) else np.nan,
             "images_per_s": rows["images_per_s"].mean() if "images_per_s" in rows else np.nan,
             "gen_hours_per_2000_images": (sample_s / n_images).mean() * 2000 / 3600 if len(sample_s) else np.nan,
         })
-    columns = [*TIME_GROUPS, "trials", "epochs", "evaluations", "train_hours_per_100_epochs",
+    keys = [k for k in TIME_GROUPS if k in trials.columns or k == "hardware"]  # older studies lack some keys
+    columns = [*keys, "trials", "epochs", "evaluations", "train_hours_per_100_epochs",
                "train_hours_per_100_epochs:std", "images_per_s", "gen_hours_per_2000_images",
                "gen_hours_per_2000_images:std"]
     if not per_trial:
         return pd.DataFrame(columns=columns)
     frame = pd.DataFrame(per_trial)
-    groups = frame.groupby(list(TIME_GROUPS), dropna=False, sort=True)
+    groups = frame.groupby(keys, dropna=False, sort=True)
     out = groups.agg(trials=("epochs", "size"), epochs=("epochs", "sum"), evaluations=("evaluations", "sum"),
                      train_hours_per_100_epochs=("train_hours_per_100_epochs", "mean"),
                      train_std=("train_hours_per_100_epochs", "std"), images_per_s=("images_per_s", "mean"),

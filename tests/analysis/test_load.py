@@ -21,6 +21,7 @@ def test_params_come_back_typed(data):
     t = data.trials
     assert t["noise_std"].dtype == float and t["num_mixtures"].dtype == "int64" and t["lr"].dtype == float
     assert t["data_dir"].isna().all() and set(t["kind"]) == {"baseline", "smoothed"}
+    assert t["compile"].dtype == bool and not t["compile"].any()
     assert "noise_std" in t.attrs["params"] and "fd_digits_cnn" not in t.attrs["params"]
 
 

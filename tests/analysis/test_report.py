@@ -40,7 +40,9 @@ def test_cli_writes_the_report(cli_run, study):
     text = (out / "report.md").read_text()
     assert f"| model | sampler | n | is_{EXTRACTOR} ↑ | fd_{EXTRACTOR} ↓ | bits/dim ↓ | not included |" in text
     assert "| PixelCNN++ baseline (σ=0, K=5) | direct | 2 | 2.5 ± 0.71 | 25 ± 7.1 | 1.1 ± 0.14 |  |" in text
-    assert "| smoothed (σ=0.30, K=5) | two-step | 2 | 2.7 ± 0.28 | 12 ± 2.8 | ≤ 1.4 ± 0.14 | 1 interrupted |" in text
+    assert "| smoothed (σ=0.3, K=5) | two-step | 2 | 2.7 ± 0.28 | 12 ± 2.8 | ≤ 1.4 ± 0.14 | 1 interrupted |" in text
+    assert "| smoothed (σ=0.6, K=5) |" not in text, "no row of dashes for a configuration without completed trials"
+    assert "smoothed (σ=0.6, K=5): 1 running; smoothed (σ=0.7, K=5): 1 pruned." in text
     for state in ("pruned", "errored", "running", "interrupted"):
         assert f"| **{state}** |" in text, f"{state} trials are marked in the trials table"
     assert "DivergenceError: loss is nan at epoch 3 \\| step 7" in text, "cells are escaped"

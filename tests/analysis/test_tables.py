@@ -1,6 +1,7 @@
 """Trend, paper and time tables against aggregates computed by hand from conftest.TRIALS."""
 import math
 
+import pandas as pd
 import pytest
 
 from analysis.tables import flatten, paper_table, repeat_keys, time_table, trend_table
@@ -65,7 +66,7 @@ def test_paper_table(data):
     assert two[fd] == 12.0 and two[is_] == pytest.approx(2.7)
     assert two["bpd_metric"] == "bpd_bound" and two["bpd"] == pytest.approx(1.4)
     assert two["not_included"] == "1 interrupted"
-    assert "K=5" in two["model"] and "σ=0.30" in two["model"]
+    assert two["model"] == "smoothed (σ=0.3, K=5)" and base["model"] == "PixelCNN++ baseline (σ=0, K=5)"
     assert not any(c.startswith(("fid_", "fd_inception")) for c in p.columns), "only this study's extractor"
 
 
@@ -93,3 +94,12 @@ def test_hyperparameter_columns_without_the_loaders_note(data):
     bare = data.trials.copy()
     bare.attrs = {}
     assert set(param_columns(bare)) == set(data.trials.attrs["params"])
+
+
+def test_labels_tell_close_configurations_apart(data):
+    from analysis.tables import config_labels
+
+    rows = [pd.Series({"kind": "smoothed", "noise_std": s, "num_mixtures": 5}) for s in (0.4814, 0.4842, 0.48421)]
+    assert config_labels(rows, ["noise_std", "num_mixtures"]) == [
+        "smoothed (σ=0.4814, K=5)", "smoothed (σ=0.4842, K=5)", "smoothed (σ=0.48421, K=5)"]
+    assert config_labels(rows[:2], ["noise_std"]) == ["smoothed (σ=0.481)", "smoothed (σ=0.484)"]
