@@ -285,13 +285,20 @@ def _trial_config(trial) -> dict:
 
 
 def _error_line(trial) -> str:
-    """The exception line ("DivergenceError: ...") out of Ray's error file, else a generic note."""
+    """The exception line ("DivergenceError: ...") out of Ray's error file."""
     path = trial.error_file
     if not path or not os.path.exists(path):
         return "trial failed (no error file)"
-    lines = [ln.strip() for ln in open(path).read().splitlines() if ln.strip()]
+    return exception_line(open(path).read())
+
+
+def exception_line(text: str) -> str:
+    """The last "SomeError: message" line of a traceback, without the exception's module path."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     errors = [ln for ln in lines if ln.split(":", 1)[0].endswith(("Error", "Exception", "Interrupt"))]
-    return (errors or lines or ["trial failed"])[-1][:500]
+    line = (errors or lines or ["trial failed"])[-1]
+    head, sep, rest = line.partition(":")
+    return (head.rsplit(".", 1)[-1] + sep + rest)[:500]
 
 
 def _trial_dirname(trial) -> str:
@@ -401,11 +408,7 @@ def fit(tuner: tune.Tuner, objective: tuple, mode: tuple) -> list[dict]:
 
 
 def _first_line(error: Optional[BaseException]) -> Optional[str]:
-    if error is None:
-        return None
-    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
-    errors = [ln for ln in lines if ln.split(":", 1)[0].endswith(("Error", "Exception"))]
-    return (errors or lines or [type(error).__name__])[-1][:500]
+    return None if error is None else exception_line(str(error) or type(error).__name__)
 
 
 def local_checkpoint(path: str):
