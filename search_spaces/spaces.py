@@ -28,7 +28,7 @@ NOISE_SWEEP = SearchSpace(
     params={"noise_std": Float(0.1, 0.8)},
     fixed={"kind": "smoothed"},
     fixed_trials=(BASELINE,),
-    default_num_samples=5,
+    default_num_samples=6,
 )
 
 MIXTURE_SWEEP = SearchSpace(

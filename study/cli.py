@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage-path", help=f"local path or URI (s3://bucket/dir) for the study directory (default: {DEFAULT_STORAGE_PATH})")
     p.add_argument("--name", help="study name: Ray experiment and MLflow experiment (default: <space>-<dataset>[-smoke])")
     p.add_argument("--mlflow-uri", help="MLflow tracking URI, e.g. http://host:5000 (default: sqlite file in the study dir)")
-    p.add_argument("--address", help="Ray cluster to join, e.g. auto or ray://head:10001 (default: start a local Ray)")
+    p.add_argument("--address", help="Ray cluster to join from one of its nodes, e.g. auto or HEAD_IP:6379 "
+                   "(default: start a local Ray)")
     p.add_argument("--cpus-per-trial", type=float, help="CPUs per trial, also its torch threads (default: 1)")
     p.add_argument("--gpus-per-trial", type=float, help="GPUs per trial; fractions share a GPU, e.g. 0.25 "
                    "(default: 0 without GPUs; with GPUs 0.25 on digits, else 1)")

@@ -149,7 +149,8 @@ def finish(cfg, study_dir, tracker, records, wall, gpus, log) -> dict[str, Any]:
         log("  " + ", ".join(f"{o}={row[o]:.4g}" for o in cfg.objective)
             + f", bpd_bound={row.get('bpd_bound', float('nan')):.4g}")
         keys = dict.fromkeys(("kind", "noise_std", "num_mixtures", *cfg.searched))
-        log("  config: " + " ".join(f"{k}={row[k]}" for k in keys if k in row))
+        log("  config: " + " ".join(f"{k}={row[k]:.4g}" if isinstance(row[k], float) else f"{k}={row[k]}"
+                                    for k in keys if k in row))
     log(f"\nresults: {study_dir.path}  (study.json, results.csv, optuna_trials.json, Ray experiment"
         + (", mlflow.db)" if cfg.mlflow_uri.startswith("sqlite:") else ")"))
     log(ui_hint(cfg, tracker.experiment_id))

@@ -25,7 +25,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
-    return 3 if summary["interrupted"] else 0
+    return 130 if summary["interrupted"] else 0  # 130: the shell's code for a Ctrl-C'd command
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ def test_noise_sweep_defaults():
     cfg = cfg_of("--space", "noise_sweep")
     assert cfg.objective == ("fd_digits_cnn",) and cfg.mode == ("min",)
     assert cfg.extractor == "digits_cnn" and cfg.trial["extractor"] == "digits_cnn"
-    assert cfg.scheduler == "asha"  # 5 searched trials
+    assert cfg.scheduler == "asha"  # 6 searched trials
     assert "noise_std" not in cfg.trial, "a searched key is proposed per trial, never shared"
     assert cfg.trial["kind"] == "smoothed" and cfg.trial["max_epochs"] == STUDY_SIZE["max_epochs"]
     assert cfg.fixed_trials == ({"kind": "baseline", "noise_std": 0.0},)
@@ -82,7 +82,7 @@ def test_json_round_trip_and_identity_diff():
     assert again == cfg
     assert identity_diff(cfg, dataclasses.replace(cfg, address="auto")) == []
     diff = identity_diff(cfg, cfg_of("--space", "noise_sweep", "--num-samples", "9"))
-    assert diff == ["num_samples=5 (asked 9)"]
+    assert diff == ["num_samples=6 (asked 9)"]
     diff = identity_diff(cfg, cfg_of("--space", "noise_sweep", "--max-epochs", "9"))
     assert diff == [f"max_epochs={STUDY_SIZE['max_epochs']!r} (asked 9)"]
 
