@@ -97,7 +97,8 @@ def resolve(flags: dict[str, Any]) -> StudyConfig:
     trial = shared_trial_values(space, dataset, smoke, cli_trial)
     trial.setdefault("seed", 0)
     fixed_trials = space.fixed_trials
-    num_samples = flags.get("num_samples", SMOKE_TEST_NUM_SAMPLES if smoke else space.default_num_samples)
+    smoke_samples = SMOKE_TEST_NUM_SAMPLES if space.searched else 1
+    num_samples = flags.get("num_samples", smoke_samples if smoke else space.default_num_samples)
     if num_samples < 1:
         raise StudyError(f"--num-samples must be >= 1, got {num_samples}")
     if not space.searched:  # nothing to search: num_samples repeats the fixed trials with successive seeds

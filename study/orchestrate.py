@@ -146,8 +146,8 @@ def finish(cfg, study_dir, tracker, records, wall, gpus, log) -> dict[str, Any]:
     for row in best:
         label = "best" if len(best) == 1 else "Pareto-optimal"
         log(f"\n{label} ({', '.join(f'{o} {m}' for o, m in zip(cfg.objective, cfg.mode))}): {row['run']}")
-        log("  " + ", ".join(f"{o}={row[o]:.4g}" for o in cfg.objective)
-            + f", bpd_bound={row.get('bpd_bound', float('nan')):.4g}")
+        shown = dict.fromkeys((*cfg.objective, "bpd_bound"))
+        log("  " + ", ".join(f"{k}={row[k]:.4g}" for k in shown if k in row))
         keys = dict.fromkeys(("kind", "noise_std", "num_mixtures", *cfg.searched))
         log("  config: " + " ".join(f"{k}={row[k]:.4g}" if isinstance(row[k], float) else f"{k}={row[k]}"
                                     for k in keys if k in row))

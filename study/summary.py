@@ -111,7 +111,8 @@ def write_summary(cfg: StudyConfig, study_dir: StudyDir, tracker: MlflowTracker,
     import time
 
     now = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+    session = len(client.get_metric_history(run_id, "n_trials"))  # step: one per session that ended the study
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, session) for k, v in metrics.items()])
     client.log_text(run_id, to_csv(rows), RESULTS_FILE)
     client.log_text(run_id, study_dir.read_text(STUDY_FILE), STUDY_FILE)
     if study_dir.exists(OPTUNA_FILE):

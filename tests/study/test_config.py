@@ -93,3 +93,21 @@ def test_a_trial_field_added_since_the_study_started_is_not_a_change():
     assert identity_diff(older, cfg) == []
     changed = dataclasses.replace(cfg, trial={**cfg.trial, "grad_clip": 1.0})
     assert identity_diff(changed, cfg) == ["grad_clip=1.0 (asked 0.0)"]
+
+
+def test_gpus_per_trial_from_the_cluster():
+    from study.preflight import check_cpus, resolve_gpus
+
+    auto = cfg_of("--space", "noise_sweep")
+    assert resolve_gpus(auto, {"CPU": 2.0}) == 0.0
+    assert resolve_gpus(auto, {"CPU": 16.0, "GPU": 1.0}) == 0.25, "tiny digits trials share a GPU"
+    assert resolve_gpus(cfg_of("--space", "noise_sweep", "--dataset", "mnist"), {"GPU": 8.0}) == 1.0
+    assert resolve_gpus(cfg_of("--space", "noise_sweep", "--gpus-per-trial", "0.5"), {"GPU": 1.0}) == 0.5
+    with pytest.raises(StudyError, match="has 0 GPUs"):
+        resolve_gpus(cfg_of("--space", "noise_sweep", "--gpus-per-trial", "1"), {"CPU": 2.0})
+    with pytest.raises(StudyError, match="has 2 CPUs"):
+        check_cpus(cfg_of("--space", "noise_sweep", "--cpus-per-trial", "4"), {"CPU": 2.0})
+
+
+def test_smoke_test_of_a_space_without_search_runs_its_fixed_trials_once():
+    assert len(cfg_of("--space", "paper", "--smoke-test").fixed_trials) == 2
