@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from search_spaces import OBJECTIVE_MODES, SPACES, Choice, Float, Int, SearchSpace
-from trainables.config import DATASETS, TrialConfig
+from trainables.config import TrialConfig
 
 # Sized by measurement on a 2-core CPU so that the default `--space noise_sweep` study
 # (6 searched trials + the baseline, 2 at a time, ASHA rungs at epochs 2 and 4) ends within

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
 import ray
 from ray import tune
@@ -47,9 +47,10 @@ def train_trial(config: dict) -> None:
     Every epoch is reported; a checkpoint (with the sample grids) goes with the evaluation
     epochs, whose results carry the objective that ranks checkpoints.
     """
+    import torch  # here, not at the top: the driver imports this module without needing torch
+
     from trainables.experiment import Experiment
     from trainables.training import DivergenceError
-    import torch
 
     cfg = TrialConfig.from_flat(config)
     cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
@@ -66,7 +67,7 @@ def train_trial(config: dict) -> None:
         except DivergenceError as err:
             _mark_diverged(str(err))
             raise
-        if metrics["epoch"] % cfg.eval.eval_every == 0 or metrics["epoch"] == cfg.train.max_epochs:
+        if "sample_seconds" in metrics:  # an evaluation epoch (docs/architecture.md): it has the objective
             with tempfile.TemporaryDirectory() as directory:
                 exp.save(directory)
                 exp.write_sample_grids(directory)
