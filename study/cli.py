@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed of Optuna's TPE sampler and of every trial (default: 0)")
     p.add_argument("--noise-std", type=float, help="fix noise_std (sigma on the [-1, 1] scale) for every trial")
     p.add_argument("--num-mixtures", type=int, help="fix num_mixtures for every trial")
+    p.add_argument("--inception-weights", help="path of the TF-Inception weights file for fid_inception/is_inception "
+                   "(default: torch hub cache or $SMOOTHING_STUDY_INCEPTION_WEIGHTS)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", dest="assignments",
                    help="fix any trial hyperparameter by its name, e.g. --set nr_filters=32 (repeatable)")
     p.add_argument("--resume", action="store_true", default=None, help="resume the study --name; error if none exists")
@@ -91,7 +93,7 @@ def resolve(flags: dict[str, Any]) -> StudyConfig:
         raise StudyError(f"unknown dataset {dataset!r}; valid datasets: {', '.join(DATASETS)}")
     smoke = bool(flags.get("smoke_test"))
     cli_trial = parse_assignments(flags.get("assignments") or [])
-    for flag in ("data_dir", "max_epochs", "noise_std", "num_mixtures", "seed"):
+    for flag in ("data_dir", "max_epochs", "noise_std", "num_mixtures", "seed", "inception_weights"):
         if flags.get(flag) is not None:
             cli_trial[flag] = flags[flag]
     trial = shared_trial_values(space, dataset, smoke, cli_trial)

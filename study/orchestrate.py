@@ -82,7 +82,8 @@ def warm_extractor(cfg: StudyConfig) -> None:
 
     dataset, data_dir = cfg.trial["dataset"], cfg.trial["data_dir"]
     try:
-        model = build_extractor(cfg.extractor, dataset, data_dir=data_dir, log=lambda m: None)
+        model = build_extractor(cfg.extractor, dataset, data_dir=data_dir, log=lambda m: None,
+                                inception_weights=cfg.trial.get("inception_weights") or None)
         reference_statistics(dataset, model, data_dir=data_dir, log=lambda m: None)
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         raise StudyError(str(err).splitlines()[0]) from None
