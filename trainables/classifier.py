@@ -138,6 +138,7 @@ def _threads(count: int):
         torch.set_num_threads(before)
 
 
+@torch.enable_grad()  # callers may be inside no_grad (sample evaluation triggers the first training)
 def _train(spec: ClassifierSpec, images, labels, device: torch.device, log: Callable) -> SmallCNN:
     """AdamW on cross-entropy; seeded init and order, global RNG state left untouched."""
     if spec.train_device == "cpu":

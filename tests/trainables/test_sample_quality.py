@@ -139,6 +139,14 @@ def test_corrupted_classifier_cache_is_retrained(tmp_path):
     assert again.test_accuracy == first.test_accuracy
 
 
+def test_classifier_trains_when_first_needed_inside_no_grad(tmp_path):
+    # Sample evaluation runs under torch.no_grad and triggers the first training on a cold cache.
+    one_epoch = dataclasses.replace(clf.CLASSIFIER_SPECS["digits"], epochs=1, min_accuracy=0.0)
+    with torch.no_grad():
+        trained = clf.load_classifier("digits", cache_dir=tmp_path, spec=one_epoch, log=lambda _: None)
+    assert trained.test_accuracy > 0.5  # it learned: chance is 0.1
+
+
 def test_cache_dir_comes_from_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path / "from-env"))
     assert resolve_cache_dir() == tmp_path / "from-env"
