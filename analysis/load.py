@@ -30,7 +30,7 @@ HTTP_PROBE_TIMEOUT_S = 5.0
 _STATE_OF_STATUS = {"RUNNING": "running", "FINISHED": "completed", "FAILED": "errored", "KILLED": "interrupted",
                     "SCHEDULED": "running"}
 TRIAL_TAGS = ("kind", "dataset", "extractor", "space", "trial_origin", "error", "num_failures",
-               "optuna_number", "optuna_state", "hardware")  # hardware: not (yet) logged by the study
+               "optuna_number", "optuna_state", "hardware")  # hardware: tag set by the study per trial
 EPOCH_ID_COLUMNS = ("trial_id", "run_name", "kind", "state", "noise_std", "num_mixtures", "seed")
 
 

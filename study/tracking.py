@@ -58,10 +58,11 @@ class MlflowTracker:
         self.experiment_id: Optional[str] = None
         self._client = None
         self._runs: dict[str, _Run] = {}
+        self._hardware: dict[str, str] = {}  # trial id -> hardware tag already set
 
     def __getstate__(self):  # pickled into Tune's tuner.pkl: no client, no cache
         return {"cfg": self.cfg, "study_dir": self.study_dir, "experiment_id": self.experiment_id,
-                "_client": None, "_runs": {}}
+                "_client": None, "_runs": {}, "_hardware": {}}
 
     @property
     def client(self):
@@ -137,6 +138,13 @@ class MlflowTracker:
         batch = [Metric(k, float(v), now, epoch) for k, v in sorted(metrics.items())]
         self.client.log_batch(run.run_id, metrics=batch)  # one call: the epoch lands whole or not at all
         run.last_step = epoch
+
+    def trial_hardware(self, trial_id: str, description: str) -> None:
+        """Tag the run with the hardware its latest epoch ran on (a retry may land elsewhere)."""
+        run = self._run(trial_id)
+        if run is not None and self._hardware.get(trial_id) != description:
+            self.client.set_tag(run.run_id, "hardware", description)
+            self._hardware[trial_id] = description
 
     def trial_checkpoint(self, trial_id: str, directory: str) -> None:
         """Sample grids of the evaluation (PNG files named by sampler and epoch) as run artifacts."""

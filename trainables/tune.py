@@ -50,6 +50,7 @@ def train_trial(config: dict) -> None:
     import torch  # here, not at the top: the driver imports this module without needing torch
 
     from trainables.experiment import Experiment
+    from trainables.hardware import describe_hardware
     from trainables.training import DivergenceError
 
     cfg = TrialConfig.from_flat(config)
@@ -57,6 +58,7 @@ def train_trial(config: dict) -> None:
     torch.set_num_threads(max(1, int(cpus)))
     _raise_if_diverged()
     exp = Experiment(cfg)
+    hardware = describe_hardware(exp.device)  # a string beside the metrics; the tracker tags the run with it
     checkpoint = tune.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as directory:
@@ -71,9 +73,10 @@ def train_trial(config: dict) -> None:
             with tempfile.TemporaryDirectory() as directory:
                 exp.save(directory)
                 exp.write_sample_grids(directory)
-                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+                tune.report({**metrics, "hardware": hardware},
+                            checkpoint=tune.Checkpoint.from_directory(directory))
         else:
-            tune.report(metrics)
+            tune.report({**metrics, "hardware": hardware})
 
 
 def _trial_storage():
@@ -230,7 +233,7 @@ class TrialEvents(tune.Callback):
     """Hands Tune's trial events, as plain data, to a listener (the study's MLflow tracker).
 
     The listener is duck-typed: trial_started(trial_id, config, fixed), trial_result(trial_id,
-    metrics), trial_checkpoint(trial_id, directory), trial_retrying(trial_id, failures),
+    metrics), trial_hardware(trial_id, description), trial_checkpoint(trial_id, directory), trial_retrying(trial_id, failures),
     trial_ended(trial_id, state, error, optuna, metrics), study_ended(optuna_history).
     """
 
@@ -242,6 +245,8 @@ class TrialEvents(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.listener.trial_result(trial.trial_id, reported_metrics(result))
+        if isinstance(result.get("hardware"), str):
+            self.listener.trial_hardware(trial.trial_id, result["hardware"])
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
         with checkpoint.as_directory() as directory:

@@ -45,6 +45,7 @@ def test_one_run_per_trial_across_resumes(study):
     second.trial_started("t1", config, fixed=False)
     for epoch in (2, 3, 4):
         second.trial_result("t1", {"epoch": epoch, "test_bpd_smoothed": 9.0})
+        second.trial_hardware("t1", "cpu: test CPU (1 torch threads)")
     second.trial_ended("t1", "completed", None, {"number": 0, "state": "COMPLETE"}, {"epoch": 4})
 
     client = second.client
@@ -58,6 +59,7 @@ def test_one_run_per_trial_across_resumes(study):
     assert run.info.run_name == "smoothed s=0.30 K=5"
     assert run.data.tags["state"] == "completed" and run.data.tags["optuna_state"] == "COMPLETE"
     assert run.info.status == "FINISHED"
+    assert run.data.tags["hardware"] == "cpu: test CPU (1 torch threads)"
     exp = client.get_experiment(second.experiment_id)
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     assert exp.artifact_location.startswith("file://") and "mlartifacts" in exp.artifact_location
