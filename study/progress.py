@@ -22,6 +22,7 @@ class Fanout:
 
     def trial_started(self, *args): self._forward("trial_started", *args)
     def trial_result(self, *args): self._forward("trial_result", *args)
+    def trial_hardware(self, *args): self._forward("trial_hardware", *args)
     def trial_checkpoint(self, *args): self._forward("trial_checkpoint", *args)
     def trial_retrying(self, *args): self._forward("trial_retrying", *args)
     def trial_ended(self, *args): self._forward("trial_ended", *args)
@@ -33,6 +34,7 @@ class ProgressPrinter:
     def __init__(self, searched: list[str], seed: int, objective: tuple[str, ...], max_epochs: int):
         self.searched, self.seed, self.objective, self.max_epochs = searched, seed, objective, max_epochs
         self.names: dict[str, str] = {}
+        self.hardware: dict[str, str] = {}
 
     def _say(self, trial_id: str, text: str) -> None:
         name = self.names.get(trial_id, trial_id)
@@ -41,6 +43,11 @@ class ProgressPrinter:
     def trial_started(self, trial_id: str, config: dict[str, Any], fixed: bool) -> None:
         self.names[trial_id] = run_name(config, self.searched, self.seed)
         self._say(trial_id, f"started (trial {trial_id}{', fixed' if fixed else ''})")
+
+    def trial_hardware(self, trial_id: str, description: str) -> None:
+        if self.hardware.get(trial_id) != description:  # once, and again if a retry moved the trial
+            self.hardware[trial_id] = description
+            self._say(trial_id, f"on {description}")
 
     def trial_result(self, trial_id: str, metrics: dict[str, float]) -> None:
         keys = [k for k in (*self.objective, "bpd_bound") if k in metrics]
