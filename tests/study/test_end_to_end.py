@@ -41,6 +41,7 @@ def test_smoke_study_logs_one_run_per_trial(smoke_study):
         params, tags = run.data.params, run.data.tags
         assert set(params) >= {"noise_std", "num_mixtures", "kind", "lr", "nr_filters", "max_epochs"}
         assert tags["state"] == "completed" and tags["extractor"] == "digits_cnn" and tags["dataset"] == "digits"
+        assert tags["hardware"].startswith("cpu: ")  # the node it trained on, for the timing tables
         assert run.info.run_name.startswith(f"{tags['kind']} s=")
         assert "fd_digits_cnn" in run.data.metrics and "bpd_bound" in run.data.metrics
         samples = [a.path for a in client.list_artifacts(run.info.run_id, "samples")]
