@@ -46,6 +46,10 @@ def test_trial_survives_losing_its_node(tmp_path):
         checkpoint = wait_for(lambda: next(tmp_path.glob("cluster/trial_*/checkpoint_000000"), None),
                               timeout=300, interval=0.2, what="the first checkpoint")
         events["trial_dir"] = checkpoint.parent
+        # The directory appears before the driver registers the checkpoint; its sample grids
+        # reach MLflow only from Tune's on_checkpoint, i.e. once a restart would find it.
+        wait_for(lambda: next((tmp_path / "cluster").rglob("samples/*.png"), None),
+                 timeout=300, interval=0.2, what="the driver to register the first checkpoint")
         cluster.remove_node(first)
         events["removed"] = True
         driver.join(timeout=400)
