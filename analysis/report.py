@@ -68,7 +68,7 @@ def hardware_note(data: StudyData) -> tuple[str, str]:
     if "hardware" in data.trials and data.trials["hardware"].notna().any():
         return "", "Hardware: the runs' `hardware` tag, per trial."
     source = data.summary_params or data.study_config
-    where = "the summary run's params" if data.summary_params else f"study.json"
+    where = "the summary run's params" if data.summary_params else "study.json"
     cpus, gpus = source.get("cpus_per_trial"), source.get("gpus_per_trial")
     if cpus is None and gpus is None:
         return "not logged", ("Hardware: the study logs no device and no summary run or study.json was found; "

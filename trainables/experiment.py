@@ -6,9 +6,8 @@ continue exactly as if never stopped.
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 
