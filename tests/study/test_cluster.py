@@ -60,12 +60,13 @@ def test_trial_survives_losing_its_node(tmp_path):
     assert events.get("removed"), "the node was not removed during the study"
     assert [r["state"] for r in summary["rows"]] == ["completed"]
 
-    # Tune's own record of the trial: it started twice, the second time from a checkpoint.
+    # Tune's record of the trial: a start from a checkpoint (its first epoch is past 1). Tune may
+    # rewrite result.json on the new node, so the first attempt's rows are not always kept.
     results = [json.loads(line) for line in (events["trial_dir"] / "result.json").read_text().splitlines()]
-    starts = [r["epoch"] for r in results if r["iterations_since_restore"] == 1]
-    assert len(starts) == 2 and starts[1] > 1, f"first epochs of each start: {starts}"
-    assert len({r["pid"] for r in results}) == 2, [(r["epoch"], r["pid"]) for r in results]
+    restored = [r["epoch"] for r in results if r["iterations_since_restore"] == 1 and r["epoch"] > 1]
+    assert restored, f"no start from a checkpoint: {[(r['epoch'], r['iterations_since_restore']) for r in results]}"
 
     client, _, trials, _ = study_runs(tmp_path / "cluster", "cluster")
     assert len(trials) == 1
+    assert int(trials[0].data.tags["num_failures"]) >= 1, "the node loss was not seen as a trial failure"
     assert steps(client, trials[0]) == [1, 2, 3, 4]
