@@ -3,7 +3,7 @@
 Analysis never imports `study` or `trainables` (../shared/DESIGN.md), so the few
 constants it shares with them are restated here; tests/analysis/test_conventions.py
 checks each against its source (study/tracking.py, study/storage.py, study/cli.py,
-trainables/feature_extractors.py) so that a rename there fails a test here.
+trainables/quality/extractors.py) so that a rename there fails a test here.
 Metric names follow docs/architecture.md.
 """
 from __future__ import annotations
@@ -51,7 +51,7 @@ class SampleMetric:
 
 
 def sample_metric_name(family: str, extractor: str, sampler: str = "") -> str:
-    """The metric name of (family, extractor, sampler), as trainables.feature_extractors.metric_names."""
+    """The metric name of (family, extractor, sampler), as trainables.quality.extractors.metric_names."""
     if family == "distance":
         base = "fid_inception" if extractor == "inception" else f"fd_{extractor}"
     elif family == "score":

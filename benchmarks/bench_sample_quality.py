@@ -20,9 +20,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from trainables.classifier import load_classifier  # noqa: E402
+from trainables.quality.classifiers import load_classifier  # noqa: E402
 from trainables.data import load_dataset  # noqa: E402
-from trainables.sample_quality import evaluate_samples  # noqa: E402
+from trainables.quality.evaluate import evaluate_samples  # noqa: E402
 
 NOISE_LEVELS = (0.1, 0.2, 0.3, 0.5, 1.0)  # sigma on the [-1, 1] scale
 

@@ -28,11 +28,11 @@ from torch.nn.utils import parametrize
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainables.fast_sampling import fast_sample  # noqa: E402
+from trainables.sampling.fast import fast_sample  # noqa: E402
 from trainables.likelihoods import discretized_mol_log_prob, draw_uniforms, sample_discretized_mol  # noqa: E402
 from trainables.losses import DiscretizedNLL  # noqa: E402
 from trainables.pixelcnnpp import PixelCNNpp  # noqa: E402
-from trainables.sampling import sample  # noqa: E402
+from trainables.sampling.naive import sample  # noqa: E402
 from trainables.training import TrainUnit, train_epoch  # noqa: E402
 
 

@@ -83,7 +83,7 @@ def explicit_flags(args: argparse.Namespace) -> dict[str, Any]:
 
 def resolve(flags: dict[str, Any]) -> StudyConfig:
     """Explicit CLI flags -> a validated StudyConfig. Pure: reads no files, starts nothing."""
-    from trainables.feature_extractors import default_extractor, metric_names  # torch: imported only here
+    from trainables.quality.extractors import default_extractor, metric_names  # torch: imported only here
 
     if not flags.get("space"):
         raise StudyError("--space is required (or --resume --name NAME to continue a study)")

@@ -61,7 +61,7 @@ def optuna_distributions(searched: dict[str, dict]) -> dict:
 
 
 def tune_spec(cfg: StudyConfig, gpus_per_trial: float):
-    from trainables.tune import TuneSpec
+    from trainables.tune.tuner import TuneSpec
 
     return TuneSpec(
         name=cfg.name, storage_path=cfg.storage_path, param_space=cfg.trial,
@@ -77,8 +77,8 @@ def tune_spec(cfg: StudyConfig, gpus_per_trial: float):
 def warm_extractor(cfg: StudyConfig) -> None:
     """Build the feature extractor and its reference statistics once in the driver, so that
     parallel trials find them cached (and a missing Inception file fails here, in one line)."""
-    from trainables.feature_extractors import build_extractor
-    from trainables.reference_stats import reference_statistics
+    from trainables.quality.extractors import build_extractor
+    from trainables.quality.reference_stats import reference_statistics
 
     dataset, data_dir = cfg.trial["dataset"], cfg.trial["data_dir"]
     try:
@@ -91,7 +91,7 @@ def warm_extractor(cfg: StudyConfig) -> None:
 
 def run_study(cfg: StudyConfig, resuming: bool, flags: dict[str, Any], log=print) -> dict[str, Any]:
     """Run the study to its end (or an interrupt); returns the summary as plain data."""
-    from trainables import tune as tune_adapter
+    from trainables.tune import tuner as tune_adapter
 
     study_dir = StudyDir(cfg.storage_path, cfg.name)
     preflight.check_storage(cfg)
@@ -159,7 +159,7 @@ def finish(cfg, study_dir, tracker, records, wall, gpus, log) -> dict[str, Any]:
 
 
 def _log_best_checkpoints(tracker: MlflowTracker, records: list[dict]) -> None:
-    from trainables.tune import local_checkpoint
+    from trainables.tune.tuner import local_checkpoint
 
     for rec in records:
         if rec["best_checkpoint"]:

@@ -1,6 +1,6 @@
 """What the driver prints while a study runs: one line per trial event, instead of Tune's tables.
 
-Listeners of `trainables.tune.TrialEvents` (duck-typed): `ProgressPrinter` here and the
+Listeners of `trainables.tune.events.TrialEvents` (duck-typed): `ProgressPrinter` here and the
 MLflow tracker; `Fanout` hands every event to several of them.
 """
 from __future__ import annotations

@@ -63,7 +63,7 @@ def to_csv(rows: list[dict]) -> str:
 
 def format_table(cfg: StudyConfig, rows: list[dict]) -> str:
     """The paper's comparison for people: distance one-step / two-step (or direct), bits/dim."""
-    from trainables.feature_extractors import metric_names
+    from trainables.quality.extractors import metric_names
 
     dist = metric_names(cfg.extractor)["distance"]
     columns = [("run", "run", "s"), ("state", "state", "s"), ("epochs", "epoch", "d"),

@@ -1,6 +1,6 @@
 """MLflow bookkeeping of a study: one experiment, exactly one run per Tune trial, a summary run.
 
-`MlflowTracker` is the listener of `trainables.tune.TrialEvents`. Ray's stock
+`MlflowTracker` is the listener of `trainables.tune.events.TrialEvents`. Ray's stock
 MLflowLoggerCallback keeps its run ids in memory, so a resumed study opens a second run
 per trial; here a trial's run is found again by its `ray_trial_id` tag, and a resumed
 trial, which repeats the epochs after its latest checkpoint, logs only epochs past the
@@ -98,7 +98,7 @@ class MlflowTracker:
                                        order_by=["attributes.start_time ASC"])
         return runs[0].info.run_id if runs else None
 
-    # ------------------------------------------------------------ listener of trainables.tune.TrialEvents
+    # ------------------------------------------------------------ listener of trainables.tune.events.TrialEvents
 
     def trial_started(self, trial_id: str, config: dict[str, Any], fixed: bool) -> None:
         run = self._run(trial_id)

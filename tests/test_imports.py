@@ -1,7 +1,7 @@
 """The dependency directions of ../shared/DESIGN.md, checked on the source (every import, also inside functions).
 
 search_spaces: data only (no ray, torch, optuna, mlflow, no other project package);
-trainables: never study/analysis/search_spaces, and ray only in trainables/tune.py;
+trainables: never study/analysis/search_spaces, and ray only in the adapter package trainables/tune/;
 study: never analysis, and ray only through trainables.tune;
 analysis: never ray, torch or the model code (trainables) or study.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-RAY_ADAPTER = "trainables/tune.py"
+RAY_ADAPTER = "trainables/tune/"
 
 FORBIDDEN = {
     "search_spaces": {"ray", "torch", "torchvision", "optuna", "mlflow", "numpy", "trainables", "study", "analysis"},
@@ -49,7 +49,7 @@ def test_dependency_directions(package):
     for path in sources(package):
         rel = path.relative_to(ROOT).as_posix()
         forbidden = set(FORBIDDEN[package])
-        if package == "trainables" and rel != RAY_ADAPTER:
+        if package == "trainables" and not rel.startswith(RAY_ADAPTER):
             forbidden.add("ray")
             forbidden.add("trainables.tune")
         for name, line in imported_roots(path).items():
@@ -68,4 +68,17 @@ def test_checker_sees_imports_inside_functions(tmp_path):
 def test_ray_adapter_is_the_only_ray_importer():
     importers = [p.relative_to(ROOT).as_posix() for pkg in FORBIDDEN for p in sources(pkg)
                  if "ray" in imported_roots(p)]
-    assert importers == [RAY_ADAPTER]
+    assert importers and all(p.startswith(RAY_ADAPTER) for p in importers), importers
+
+
+def test_ray_adapter_import_has_no_side_effects():
+    """Importing the adapter changes no environment variable beyond what importing Ray does
+    (connect() sets the driver's)."""
+    import subprocess
+    import sys
+
+    code = ("import os, ray.tune, ray.tune.search.optuna; before = dict(os.environ); import trainables.tune.tuner, trainables.tune.trainable; "
+            "changed = sorted(k for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k)); "
+            "print(changed)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -11,11 +11,11 @@ from typing import Callable
 
 import torch
 
-from trainables.bpd import bits_per_dim, two_step_bound_nats
+from trainables.quality.bpd import bits_per_dim, two_step_bound_nats
 from trainables.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from trainables.config import TrialConfig
 from trainables.data import epoch_batches, epoch_generator, load_dataset
-from trainables.evaluation import SampleEvaluator
+from trainables.quality.trial_evaluation import SampleEvaluator
 from trainables.losses import DenoiserNLL, DiscretizedNLL, SmoothedNLL
 from trainables.pixelcnnpp import PixelCNNpp
 from trainables.training import TrainUnit, evaluate_nll, train_epoch

@@ -13,7 +13,7 @@ from typing import Iterable, Optional
 
 import torch
 
-from trainables.bpd import bits_per_dim
+from trainables.quality.bpd import bits_per_dim
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]  # (x, x_noisy), each (B, C, H, W)
 

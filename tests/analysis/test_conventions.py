@@ -15,7 +15,7 @@ def test_tags_and_files_match_the_study_code():
 @pytest.mark.parametrize("extractor", ["digits_cnn", "mnist_cnn", "inception"])
 @pytest.mark.parametrize("sampler", ["", "direct", "onestep", "twostep"])
 def test_metric_names_match_the_feature_extractors(extractor, sampler):
-    from trainables.feature_extractors import metric_names
+    from trainables.quality.extractors import metric_names
 
     names = metric_names(extractor, sampler)
     for family in ("distance", "score"):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy import stats
 
-from trainables.bpd import bits_per_dim, gaussian_log_prob, two_step_bound_nats
+from trainables.quality.bpd import bits_per_dim, gaussian_log_prob, two_step_bound_nats
 from trainables.likelihoods import continuous_mol_log_prob, discretized_mol_log_prob
 
 F64 = torch.float64

@@ -11,11 +11,11 @@ forward pass on it with the same uniforms must give the sample back.
 import pytest
 import torch
 
-from trainables.fast_sampling import _CachedTrunk, fast_sample
-from trainables.fast_sampling_ops import ActivationMap, ShiftedConv
+from trainables.sampling.fast import _CachedTrunk, fast_sample
+from trainables.sampling.fast_ops import ActivationMap, ShiftedConv
 from trainables.likelihoods import draw_uniforms, sample_continuous_mol, sample_discretized_mol
 from trainables.pixelcnnpp import PixelCNNpp
-from trainables.sampling import sample
+from trainables.sampling.naive import sample
 
 KINDS = {  # kind: (conditional, discretized)
     "smoothed": (False, False),

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from trainables.metrics import FewSamplesWarning, feature_statistics, frechet_distance, inception_score
+from trainables.quality.scores import FewSamplesWarning, feature_statistics, frechet_distance, inception_score
 
 
 def _random_spd(rng, dim, scale=1.0):

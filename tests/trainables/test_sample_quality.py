@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from trainables import classifier as clf
-from trainables import feature_extractors as fx
+from trainables.quality import classifiers as clf
+from trainables.quality import extractors as fx
 from trainables.cache_files import CACHE_ENV_VAR, resolve_cache_dir
 from trainables.data import load_dataset
-from trainables.metrics import FewSamplesWarning
-from trainables.reference_stats import ReferenceStatsWarning, reference_statistics, reference_stats_path
-from trainables.sample_quality import evaluate_samples
+from trainables.quality.scores import FewSamplesWarning
+from trainables.quality.reference_stats import ReferenceStatsWarning, reference_statistics, reference_stats_path
+from trainables.quality.evaluate import evaluate_samples
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -4,7 +4,7 @@ import torch
 
 from trainables.likelihoods import continuous_mol_log_prob, draw_uniforms
 from trainables.pixelcnnpp import PixelCNNpp
-from trainables.sampling import gradient_denoise, sample, to_image_range, tweedie_denoise, two_step_sample
+from trainables.sampling.naive import gradient_denoise, sample, to_image_range, tweedie_denoise, two_step_sample
 
 
 def _model(channels=1, conditional=False, mixtures=3):

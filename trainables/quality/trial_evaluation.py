@@ -16,10 +16,10 @@ from torchvision.utils import save_image
 
 from trainables.config import TrialConfig
 from trainables.data import epoch_generator
-from trainables.fast_sampling import fast_sample
-from trainables.feature_extractors import default_extractor, metric_names
-from trainables.sample_quality import evaluate_samples
-from trainables.sampling import gradient_denoise, to_image_range
+from trainables.sampling.fast import fast_sample
+from trainables.quality.extractors import default_extractor, metric_names
+from trainables.quality.evaluate import evaluate_samples
+from trainables.sampling.naive import gradient_denoise, to_image_range
 
 SAMPLE_STREAM = 2  # generator stream of evaluation samples: never the training streams
 

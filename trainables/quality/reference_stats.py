@@ -16,8 +16,8 @@ import torch
 
 from trainables.cache_files import atomic_write, resolve_cache_dir, sha256_of_arrays
 from trainables.data import load_dataset
-from trainables.feature_extractors import FeatureExtractor, run_extractor
-from trainables.metrics import feature_statistics
+from trainables.quality.extractors import FeatureExtractor, run_extractor
+from trainables.quality.scores import feature_statistics
 
 SUBSET_SEED = 0  # which n images of the split a capped reference uses
 

@@ -8,7 +8,7 @@ and class probabilities (B, K) for the score. Its id is part of every metric nam
   (2048-d pool features, softmax of the 1008 bias-free logits as torch-fidelity's IS
   uses). Names `fid_inception`, `is_inception`, reserved for the standard weights file.
 - `<dataset>_cnn`: a small CNN trained on that dataset's training split
-  (`trainables/classifier.py`), for offline use. Names `fd_<id>`, `is_<id>`.
+  (`trainables/quality/classifiers.py`), for offline use. Names `fd_<id>`, `is_<id>`.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from trainables.cache_files import sha256_of_file
-from trainables.classifier import load_classifier
+from trainables.quality.classifiers import load_classifier
 
 INCEPTION_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_WEIGHTS_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_WEIGHTS_FILE}"

@@ -1,6 +1,6 @@
 """Fast exact autoregressive sampling for PixelCNN++: every activation is computed once.
 
-`fast_sample` is a drop-in for `trainables.sampling.sample`: same signature, same
+`fast_sample` is a drop-in for `trainables.sampling.naive.sample`: same signature, same
 uniforms (pixel (i, j) reads only the uniforms at (i, j)), the same per-pixel draw
 (`likelihoods.sample_*_mol` on the mixture parameters of that pixel). It differs only
 in how those parameters are computed: instead of a full forward pass per pixel (H*W
@@ -42,7 +42,7 @@ The schedule, with the receptive fields read off the layers (layers.py):
   by falling level, head at level 0. The u-stream terms of the ul NINs (the ul blocks'
   skip input is u, or cat(u, ul_skip) in the down pass) are computed per row.
 - Within a gated resnet both convs are shifted, so both its input and its hidden
-  activation h are cached (`fast_sampling_ops.FastGatedResnet`).
+  activation h are cached (`fast_ops.FastGatedResnet`).
 
 The same code runs on a run of columns instead of one: given rows (the noisy half of
 the denoiser's stacked 2H x W input) are filled in whole rows ("prefill"), one pass
@@ -63,7 +63,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.utils import parametrize
 
-from trainables.fast_sampling_ops import ActivationMap, FastGatedResnet, ShiftedConv
+from trainables.sampling.fast_ops import ActivationMap, FastGatedResnet, ShiftedConv
 from trainables.layers import DownRightShiftedDeconv2d, DownShiftedDeconv2d
 from trainables.likelihoods import draw_uniforms, sample_continuous_mol, sample_discretized_mol
 from trainables.pixelcnnpp import PixelCNNpp

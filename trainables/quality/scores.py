@@ -2,7 +2,7 @@
 
 They know nothing of feature extractors, Ray or MLflow: the caller hands in features
 or class probabilities and names the result after its extractor (see
-`trainables/feature_extractors.py`). Everything is computed in float64.
+`trainables/quality/extractors.py`). Everything is computed in float64.
 """
 from __future__ import annotations
 

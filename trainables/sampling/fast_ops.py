@@ -1,4 +1,4 @@
-"""PixelCNN++'s layers as matmuls over channels-last activation caches (for fast_sampling).
+"""PixelCNN++'s layers as matmuls over channels-last activation caches (for sampling/fast.py).
 
 `ActivationMap` caches a band of rows of one activation map of the network,
 (N, top + rows, left + W + right, C): the margins are the zero padding of the shifted

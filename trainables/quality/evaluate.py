@@ -12,9 +12,9 @@ from typing import Callable, Optional
 import torch
 
 from trainables.data import IMAGE_SHAPES
-from trainables.feature_extractors import build_extractor, default_extractor, metric_names, run_extractor
-from trainables.metrics import feature_statistics, frechet_distance, inception_score
-from trainables.reference_stats import reference_statistics
+from trainables.quality.extractors import build_extractor, default_extractor, metric_names, run_extractor
+from trainables.quality.scores import feature_statistics, frechet_distance, inception_score
+from trainables.quality.reference_stats import reference_statistics
 
 IS_SPLITS = 10  # the literature's split count; fewer when there are fewer samples
 SLOW_SECONDS = 10.0  # runs longer than this log a summary line
@@ -43,7 +43,7 @@ def evaluate_samples(images: torch.Tensor, dataset: str, *, extractor: str = "",
                      log: Callable = print) -> dict[str, float]:
     """Sample-quality metrics of generated images (N, C, H, W) in [-1, 1] (clamped here).
 
-    extractor: an id of feature_extractors.EXTRACTORS; "" takes the dataset's default.
+    extractor: an id of extractors.EXTRACTORS; "" takes the dataset's default.
     sampler: optional suffix of the names (direct | onestep | twostep).
     reference_size: real test images for the reference statistics (0: the whole split).
     device: where the extractor runs (None: the images' device).

@@ -1,0 +1,66 @@
+"""The callback that hands Tune's trial events, as plain data, to the study's listener."""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from ray import tune
+
+from trainables.tune.results import exception_line, reported_metrics
+from trainables.tune.search import FixedTrialsFirst
+
+
+class TrialEvents(tune.Callback):
+    """Hands Tune's trial events, as plain data, to a listener (the study's MLflow tracker).
+
+    The listener is duck-typed: trial_started(trial_id, config, fixed), trial_result(trial_id,
+    metrics), trial_hardware(trial_id, description), trial_checkpoint(trial_id, directory), trial_retrying(trial_id, failures),
+    trial_ended(trial_id, state, error, optuna, metrics), study_ended(optuna_history).
+    """
+
+    def __init__(self, listener, searcher: FixedTrialsFirst):
+        self.listener, self.searcher = listener, searcher
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.listener.trial_started(trial.trial_id, _trial_config(trial), self.searcher.is_fixed(trial.trial_id))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.listener.trial_result(trial.trial_id, reported_metrics(result))
+        if isinstance(result.get("hardware"), str):
+            self.listener.trial_hardware(trial.trial_id, result["hardware"])
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        with checkpoint.as_directory() as directory:
+            self.listener.trial_checkpoint(trial.trial_id, directory)
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self.listener.trial_retrying(trial.trial_id, trial.run_metadata.num_failures)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        metrics = reported_metrics(trial.last_result)
+        finished = metrics.get("epoch", 0) >= trial.config["max_epochs"]
+        self._ended(trial, "completed" if finished else "pruned", None, metrics)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._ended(trial, "errored", _error_line(trial), reported_metrics(trial.last_result))
+
+    def on_experiment_end(self, trials, **info):
+        self.listener.study_ended(self.searcher.searcher.optuna_history())
+
+    def _ended(self, trial, state: str, error: Optional[str], metrics: dict) -> None:
+        optuna = self.searcher.searcher.optuna_trial(trial.trial_id)
+        self.listener.trial_ended(trial.trial_id, state, error, optuna, metrics)
+        self.listener.optuna_history(self.searcher.searcher.optuna_history())
+
+
+
+def _trial_config(trial) -> dict:
+    return {k: v for k, v in trial.config.items()}
+
+
+def _error_line(trial) -> str:
+    """The exception line ("DivergenceError: ...") out of Ray's error file."""
+    path = trial.error_file
+    if not path or not os.path.exists(path):
+        return "trial failed (no error file)"
+    return exception_line(open(path).read())

@@ -1,0 +1,112 @@
+"""Searchers: Optuna with PRUNED trials, and the wrapper that runs a space's fixed trials beside it."""
+from __future__ import annotations
+
+from typing import Optional
+
+from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+
+class PruneAwareOptunaSearch(OptunaSearch):
+    """OptunaSearch that records early-stopped trials as PRUNED and reports intermediate values by epoch.
+
+    Ray's OptunaSearch tells every trial with a result as COMPLETE, so an ASHA-stopped
+    trial enters TPE's history as a finished one with a part-trained value. Here a trial
+    that ends before `max_epochs` is PRUNED (Optuna keeps its last intermediate value).
+    """
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if isinstance(self.metric, list) or self.metric not in result:
+            return  # multi-objective Optuna takes no intermediate values; non-evaluation epochs lack it
+        reported = self.__dict__.setdefault("_reported_steps", set())  # a resumed trial repeats epochs
+        if (trial_id, int(result["epoch"])) not in reported:
+            self._ot_trials[trial_id].report(float(result[self.metric]), int(result["epoch"]))
+            reported.add((trial_id, int(result["epoch"])))
+
+    def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
+        if result and not error and trial_id not in self._completed_trials:
+            if int(result.get("epoch", 0)) < int(result["config/max_epochs"]):
+                self._ot_study.tell(self._ot_trials[trial_id], state=optuna_state("PRUNED"))
+                self._completed_trials.add(trial_id)
+                return
+        super().on_trial_complete(trial_id, result=result, error=error)
+
+    def optuna_trial(self, trial_id: str) -> Optional[dict]:
+        """Plain data of the Optuna trial behind a Tune trial: number, state, values, params."""
+        if trial_id not in self._ot_trials:
+            return None
+        frozen = self._ot_study.get_trials(deepcopy=False)[self._ot_trials[trial_id].number]
+        return {"number": frozen.number, "state": frozen.state.name, "values": frozen.values, "params": frozen.params}
+
+    def optuna_history(self) -> list[dict]:
+        trials = self._ot_study.get_trials(deepcopy=False)
+        best = {t.number for t in self._ot_study.best_trials} if any(t.state.name == "COMPLETE" for t in trials) else set()
+        return [{"number": t.number, "state": t.state.name, "values": t.values, "params": t.params,
+                 "pareto_optimal": t.number in best} for t in trials]
+
+
+def optuna_state(name: str):
+    import optuna
+
+    return optuna.trial.TrialState[name]
+
+
+class _NothingToSearch(Searcher):
+    """The inner searcher of a space without searched params: proposes nothing."""
+
+    def suggest(self, trial_id: str):
+        return Searcher.FINISHED
+
+    def save(self, checkpoint_path: str) -> None:
+        open(checkpoint_path, "wb").close()
+
+    def restore(self, checkpoint_path: str) -> None:
+        pass
+
+    def optuna_trial(self, trial_id: str):
+        return None
+
+    def optuna_history(self) -> list[dict]:
+        return []
+
+
+class FixedTrialsFirst(Searcher):
+    """Run a space's fixed trials (e.g. the sigma = 0 baseline) first, then the inner searcher's.
+
+    Fixed trials are never told to the inner searcher, so Optuna's history holds only points
+    of its own search space. A Tune wrapper (it has `.searcher`): Tune saves its state with
+    get_state and the inner searcher's with save/restore, in place.
+    """
+
+    def __init__(self, fixed: list[dict], searcher: Searcher):
+        super().__init__(metric=searcher.metric, mode=searcher.mode)
+        self.searcher, self.fixed = searcher, [dict(c) for c in fixed]
+        self.fixed_ids: dict[str, int] = {}  # Tune trial id -> index in `fixed`
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return True  # configured at construction
+
+    def suggest(self, trial_id: str):
+        if trial_id in self.fixed_ids:
+            return dict(self.fixed[self.fixed_ids[trial_id]])
+        if len(self.fixed_ids) < len(self.fixed):
+            self.fixed_ids[trial_id] = len(self.fixed_ids)
+            return dict(self.fixed[self.fixed_ids[trial_id]])
+        return self.searcher.suggest(trial_id)
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id not in self.fixed_ids:
+            self.searcher.on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
+        if trial_id not in self.fixed_ids:
+            self.searcher.on_trial_complete(trial_id, result=result, error=error)
+
+    def is_fixed(self, trial_id: str) -> bool:
+        return trial_id in self.fixed_ids
+
+    def get_state(self) -> dict:
+        return {"fixed": self.fixed, "fixed_ids": dict(self.fixed_ids)}
+
+    def set_state(self, state: dict) -> None:
+        self.fixed, self.fixed_ids = state["fixed"], dict(state["fixed_ids"])

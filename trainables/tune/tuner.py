@@ -1,0 +1,141 @@
+"""Connecting to Ray, building, restoring and fitting the Tuner of a study."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import ray
+from ray import tune
+from ray.tune.schedulers import FIFOScheduler
+
+from trainables.tune.events import TrialEvents
+from trainables.tune.results import exception_line, reported_metrics
+from trainables.tune.scheduler import FixedTrialsExemptASHA, SchedulerState
+from trainables.tune.search import FixedTrialsFirst, PruneAwareOptunaSearch, _NothingToSearch
+from trainables.tune.trainable import train_trial
+
+# Set in the driver process before Tune reads them (connect), not at import time:
+DRIVER_ENVIRONMENT = {
+    # The objective exists only at evaluation epochs; Tune's strict check wants every metric in
+    # every result. Schedulers and searchers here skip results without it (ASHA does natively).
+    "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
+    # The driver prints one line per trial event (study/progress.py); Tune's legacy output engine
+    # at verbose=0 stays silent (the new one still prints its banners and a TensorBoard hint).
+    "RAY_AIR_NEW_OUTPUT": "0",
+}
+
+
+def _trial_dirname(trial) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+@dataclass(frozen=True)
+class TuneSpec:
+    name: str                    # experiment dir name under storage_path
+    storage_path: str            # local path or URI
+    param_space: dict            # flat TrialConfig values every trial shares
+    distributions: dict          # searched key -> optuna distribution; {} searches nothing
+    fixed_trials: tuple          # flat overrides of the trials run beside the search
+    num_samples: int             # trials the searcher proposes
+    objective: tuple             # metric names; two or more: multi-objective
+    mode: tuple                  # "min" | "max" per objective
+    scheduler: str               # "asha" | "fifo"
+    grace_period: int            # ASHA: epochs before a trial can be stopped (the first evaluation)
+    max_epochs: int              # ASHA's max_t
+    seed: int                    # TPE seed
+    n_startup_trials: int        # random trials before TPE models the history
+    cpus_per_trial: float
+    gpus_per_trial: float
+    max_concurrent: int          # 0: unlimited
+    max_failures: int
+    num_to_keep: int
+
+
+def connect(address: Optional[str]) -> dict[str, float]:
+    """Start a local Ray (address None) or join a cluster; returns its total resources.
+
+    Trial stdout (per-epoch lines, sampling progress) stays in Ray's worker logs; the driver
+    prints one line per trial event (study/progress.py) and Tune's errors."""
+    for key, value in DRIVER_ENVIRONMENT.items():
+        os.environ.setdefault(key, value)
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    return {k: float(v) for k, v in ray.cluster_resources().items()}
+
+
+def shutdown() -> None:
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def _trainable(spec: TuneSpec):
+    return tune.with_resources(train_trial, {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial})
+
+
+def build_tuner(spec: TuneSpec, listener) -> tune.Tuner:
+    import optuna
+
+    single = len(spec.objective) == 1
+    if spec.distributions:
+        sampler = optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=spec.n_startup_trials)
+        inner = PruneAwareOptunaSearch(
+            space=spec.distributions, metric=spec.objective[0] if single else list(spec.objective),
+            mode=spec.mode[0] if single else list(spec.mode), sampler=sampler)
+    else:
+        inner = _NothingToSearch()
+    searcher = FixedTrialsFirst(list(spec.fixed_trials), inner)
+    callbacks = [TrialEvents(listener, searcher)]
+    if spec.scheduler == "asha":
+        scheduler = FixedTrialsExemptASHA(searcher, time_attr="epoch", metric=spec.objective[0], mode=spec.mode[0],
+                                          max_t=spec.max_epochs, grace_period=spec.grace_period, reduction_factor=2)
+        callbacks.append(SchedulerState(scheduler))
+    else:
+        scheduler = FIFOScheduler()
+    tune_config = tune.TuneConfig(
+        search_alg=searcher, scheduler=scheduler, num_samples=spec.num_samples + len(spec.fixed_trials),
+        max_concurrent_trials=spec.max_concurrent or None, reuse_actors=False, trial_dirname_creator=_trial_dirname)
+    run_config = tune.RunConfig(
+        name=spec.name, storage_path=spec.storage_path, callbacks=callbacks, verbose=0,
+        failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.num_to_keep,
+                                                checkpoint_score_attribute=spec.objective[0],
+                                                checkpoint_score_order=spec.mode[0]))
+    return tune.Tuner(_trainable(spec), param_space=dict(spec.param_space), tune_config=tune_config,
+                      run_config=run_config)
+
+
+def can_restore(path: str) -> bool:
+    return tune.Tuner.can_restore(path)
+
+
+def restore_tuner(spec: TuneSpec, path: str) -> tune.Tuner:
+    """Resume unfinished trials and retry errored ones from their latest checkpoints."""
+    return tune.Tuner.restore(path, trainable=_trainable(spec), resume_unfinished=True, resume_errored=True)
+
+
+def fit(tuner: tune.Tuner, objective: tuple, mode: tuple) -> list[dict]:
+    """Run the study; one plain record per trial (config, last metrics, error, best checkpoint path)."""
+    grid = tuner.fit()
+    records = []
+    for result in grid:
+        best = None
+        scored = [(ckpt, m) for ckpt, m in (result.best_checkpoints or []) if objective[0] in m]
+        if scored:
+            pick = min if mode[0] == "min" else max
+            best = pick(scored, key=lambda cm: cm[1][objective[0]])[0].path
+        records.append({
+            "trial_id": result.metrics.get("trial_id") or os.path.basename(result.path).removeprefix("trial_"),
+            "config": dict(result.config or {}), "metrics": reported_metrics(result.metrics or {}),
+            "error": _first_line(result.error), "best_checkpoint": best, "path": result.path,
+        })
+    return records
+
+
+def _first_line(error: Optional[BaseException]) -> Optional[str]:
+    return None if error is None else exception_line(str(error) or type(error).__name__)
+
+
+def local_checkpoint(path: str):
+    """Context manager: a local directory holding the checkpoint at `path` (downloaded if remote)."""
+    return tune.Checkpoint(path).as_directory()
