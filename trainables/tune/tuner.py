@@ -53,14 +53,15 @@ class TuneSpec:
 
 
 def connect(address: Optional[str]) -> dict[str, float]:
-    """Start a local Ray (address None) or join a cluster; returns its total resources.
+    """Start a fresh local Ray of this process (address None: never a stale cluster that
+    /tmp/ray/ray_current_cluster names) or join a cluster (`auto`, host:port); returns its resources.
 
     Trial stdout (per-epoch lines, sampling progress) stays in Ray's worker logs; the driver
     prints one line per trial event (study/progress.py) and Tune's errors."""
     for key, value in DRIVER_ENVIRONMENT.items():
         os.environ.setdefault(key, value)
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+        ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     return {k: float(v) for k, v in ray.cluster_resources().items()}
 
 
