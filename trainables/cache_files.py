@@ -11,6 +11,7 @@ from typing import Callable, Optional, Union
 
 CACHE_ENV_VAR = "SMOOTHING_STUDY_CACHE"
 DEFAULT_CACHE_DIR = "~/.cache/smoothing-study"
+DEFAULT_DATA_DIR = f"{DEFAULT_CACHE_DIR}/data"  # torchvision datasets without --data-dir
 
 
 def resolve_cache_dir(cache_dir: Optional[Union[str, Path]] = None) -> Path:

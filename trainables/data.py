@@ -15,6 +15,8 @@ from typing import Iterator, Optional
 import numpy as np
 import torch
 
+from trainables.cache_files import DEFAULT_DATA_DIR
+
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0
 
@@ -87,8 +89,13 @@ def _find_idx(folder: Path, stem: str) -> Optional[Path]:
     return None
 
 
+def data_root(data_dir: Optional[str]) -> Path:
+    """Where the torchvision datasets live: `data_dir`, else DEFAULT_DATA_DIR."""
+    return Path(data_dir or os.path.expanduser(DEFAULT_DATA_DIR))
+
+
 def _idx_dataset(name: str, split: str, data_dir: Optional[str]):
-    root = Path(data_dir or os.path.expanduser("~/.cache/smoothing-study/data"))
+    root = data_root(data_dir)
     image_stem, label_stem = _IDX_FILES[(name, split)]
     folders = [root, root / _TORCHVISION_FOLDER[name] / "raw"]
     for folder in folders:
@@ -115,7 +122,7 @@ def _download_torchvision(name: str, root: Path, split: str, expected: list[str]
 def _cifar10(split: str, data_dir: Optional[str]):
     import torchvision.datasets as tvd
 
-    root = Path(data_dir or os.path.expanduser("~/.cache/smoothing-study/data"))
+    root = data_root(data_dir)
     try:
         ds = tvd.CIFAR10(str(root), train=(split == "train"), download=False)
     except RuntimeError:

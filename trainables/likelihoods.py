@@ -11,7 +11,7 @@ Every log-likelihood is in nats, per pixel and joint over the pixel's channels. 
 here picks a device: outputs live where the inputs live.
 
 Parameter layout. The network outputs `params` of shape (N, P, H, W) with
-P = num_params(C, K) = K * (1 + 2C + C(C-1)/2), i.e. 3K for C = 1 and 10K for C = 3.
+P = mixture_param_count(C, K) = K * (1 + 2C + C(C-1)/2), i.e. 3K for C = 1 and 10K for C = 3.
 Along dim 1, "what-major, then channel, then component":
 
     params[:, k]                      logit_probs, component k          (K rows)
@@ -39,6 +39,10 @@ UNIFORM_CLAMP = 1e-5      # uniforms live in [1e-5, 1 - 1e-5]: logs stay finite
 LOG_HALF_RANGE = math.log(127.5)  # -log(bin width 2/255)
 
 
+# The randomness of one sampler call (draw_uniforms): (u_component (N, K, H, W), u_value (N, C, H, W)).
+Uniforms = tuple[Tensor, Tensor]
+
+
 class MixtureParams(NamedTuple):
     """Unpacked mixture parameters; K components, C channels."""
 
@@ -53,7 +57,7 @@ def _check_channels(channels: int) -> None:
         raise ValueError(f"channels must be 1 (gray) or 3 (RGB), got {channels}")
 
 
-def num_params(channels: int, num_mixtures: int) -> int:
+def mixture_param_count(channels: int, num_mixtures: int) -> int:
     """P, the number of output maps the network needs: 3K for C = 1, 10K for C = 3."""
     _check_channels(channels)
     return num_mixtures * (3 if channels == 1 else 10)
@@ -63,7 +67,7 @@ def unpack_params(params: Tensor, *, channels: int) -> MixtureParams:
     """Split network output params (N, P, H, W) into a MixtureParams (layout: module doc)."""
     _check_channels(channels)
     n, p, h, w = params.shape
-    per_component = num_params(channels, 1)
+    per_component = mixture_param_count(channels, 1)
     if p % per_component:
         raise ValueError(f"params has {p} maps; C={channels} needs a multiple of {per_component}")
     k = p // per_component
@@ -159,7 +163,7 @@ def draw_uniforms(
     generator: Optional[torch.Generator] = None,
     device=None,
     dtype: Optional[torch.dtype] = None,
-) -> tuple[Tensor, Tensor]:
+) -> Uniforms:
     """The randomness of one sampler call: (u_component (N, K, H, W), u_value (N, C, H, W)).
 
     Values in [1e-5, 1 - 1e-5] (the logistic tails beyond ~11.5 scales are cut, mass 2e-5).

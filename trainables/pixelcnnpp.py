@@ -29,17 +29,9 @@ from trainables.layers import (
     GatedResnet,
     NetworkInNetwork,
 )
+from trainables.likelihoods import mixture_param_count
 
 NUM_STAGES = 3
-
-
-def mixture_param_count(channels: int, num_mixtures: int) -> int:
-    """P: 3K for grayscale (logit, mean, log-scale); 10K for RGB (+3 means, 3 scales, 3 coefficients)."""
-    if channels == 1:
-        return 3 * num_mixtures
-    if channels == 3:
-        return 10 * num_mixtures
-    raise ValueError(f"channels must be 1 or 3, got {channels}")
 
 
 class _UpStage(nn.Module):

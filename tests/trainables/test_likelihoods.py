@@ -12,7 +12,7 @@ from trainables.likelihoods import (
     continuous_mol_log_prob,
     discretized_mol_log_prob,
     draw_uniforms,
-    num_params,
+    mixture_param_count,
     sample_continuous_mol,
     sample_discretized_mol,
     unpack_params,
@@ -105,10 +105,10 @@ def chi2_pvalue(observed, expected, min_expected=5.0):
 
 # ---------------------------------------------------------------- layout
 
-def test_num_params_and_layout():
-    assert num_params(1, 5) == 15 and num_params(3, 5) == 50
+def test_mixture_param_count_and_layout():
+    assert mixture_param_count(1, 5) == 15 and mixture_param_count(3, 5) == 50
     with pytest.raises(ValueError):
-        num_params(2, 5)
+        mixture_param_count(2, 5)
     logits, means, log_scales, coeffs = random_parts(0, c=3, log_scale=(-9.0, 1.0))
     mix = unpack_params(pack(logits, means, log_scales, coeffs), channels=3)
     torch.testing.assert_close(mix.logit_probs, logits, rtol=0, atol=0)

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from trainables.pixelcnnpp import PixelCNNpp, mixture_param_count
+from trainables.likelihoods import mixture_param_count
+from trainables.pixelcnnpp import PixelCNNpp
 
 
 def _model(channels, conditional=False, nr_resnet=1, filters=8, mixtures=2):

@@ -19,9 +19,11 @@ from trainables.data import epoch_generator
 from trainables.sampling.fast import fast_sample
 from trainables.quality.extractors import default_extractor, metric_names
 from trainables.quality.evaluate import evaluate_samples
-from trainables.sampling.naive import gradient_denoise, to_image_range
+from trainables.sampling.naive import gradient_denoise, to_image_range, two_step_sample
 
 SAMPLE_STREAM = 2  # generator stream of evaluation samples: never the training streams
+# The sampler of every evaluation: the exact fast one (naive.sample is its tested reference).
+SAMPLER = fast_sample
 
 
 class SampleEvaluator:
@@ -41,15 +43,13 @@ class SampleEvaluator:
         start = time.perf_counter()
         self.log(f"epoch {epoch}: drawing {n} evaluation samples")
         if cfg.train.kind == "baseline":
-            samples = {"direct": fast_sample(models["baseline"], n, self.image_shape, discretized=True,
-                                             generator=generator, log=self.log)}
+            samples = {"direct": SAMPLER(models["baseline"], n, self.image_shape, discretized=True,
+                                         generator=generator, log=self.log)}
             product = "direct"
         else:
-            x_noisy = fast_sample(models["smoothed"], n, self.image_shape, discretized=False,
-                                  generator=generator, log=self.log)
+            x_noisy, twostep = two_step_sample(models["smoothed"], models["denoiser"], n, self.image_shape,
+                                               generator=generator, sampler=SAMPLER, log=self.log)
             onestep = gradient_denoise(models["smoothed"], x_noisy, cfg.data.noise_std, mode=cfg.eval.gradient_mode)
-            twostep = fast_sample(models["denoiser"], n, self.image_shape, discretized=True, x_noisy=x_noisy,
-                                  generator=generator, log=self.log)
             samples = {"onestep": onestep, "twostep": twostep}
             product = "twostep"
         metrics = {"sample_seconds": time.perf_counter() - start}

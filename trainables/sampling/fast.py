@@ -65,10 +65,8 @@ from torch.nn.utils import parametrize
 
 from trainables.sampling.fast_ops import ActivationMap, FastGatedResnet, ShiftedConv
 from trainables.layers import DownRightShiftedDeconv2d, DownShiftedDeconv2d
-from trainables.likelihoods import draw_uniforms, sample_continuous_mol, sample_discretized_mol
+from trainables.likelihoods import Uniforms, draw_uniforms, sample_continuous_mol, sample_discretized_mol
 from trainables.pixelcnnpp import PixelCNNpp
-
-Uniforms = tuple[Tensor, Tensor]  # (u_component (N, K, H, W), u_value (N, C, H, W))
 
 
 def _check_deconv(module, *, column_local: bool) -> None:

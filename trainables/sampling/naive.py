@@ -16,13 +16,11 @@ import torch
 
 from trainables.likelihoods import (
     continuous_mol_log_prob,
+    Uniforms,
     draw_uniforms,
     sample_continuous_mol,
     sample_discretized_mol,
 )
-
-Uniforms = tuple[torch.Tensor, torch.Tensor]  # (u_component (N, K, H, W), u_value (N, C, H, W))
-
 
 def to_image_range(x: torch.Tensor) -> torch.Tensor:
     """Clamp samples to the data range [-1, 1] for images and metrics."""
