@@ -15,8 +15,9 @@ from study.cli import NON_IDENTITY_FLAGS, DEFAULT_STORAGE_PATH, default_name, id
 from study.config import StudyConfig, StudyError
 from study.storage import STUDY_FILE, StudyDir, normalize_storage_path
 from study.summary import best_rows, format_table, table_rows, ui_hint, write_summary
-from study.progress import Fanout, ProgressPrinter
+from study.progress import ProgressPrinter
 from study.tracking import MlflowTracker
+from trainables.tune.listener import Fanout
 
 N_STARTUP_MAX = 10  # Optuna's default number of random trials before TPE
 
@@ -116,7 +117,10 @@ def run_study(cfg: StudyConfig, resuming: bool, flags: dict[str, Any], log=print
             f"{cfg.cpus_per_trial:g} CPU / {gpus:g} GPU per trial)")
         if not restorable:
             tracker.mark_interrupted()  # runs of an attempt killed before Tune saved any state
-        tuner = tune_adapter.restore_tuner(spec, study_dir.path) if restorable else tune_adapter.build_tuner(spec, listener)
+        if restorable:  # Tune's restored TrialEvents callback gets this process's listener
+            tuner = tune_adapter.restore_tuner(spec, study_dir.path, listener)
+        else:
+            tuner = tune_adapter.build_tuner(spec, listener)
         start = time.time()
         records = tune_adapter.fit(tuner, cfg.objective, cfg.mode)
         wall = time.time() - start

@@ -1,7 +1,6 @@
 """What the driver prints while a study runs: one line per trial event, instead of Tune's tables.
 
-Listeners of `trainables.tune.events.TrialEvents` (duck-typed): `ProgressPrinter` here and the
-MLflow tracker; `Fanout` hands every event to several of them.
+`ProgressPrinter` is a `TrialListener` (trainables/tune/listener.py), like the MLflow tracker.
 """
 from __future__ import annotations
 
@@ -10,27 +9,10 @@ import time
 from typing import Any, Optional
 
 from study.tracking import run_name
+from trainables.tune.listener import TrialListener
 
 
-class Fanout:
-    def __init__(self, *listeners):
-        self.listeners = listeners
-
-    def _forward(self, event: str, *args) -> None:
-        for listener in self.listeners:
-            getattr(listener, event)(*args)
-
-    def trial_started(self, *args): self._forward("trial_started", *args)
-    def trial_result(self, *args): self._forward("trial_result", *args)
-    def trial_hardware(self, *args): self._forward("trial_hardware", *args)
-    def trial_checkpoint(self, *args): self._forward("trial_checkpoint", *args)
-    def trial_retrying(self, *args): self._forward("trial_retrying", *args)
-    def trial_ended(self, *args): self._forward("trial_ended", *args)
-    def optuna_history(self, *args): self._forward("optuna_history", *args)
-    def study_ended(self, *args): self._forward("study_ended", *args)
-
-
-class ProgressPrinter:
+class ProgressPrinter(TrialListener):
     def __init__(self, searched: list[str], seed: int, objective: tuple[str, ...], max_epochs: int):
         self.searched, self.seed, self.objective, self.max_epochs = searched, seed, objective, max_epochs
         self.names: dict[str, str] = {}
@@ -57,9 +39,6 @@ class ProgressPrinter:
         self._say(trial_id, f"epoch {int(metrics['epoch'])}/{self.max_epochs}  {text}"
                   + (f"  ({rate:.0f} img/s)" if rate else ""))
 
-    def trial_checkpoint(self, trial_id: str, directory: str) -> None:
-        pass
-
     def trial_retrying(self, trial_id: str, failures: int) -> None:
         self._say(trial_id, f"failed; retrying from its latest checkpoint (failure {failures})")
 
@@ -69,9 +48,3 @@ class ProgressPrinter:
         if optuna:
             tail += f" (Optuna trial {optuna['number']}: {optuna['state']})"
         self._say(trial_id, f"{state}{tail}")
-
-    def optuna_history(self, history: list[dict]) -> None:
-        pass
-
-    def study_ended(self, history: list[dict]) -> None:
-        pass

@@ -9,16 +9,17 @@ from typing import Any, Optional
 from study.config import StudyConfig
 from study.tracking import OPTUNA_FILE, ROLE_TAG, MlflowTracker, run_name
 from study.storage import STUDY_FILE, StudyDir
+from trainables.tune.listener import ERRORED, ended_state
 
 RESULTS_FILE = "results.csv"
 FINISHED_STATES = ("completed",)
 
 
 def trial_state(record: dict, max_epochs: int) -> str:
+    """A trial's state from Tune's record, where MLflow has none (an interrupted trial's tag says so)."""
     if record["error"]:
-        return "errored"
-    epochs = int(record["metrics"].get("epoch", 0))
-    return "completed" if epochs >= max_epochs else "stopped"  # stopped: pruned, or interrupted (see MLflow)
+        return ERRORED
+    return ended_state(int(record["metrics"].get("epoch", 0)), max_epochs)
 
 
 def table_rows(cfg: StudyConfig, records: list[dict], states: dict[str, str]) -> list[dict[str, Any]]:
@@ -89,7 +90,7 @@ def write_summary(cfg: StudyConfig, study_dir: StudyDir, tracker: MlflowTracker,
 
     study_dir.write_text(RESULTS_FILE, to_csv(rows))
     client = tracker.client
-    run_id = tracker._find("summary")
+    run_id = tracker.find_run("summary")
     if run_id is None:
         run = client.create_run(tracker.experiment_id, run_name="summary",
                                 tags={ROLE_TAG: "summary", "study": cfg.name, "space": cfg.space})

@@ -1,6 +1,6 @@
 """MLflow bookkeeping of a study: one experiment, exactly one run per Tune trial, a summary run.
 
-`MlflowTracker` is the listener of `trainables.tune.events.TrialEvents`. Ray's stock
+`MlflowTracker` is a `TrialListener` (trainables/tune/listener.py). Ray's stock
 MLflowLoggerCallback keeps its run ids in memory, so a resumed study opens a second run
 per trial; here a trial's run is found again by its `ray_trial_id` tag, and a resumed
 trial, which repeats the epochs after its latest checkpoint, logs only epochs past the
@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 from study.config import StudyConfig
 from study.storage import MLFLOW_ARTIFACTS, StudyDir
+from trainables.tune.listener import TrialListener
 
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # else MLflow 3 opens the GenAI view
 TRIAL_ID_TAG = "ray_trial_id"
@@ -52,17 +53,13 @@ class _Run:
     last_step: Optional[int]    # highest epoch logged (None: nothing yet)
 
 
-class MlflowTracker:
+class MlflowTracker(TrialListener):
     def __init__(self, cfg: StudyConfig, study_dir: StudyDir):
         self.cfg, self.study_dir = cfg, study_dir
         self.experiment_id: Optional[str] = None
         self._client = None
         self._runs: dict[str, _Run] = {}
         self._hardware: dict[str, str] = {}  # trial id -> hardware tag already set
-
-    def __getstate__(self):  # pickled into Tune's tuner.pkl: no client, no cache
-        return {"cfg": self.cfg, "study_dir": self.study_dir, "experiment_id": self.experiment_id,
-                "_client": None, "_runs": {}, "_hardware": {}}
 
     @property
     def client(self):
@@ -92,13 +89,14 @@ class MlflowTracker:
             self.client.set_experiment_tag(self.experiment_id, key, value)
         return self.experiment_id
 
-    def _find(self, role: str, trial_id: Optional[str] = None) -> Optional[str]:
+    def find_run(self, role: str, trial_id: Optional[str] = None) -> Optional[str]:
+        """Id of the study's first run of `role` ("trial" | "summary"), of trial `trial_id` if given; None if none."""
         query = f"tags.{ROLE_TAG} = '{role}'" + (f" and tags.{TRIAL_ID_TAG} = '{trial_id}'" if trial_id else "")
         runs = self.client.search_runs([self.experiment_id], filter_string=query, max_results=10,
                                        order_by=["attributes.start_time ASC"])
         return runs[0].info.run_id if runs else None
 
-    # ------------------------------------------------------------ listener of trainables.tune.events.TrialEvents
+    # ------------------------------------------------------------ TrialListener events
 
     def trial_started(self, trial_id: str, config: dict[str, Any], fixed: bool) -> None:
         run = self._run(trial_id)
@@ -120,7 +118,7 @@ class MlflowTracker:
     def _run(self, trial_id: str) -> Optional[_Run]:
         """The trial's run from the cache or, after a resume, from MLflow by the trial id tag."""
         if trial_id not in self._runs:
-            run_id = self._find("trial", trial_id)
+            run_id = self.find_run("trial", trial_id)
             if run_id is None:
                 return None
             history = self.client.get_metric_history(run_id, "epoch")

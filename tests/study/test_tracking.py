@@ -1,6 +1,4 @@
 """The MLflow tracker against a real SQLite store, driven as Tune's callback would drive it (no Ray)."""
-import pickle
-
 import pytest
 
 from study.cli import parse, resolve
@@ -37,9 +35,10 @@ def test_one_run_per_trial_across_resumes(study):
     first.trial_started("t1", config, fixed=False)
     for epoch in (1, 2, 3):
         first.trial_result("t1", {"epoch": epoch, "test_bpd_smoothed": 5.0 - epoch})
-    # The driver dies; a resumed study unpickles the tracker from Tune's tuner.pkl and
-    # the trial repeats epochs 2-3 from its epoch-1 checkpoint.
-    second = pickle.loads(pickle.dumps(first))
+    # The driver dies; the resumed study's driver builds a new tracker (attached to Tune's
+    # restored callback: trainables/tune/tuner.py attach_listener) that knows no run yet,
+    # and the trial repeats epochs 2-3 from its epoch-1 checkpoint.
+    second = MlflowTracker(cfg, study_dir)
     assert second._client is None and second._runs == {}
     second.setup()
     second.trial_started("t1", config, fixed=False)

@@ -6,20 +6,35 @@ from typing import Optional
 
 from ray import tune
 
+from trainables.tune.listener import ERRORED, TrialListener, ended_state
 from trainables.tune.results import exception_line, reported_metrics
 from trainables.tune.search import FixedTrialsFirst
 
 
 class TrialEvents(tune.Callback):
-    """Hands Tune's trial events, as plain data, to a listener (the study's MLflow tracker).
+    """Hands Tune's trial events, as plain data, to a `TrialListener` (trainables/tune/listener.py:
+    the events, their arguments and meaning).
 
-    The listener is duck-typed: trial_started(trial_id, config, fixed), trial_result(trial_id,
-    metrics), trial_hardware(trial_id, description), trial_checkpoint(trial_id, directory), trial_retrying(trial_id, failures),
-    trial_ended(trial_id, state, error, optuna, metrics), study_ended(optuna_history).
+    The listener belongs to the driver process (it holds an MLflow client, a terminal) and is
+    not pickled with Tune's state: `attach` sets it on a built Tuner's callback and again on
+    the callback Tune restores from tuner.pkl (trainables/tune/tuner.py: attach_listener).
     """
 
-    def __init__(self, listener, searcher: FixedTrialsFirst):
-        self.listener, self.searcher = listener, searcher
+    def __init__(self, searcher: FixedTrialsFirst):
+        self.searcher = searcher
+        self._listener: Optional[TrialListener] = None
+
+    def attach(self, listener: TrialListener) -> None:
+        self._listener = listener
+
+    @property
+    def listener(self) -> TrialListener:
+        if self._listener is None:
+            raise RuntimeError("TrialEvents has no listener: attach_listener(tuner, listener) before fit")
+        return self._listener
+
+    def __getstate__(self) -> dict:  # tuner.pkl keeps the searcher, never the driver's listener
+        return {**self.__dict__, "_listener": None}
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.listener.trial_started(trial.trial_id, _trial_config(trial), self.searcher.is_fixed(trial.trial_id))
@@ -38,11 +53,10 @@ class TrialEvents(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         metrics = reported_metrics(trial.last_result)
-        finished = metrics.get("epoch", 0) >= trial.config["max_epochs"]
-        self._ended(trial, "completed" if finished else "pruned", None, metrics)
+        self._ended(trial, ended_state(int(metrics.get("epoch", 0)), trial.config["max_epochs"]), None, metrics)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._ended(trial, "errored", _error_line(trial), reported_metrics(trial.last_result))
+        self._ended(trial, ERRORED, _error_line(trial), reported_metrics(trial.last_result))
 
     def on_experiment_end(self, trials, **info):
         self.listener.study_ended(self.searcher.searcher.optuna_history())
@@ -51,7 +65,6 @@ class TrialEvents(tune.Callback):
         optuna = self.searcher.searcher.optuna_trial(trial.trial_id)
         self.listener.trial_ended(trial.trial_id, state, error, optuna, metrics)
         self.listener.optuna_history(self.searcher.searcher.optuna_history())
-
 
 
 def _trial_config(trial) -> dict:

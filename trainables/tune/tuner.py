@@ -10,6 +10,7 @@ from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 
 from trainables.tune.events import TrialEvents
+from trainables.tune.listener import TrialListener
 from trainables.tune.results import exception_line, reported_metrics
 from trainables.tune.scheduler import FixedTrialsExemptASHA, SchedulerState
 from trainables.tune.search import FixedTrialsFirst, PruneAwareOptunaSearch, _NothingToSearch
@@ -74,7 +75,8 @@ def _trainable(spec: TuneSpec):
     return tune.with_resources(train_trial, {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial})
 
 
-def build_tuner(spec: TuneSpec, listener) -> tune.Tuner:
+def build_tuner(spec: TuneSpec, listener: TrialListener) -> tune.Tuner:
+    """A new Tuner of the study, its trial events going to `listener`."""
     import optuna
 
     single = len(spec.objective) == 1
@@ -86,7 +88,7 @@ def build_tuner(spec: TuneSpec, listener) -> tune.Tuner:
     else:
         inner = _NothingToSearch()
     searcher = FixedTrialsFirst(list(spec.fixed_trials), inner)
-    callbacks = [TrialEvents(listener, searcher)]
+    callbacks = [TrialEvents(searcher)]
     if spec.scheduler == "asha":
         scheduler = FixedTrialsExemptASHA(searcher, time_attr="epoch", metric=spec.objective[0], mode=spec.mode[0],
                                           max_t=spec.max_epochs, grace_period=spec.grace_period, reduction_factor=2)
@@ -102,17 +104,39 @@ def build_tuner(spec: TuneSpec, listener) -> tune.Tuner:
         checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.num_to_keep,
                                                 checkpoint_score_attribute=spec.objective[0],
                                                 checkpoint_score_order=spec.mode[0]))
-    return tune.Tuner(_trainable(spec), param_space=dict(spec.param_space), tune_config=tune_config,
-                      run_config=run_config)
+    tuner = tune.Tuner(_trainable(spec), param_space=dict(spec.param_space), tune_config=tune_config,
+                       run_config=run_config)
+    attach_listener(tuner, listener)
+    return tuner
 
 
 def can_restore(path: str) -> bool:
     return tune.Tuner.can_restore(path)
 
 
-def restore_tuner(spec: TuneSpec, path: str) -> tune.Tuner:
-    """Resume unfinished trials and retry errored ones from their latest checkpoints."""
-    return tune.Tuner.restore(path, trainable=_trainable(spec), resume_unfinished=True, resume_errored=True)
+def restore_tuner(spec: TuneSpec, path: str, listener: TrialListener) -> tune.Tuner:
+    """The study's Tuner from `path`: unfinished trials resume and errored ones retry from their
+    latest checkpoints. Tune restores the callbacks from tuner.pkl, the TrialEvents without a
+    listener (it is never pickled); this process's `listener` is attached to it here."""
+    tuner = tune.Tuner.restore(path, trainable=_trainable(spec), resume_unfinished=True, resume_errored=True)
+    attach_listener(tuner, listener)
+    return tuner
+
+
+def attach_listener(tuner: tune.Tuner, listener: TrialListener) -> TrialEvents:
+    """Give the Tuner's TrialEvents callback (built or restored) the driver's listener.
+
+    The callbacks live in the driver's Tuner (`Tuner._local_tuner`); under Ray Client (ray://)
+    the Tuner runs remotely and its events could not reach this process's listener."""
+    local = getattr(tuner, "_local_tuner", None)
+    if local is None:
+        raise RuntimeError("Ray Client (ray://) is not supported: trial events must reach the driver's "
+                           "listener; run the study on a node of the cluster with --address auto")
+    events = [cb for cb in local.get_run_config().callbacks or [] if isinstance(cb, TrialEvents)]
+    if len(events) != 1:
+        raise RuntimeError(f"expected one TrialEvents callback in the Tuner, found {len(events)}")
+    events[0].attach(listener)
+    return events[0]
 
 
 def fit(tuner: tune.Tuner, objective: tuple, mode: tuple) -> list[dict]:
