@@ -78,7 +78,7 @@ def test_inception_score_of_uniform_predictions_is_one():
 
 def test_inception_score_of_confident_balanced_predictions_is_class_count():
     probs = np.eye(10)[np.arange(1000) % 10]  # each split of 100 holds every class 10 times
-    mean, std = inception_score(probs, splits=10)
+    mean, std = inception_score(probs, splits=10, shuffle_seed=None)
     assert mean == pytest.approx(10.0, rel=1e-12) and std == pytest.approx(0.0, abs=1e-9)
 
 
@@ -86,16 +86,44 @@ def test_inception_score_splits_are_contiguous_chunks():
     # Sorted by class, each of 10 chunks holds one class: p(y|x) = p(y) in-chunk, IS = 1;
     # as one split the same rows are balanced: IS = 10.
     probs = np.eye(10)[np.repeat(np.arange(10), 20)]
-    assert inception_score(probs, splits=10)[0] == pytest.approx(1.0)
-    assert inception_score(probs, splits=1)[0] == pytest.approx(10.0)
+    assert inception_score(probs, splits=10, shuffle_seed=None)[0] == pytest.approx(1.0)
+    assert inception_score(probs, splits=1, shuffle_seed=None)[0] == pytest.approx(10.0)
     # Two chunks of 5 classes each: IS 5 per chunk.
-    assert inception_score(probs, splits=2) == pytest.approx((5.0, 0.0))
+    assert inception_score(probs, splits=2, shuffle_seed=None) == pytest.approx((5.0, 0.0))
 
 
 def test_inception_score_std_over_unequal_splits():
     # Chunk 1 balanced over 2 classes (IS 2), chunk 2 uniform over 2 classes (IS 1).
     probs = np.array([[1, 0], [0, 1], [0.5, 0.5], [0.5, 0.5]])
-    assert inception_score(probs, splits=2) == pytest.approx((1.5, 0.5))
+    assert inception_score(probs, splits=2, shuffle_seed=None) == pytest.approx((1.5, 0.5))
+
+
+def test_inception_score_permutes_rows_with_seed_2020_before_the_splits():
+    # The rows of the previous test after RandomState(2020).permutation(4), written out by
+    # hand: the permutation is [2, 1, 3, 0] (checked), so both chunks mix one confident and
+    # one uniform row: chunk p(y) = (0.25, 0.75) and (0.75, 0.25), IS exp(mean KL) per chunk.
+    assert np.random.RandomState(2020).permutation(4).tolist() == [2, 1, 3, 0]
+    probs = np.array([[1, 0], [0, 1], [0.5, 0.5], [0.5, 0.5]])
+    kl_confident = np.log(1 / 0.75)  # [0, 1] against p(y) = (0.25, 0.75)
+    kl_uniform = 0.5 * np.log(0.5 / 0.25) + 0.5 * np.log(0.5 / 0.75)
+    per_chunk = np.exp((kl_confident + kl_uniform) / 2)  # both chunks are mirror images
+    assert inception_score(probs, splits=2) == pytest.approx((per_chunk, 0.0), rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize("n, k, splits", [(200, 10, 10), (97, 1008, 3), (50, 10, 1)])
+def test_inception_score_equals_torch_fidelity(n, k, splits):
+    import torch
+    from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD, isc_features_to_metric
+
+    logits = np.random.default_rng(n + k).normal(scale=3.0, size=(n, k))
+    theirs = isc_features_to_metric(torch.from_numpy(logits), splits=splits)  # their defaults: shuffle, seed 2020
+    probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
+    mean, std = inception_score(probs, splits=splits)
+    assert mean == pytest.approx(theirs[KEY_METRIC_ISC_MEAN], rel=1e-10)
+    assert std == pytest.approx(theirs[KEY_METRIC_ISC_STD], rel=1e-8, abs=1e-12)
+    unshuffled = isc_features_to_metric(torch.from_numpy(logits), splits=splits, shuffle=False)
+    assert inception_score(probs, splits=splits, shuffle_seed=None)[0] == pytest.approx(
+        unshuffled[KEY_METRIC_ISC_MEAN], rel=1e-10)
 
 
 def test_inception_score_rejects_logits_and_too_many_splits():

@@ -7,8 +7,13 @@ or class probabilities and names the result after its extractor (see
 from __future__ import annotations
 
 import warnings
+from typing import Optional
 
 import numpy as np
+
+# torch-fidelity's Inception Score permutes the N samples with np.random.RandomState(2020)
+# before cutting the splits (isc_features_to_metric: samples_shuffle=True, rng_seed=2020).
+TORCH_FIDELITY_SHUFFLE_SEED = 2020
 
 
 class FewSamplesWarning(UserWarning):
@@ -95,12 +100,16 @@ def feature_statistics(features) -> tuple[np.ndarray, np.ndarray]:
     return mu, sigma
 
 
-def inception_score(probs, splits: int = 10) -> tuple[float, float]:
+def inception_score(probs, splits: int = 10,
+                    shuffle_seed: Optional[int] = TORCH_FIDELITY_SHUFFLE_SEED) -> tuple[float, float]:
     """Inception Score exp(E_x KL(p(y|x) || p(y))) of class probabilities (N, K).
 
-    The N rows are cut into `splits` contiguous chunks (chunk i is rows
-    i*N//splits .. (i+1)*N//splits, as in torch-fidelity); p(y) is the mean of each
-    chunk. Returns the mean and the (population) standard deviation over chunks.
+    As torch-fidelity computes it: the rows are first permuted by
+    np.random.RandomState(shuffle_seed).permutation(N) (None: kept in order), then cut
+    into `splits` contiguous chunks (chunk i is rows i*N//splits .. (i+1)*N//splits);
+    p(y) is the mean of each chunk. Returns the mean and the (population) standard
+    deviation over chunks. With the default seed and probabilities softmax(logits) this
+    equals torch-fidelity's isc_features_to_metric(logits, splits) (a test checks it).
     Ranges from 1 (every prediction equal to p(y)) to K (confident and balanced).
     Rows must be probability vectors; 0 * log 0 counts as 0.
     """
@@ -112,6 +121,8 @@ def inception_score(probs, splits: int = 10) -> tuple[float, float]:
         raise ValueError(f"splits must be in [1, N={n}], got {splits}")
     if np.any(probs < 0) or not np.allclose(probs.sum(axis=1), 1.0, atol=1e-4):
         raise ValueError("probs rows must be non-negative and sum to 1 (pass softmax outputs, not logits)")
+    if shuffle_seed is not None:
+        probs = probs[np.random.RandomState(shuffle_seed).permutation(n)]
     scores = []
     for i in range(splits):
         chunk = probs[i * n // splits: (i + 1) * n // splits]  # (n_i, K)
