@@ -26,7 +26,7 @@ STUDY_SIZE: dict[str, Any] = {
 # --smoke-test: the same study machinery in about a minute (the end-to-end tests use it).
 SMOKE_TEST_SIZE: dict[str, Any] = {
     "nr_filters": 8, "nr_resnet": 1, "num_mixtures": 3, "batch_size": 128, "max_epochs": 2, "eval_every": 2,
-    "num_eval_samples": 32, "bound_noise_draws": 1, "max_eval_images": 64,
+    "num_eval_samples": 32, "bound_noise_draws": 1, "max_eval_images": 64, "denoiser_batch_size": 0,
 }
 SMOKE_TEST_NUM_SAMPLES = 2
 ASHA_MIN_TRIALS = 5                 # "auto" scheduler: ASHA from this many searched trials on, else FIFO

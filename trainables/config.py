@@ -13,6 +13,7 @@ MODEL_KINDS = ("baseline", "smoothed")  # a "smoothed" trial trains p(x~) and it
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
 GRADIENT_MODES = ("full", "fixed_output")
 PRECISIONS = ("auto", "bf16", "off")
+DENOISER_LIKELIHOODS = ("discretized", "continuous")  # trainables/losses.py: DenoiserNLL
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,7 @@ class ModelConfig:
     nr_filters: int = 32        # channels of every gated resnet
     nr_resnet: int = 2          # gated resnets per up-pass stage (down pass: n, n+1, n+1)
     num_mixtures: int = 5       # logistic mixture components per pixel
-    dropout: float = 0.0        # dropout inside gated resnets (paper: 0.5 on CIFAR-10)
+    dropout: float = 0.0        # channel-wise dropout inside gated resnets (authors: 0.5 on every dataset)
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,9 @@ class DataConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     kind: str = "smoothed"          # baseline (sigma = 0, discretized) | smoothed (p(x~) + denoiser)
-    batch_size: int = 64            # images per optimizer step
+    batch_size: int = 64            # images per optimizer step (the denoiser's too, unless set below)
+    denoiser_batch_size: int = 0    # images per step of the denoiser; 0: batch_size (authors: 80 and 50)
+    denoiser_likelihood: str = "discretized"  # discretized P(x|x~) | continuous: authors' density of x + 0.01 N(0,1)
     lr: float = 2e-3                # Adam learning rate (authors: 2e-4 on CIFAR-10)
     lr_decay: float = 0.999995      # per-step exponential decay of lr (authors' value)
     ema_decay: float = 0.0          # EMA of weights for evaluation; 0 disables
@@ -42,6 +45,10 @@ class TrainConfig:
     seed: int = 0                   # seeds init, data order, noise and sampling
     mixed_precision: str = "auto"   # auto: bf16 autocast on CUDA, fp32 elsewhere | bf16 | off
     compile: bool = False           # torch.compile the training forward pass (worth it on GPUs)
+
+    def unit_batch_size(self, unit: str) -> int:
+        """Images per optimizer step of model `unit` (baseline | smoothed | denoiser)."""
+        return (self.denoiser_batch_size or self.batch_size) if unit == "denoiser" else self.batch_size
 
 
 @dataclass(frozen=True)
@@ -96,6 +103,9 @@ class TrialConfig:
             (m.nr_filters >= 1 and m.nr_resnet >= 1, "nr_filters and nr_resnet must be >= 1"),
             (0 <= m.dropout < 1, f"dropout must be in [0, 1), got {m.dropout}"),
             (t.batch_size >= 1, f"batch_size must be >= 1, got {t.batch_size}"),
+            (t.denoiser_batch_size >= 0, f"denoiser_batch_size must be >= 0, got {t.denoiser_batch_size}"),
+            (t.denoiser_likelihood in DENOISER_LIKELIHOODS,
+             f"denoiser_likelihood must be one of {DENOISER_LIKELIHOODS}, got {t.denoiser_likelihood!r}"),
             (t.lr > 0, f"lr must be > 0, got {t.lr}"),
             (0 < t.lr_decay <= 1, f"lr_decay must be in (0, 1], got {t.lr_decay}"),
             (0 <= t.ema_decay < 1, f"ema_decay must be in [0, 1), got {t.ema_decay}"),

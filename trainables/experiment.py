@@ -47,7 +47,8 @@ class Experiment:
     def _build_units(self) -> dict[str, TrainUnit]:
         m, t = self.cfg.model, self.cfg.train
         kinds = {"baseline": [("baseline", DiscretizedNLL(), False)],
-                 "smoothed": [("smoothed", SmoothedNLL(), False), ("denoiser", DenoiserNLL(), True)]}[t.kind]
+                 "smoothed": [("smoothed", SmoothedNLL(), False),
+                              ("denoiser", DenoiserNLL(t.denoiser_likelihood), True)]}[t.kind]
         units = {}
         for name, loss, conditional in kinds:
             net = PixelCNNpp(self.image_shape[0], m.nr_filters, m.nr_resnet, m.num_mixtures, m.dropout, conditional)
@@ -67,7 +68,7 @@ class Experiment:
         metrics: dict[str, float] = {"epoch": epoch}
         seconds = images = 0.0
         for name, unit in self.units.items():
-            batches = epoch_batches(self.train_images, t.batch_size, noise_std, t.seed, epoch)
+            batches = epoch_batches(self.train_images, t.unit_batch_size(name), noise_std, t.seed, epoch)
             stats = train_epoch(unit, batches, epoch=epoch, device=self.device)
             seconds, images = seconds + stats.seconds, images + stats.num_images
             metrics[self._bpd_name("train", name)] = stats.bpd(unit.loss.continuous)
@@ -92,7 +93,10 @@ class Experiment:
 
     @torch.no_grad()
     def _two_step_bound(self) -> float:
-        """Bits/dim upper bound of clean test data under the two-step model (bpd.two_step_bound_nats)."""
+        """Bits/dim upper bound of clean test data under the two-step model (bpd.two_step_bound_nats).
+
+        The denoiser is read as the 256-bin distribution it is sampled from, whichever
+        likelihood trained it, so the bound is on the discrete 8-bit -log P(x)."""
         smoothed, denoiser = self.units["smoothed"].eval_model, self.units["denoiser"].eval_model
         smoothed.eval(), denoiser.eval()
         generator = epoch_generator(self.cfg.train.seed, TEST_NOISE_EPOCH, stream=1)
@@ -102,7 +106,7 @@ class Experiment:
             bound = two_step_bound_nats(
                 x,
                 smoothed_log_prob=lambda z: -SmoothedNLL()(smoothed, None, z),
-                denoiser_log_prob=lambda clean, z: -DenoiserNLL()(denoiser, clean, z),
+                denoiser_log_prob=lambda clean, z: -DenoiserNLL("discretized")(denoiser, clean, z),
                 noise_std=self.cfg.data.noise_std,
                 num_draws=self.cfg.eval.bound_noise_draws,
                 generator=generator,

@@ -111,7 +111,7 @@ class GatedResnet(nn.Module):
         super().__init__()
         self.conv_input = conv(2 * num_filters, num_filters)
         self.nin_skip = NetworkInNetwork(2 * skip_streams * num_filters, num_filters) if skip_streams else None
-        self.dropout = nn.Dropout(dropout)  # elementwise, as in the original TF code
+        self.dropout = nn.Dropout2d(dropout)  # channel-wise, as the authors' gated_resnet (Dropout2d(0.5))
         self.conv_out = conv(2 * num_filters, 2 * num_filters)
 
     def forward(self, x: torch.Tensor, a: torch.Tensor | None = None) -> torch.Tensor:

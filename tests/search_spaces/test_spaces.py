@@ -61,6 +61,9 @@ def test_paper_settings_per_dataset():
     cifar, mnist = paper.fixed_per_dataset["cifar10"], paper.fixed_per_dataset["mnist"]
     assert (cifar["noise_std"], cifar["num_mixtures"], cifar["nr_filters"], cifar["nr_resnet"]) == (0.3, 10, 160, 5)
     assert (mnist["noise_std"], mnist["num_mixtures"], mnist["nr_filters"], mnist["nr_resnet"]) == (0.5, 10, 40, 5)
+    for dataset, fixed in paper.fixed_per_dataset.items():  # the authors' configs and gated_resnet, every dataset
+        assert (fixed["dropout"], fixed["batch_size"], fixed["denoiser_batch_size"], fixed["lr"]) == (0.5, 80, 50, 2e-4)
+        assert (fixed["denoiser_likelihood"], fixed["gradient_mode"]) == ("continuous", "fixed_output"), dataset
     kinds = sorted(t.get("kind") for t in paper.fixed_trials)
     assert kinds == ["baseline", "smoothed"]
 
