@@ -10,6 +10,7 @@ import sys
 from typing import Any, Optional
 
 from search_spaces import OBJECTIVE_MODES, SPACES
+from search_spaces.metric_names import default_extractor, metric_names
 from study.config import (
     CHECKPOINT_ARTIFACTS, SCHEDULERS, SMOKE_TEST_NUM_SAMPLES, ASHA_MIN_TRIALS, StudyConfig, StudyError,
     check_trials, domain_to_data, get_space, parse_assignments, resolve_objective, shared_trial_values,
@@ -83,8 +84,6 @@ def explicit_flags(args: argparse.Namespace) -> dict[str, Any]:
 
 def resolve(flags: dict[str, Any]) -> StudyConfig:
     """Explicit CLI flags -> a validated StudyConfig. Pure: reads no files, starts nothing."""
-    from trainables.quality.extractors import default_extractor, metric_names  # torch: imported only here
-
     if not flags.get("space"):
         raise StudyError("--space is required (or --resume --name NAME to continue a study)")
     space = get_space(flags["space"])

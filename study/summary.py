@@ -6,6 +6,7 @@ import io
 import json
 from typing import Any, Optional
 
+from search_spaces.metric_names import metric_names
 from study.config import StudyConfig
 from study.tracking import OPTUNA_FILE, ROLE_TAG, MlflowTracker, run_name
 from study.storage import STUDY_FILE, StudyDir
@@ -64,8 +65,6 @@ def to_csv(rows: list[dict]) -> str:
 
 def format_table(cfg: StudyConfig, rows: list[dict]) -> str:
     """The paper's comparison for people: distance one-step / two-step (or direct), bits/dim."""
-    from trainables.quality.extractors import metric_names
-
     dist = metric_names(cfg.extractor)["distance"]
     columns = [("run", "run", "s"), ("state", "state", "s"), ("epochs", "epoch", "d"),
                ("sigma", "noise_std", ".2f"), ("K", "num_mixtures", "d"),

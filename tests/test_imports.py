@@ -1,7 +1,8 @@
 """The dependency directions of ../shared/DESIGN.md, checked on the source (every import, also inside functions).
 
-search_spaces: data only (no ray, torch, optuna, mlflow, no other project package);
-trainables: never study/analysis/search_spaces, and ray only in the adapter package trainables/tune/;
+search_spaces: data only (no ray, torch, optuna, mlflow, no other project package): the bottom
+layer every package may import (trainables takes the metric names from search_spaces.metric_names);
+trainables: never study/analysis, and ray only in the adapter package trainables/tune/;
 study: never analysis, and ray only through trainables.tune;
 analysis: never ray, torch or the model code (trainables) or study.
 """
@@ -17,7 +18,7 @@ RAY_ADAPTER = "trainables/tune/"
 
 FORBIDDEN = {
     "search_spaces": {"ray", "torch", "torchvision", "optuna", "mlflow", "numpy", "trainables", "study", "analysis"},
-    "trainables": {"study", "analysis", "search_spaces"},
+    "trainables": {"study", "analysis"},
     "study": {"analysis", "ray", "torch", "torchvision"},
     "analysis": {"ray", "torch", "torchvision", "trainables", "study"},
 }

@@ -1,4 +1,5 @@
-"""The constants analysis restates (it may not import study or trainables) equal their sources."""
+"""The constants analysis restates (it may not import study or trainables) equal their sources;
+the metric names it reads are the ones trainables logs (one module: search_spaces.metric_names)."""
 import pytest
 
 from analysis import conventions as c
@@ -15,8 +16,10 @@ def test_tags_and_files_match_the_study_code():
 @pytest.mark.parametrize("extractor", ["digits_cnn", "mnist_cnn", "inception"])
 @pytest.mark.parametrize("sampler", ["", "direct", "onestep", "twostep"])
 def test_metric_names_match_the_feature_extractors(extractor, sampler):
-    from trainables.quality.extractors import metric_names
+    from search_spaces.metric_names import metric_names
+    from trainables.quality import evaluate, trial_evaluation
 
+    assert evaluate.metric_names is metric_names and trial_evaluation.metric_names is metric_names
     names = metric_names(extractor, sampler)
     for family in ("distance", "score"):
         assert c.sample_metric_name(family, extractor, sampler) == names[family]

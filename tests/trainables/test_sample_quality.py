@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from search_spaces import metric_names as mn
 from trainables.quality import classifiers as clf
 from trainables.quality import extractors as fx
 from trainables.cache_files import CACHE_ENV_VAR, resolve_cache_dir
@@ -187,14 +188,15 @@ def test_reference_stats_round_trip_and_corruption_detection(digits_extractor, t
 
 def test_registry_defaults_and_metric_names():
     assert set(fx.EXTRACTORS) == {"inception", "digits_cnn", "mnist_cnn", "fashion_mnist_cnn", "cifar10_cnn"}
+    assert tuple(fx.EXTRACTORS) == mn.EXTRACTOR_IDS  # a factory for every id the names know
     assert [fx.default_extractor(d) for d in ("digits", "mnist", "fashion_mnist", "cifar10")] == [
         "digits_cnn", "mnist_cnn", "fashion_mnist_cnn", "inception"]
-    assert fx.metric_names("digits_cnn") == {"distance": "fd_digits_cnn", "score": "is_digits_cnn",
+    assert mn.metric_names("digits_cnn") == {"distance": "fd_digits_cnn", "score": "is_digits_cnn",
                                              "score_std": "is_digits_cnn_std"}
-    assert fx.metric_names("inception", "onestep") == {
+    assert mn.metric_names("inception", "onestep") == {
         "distance": "fid_inception_onestep", "score": "is_inception_onestep", "score_std": "is_inception_onestep_std"}
     with pytest.raises(ValueError, match="unknown feature extractor"):
-        fx.metric_names("resnet")
+        mn.metric_names("resnet")
     with pytest.raises(ValueError, match="digits_cnn scores digits images only"):
         fx.build_extractor("digits_cnn", "mnist")
 

@@ -11,8 +11,9 @@ from typing import Callable, Optional
 
 import torch
 
+from search_spaces.metric_names import default_extractor, metric_names
 from trainables.data import IMAGE_SHAPES
-from trainables.quality.extractors import build_extractor, default_extractor, metric_names, run_extractor
+from trainables.quality.extractors import build_extractor, run_extractor
 from trainables.quality.scores import feature_statistics, frechet_distance, inception_score
 from trainables.quality.reference_stats import reference_statistics
 

@@ -2,7 +2,7 @@
 
 An extractor maps images (B, C, H, W) in [-1, 1] to features (B, D) for the distance
 and class probabilities (B, K) for the score. Its id is part of every metric name
-(`metric_names`), so numbers of different extractors never share a name:
+(`search_spaces.metric_names`), so numbers of different extractors never share a name:
 
 - `inception`: the TF-ported Inception-v3 of the literature through torch-fidelity
   (2048-d pool features, softmax of the 1008 bias-free logits as torch-fidelity's IS
@@ -22,6 +22,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from search_spaces.metric_names import default_extractor
 from trainables.cache_files import sha256_of_file
 from trainables.quality.classifiers import load_classifier
 
@@ -29,9 +30,6 @@ INCEPTION_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_WEIGHTS_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_WEIGHTS_FILE}"
 INCEPTION_WEIGHTS_ENV_VAR = "SMOOTHING_STUDY_INCEPTION_WEIGHTS"
 INCEPTION_WEIGHTS_FLAG = "--inception-weights"
-
-DEFAULT_EXTRACTORS = {"digits": "digits_cnn", "mnist": "mnist_cnn", "fashion_mnist": "fashion_mnist_cnn",
-                      "cifar10": "inception"}
 
 
 @dataclass(frozen=True)
@@ -46,27 +44,6 @@ class FeatureExtractor:
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
             return self.compute(images.to(self.device))
-
-
-def default_extractor(dataset: str) -> str:
-    """The extractor id a dataset uses when none is configured."""
-    if dataset not in DEFAULT_EXTRACTORS:
-        raise ValueError(f"unknown dataset {dataset!r}; valid: {sorted(DEFAULT_EXTRACTORS)}")
-    return DEFAULT_EXTRACTORS[dataset]
-
-
-def metric_names(extractor_id: str, sampler: str = "") -> dict[str, str]:
-    """Metric names of one extractor (and optionally one sampler: direct | onestep | twostep).
-
-    {"distance": "fid_inception" | "fd_<id>", "score": "is_<id>", "score_std": "is_<id>_std"},
-    each followed by "_<sampler>" where a sampler is given (docs/architecture.md).
-    """
-    if extractor_id not in EXTRACTORS:
-        raise ValueError(f"unknown feature extractor {extractor_id!r}; valid: {sorted(EXTRACTORS)}")
-    suffix = f"_{sampler}" if sampler else ""
-    distance = "fid_inception" if extractor_id == "inception" else f"fd_{extractor_id}"
-    return {"distance": distance + suffix, "score": f"is_{extractor_id}{suffix}",
-            "score_std": f"is_{extractor_id}{suffix}_std"}
 
 
 def build_extractor(extractor_id: str, dataset: str, *, data_dir: Optional[str] = None, cache_dir=None,
@@ -195,7 +172,8 @@ def _inception_extractor(dataset: str, *, data_dir, cache_dir, device, log, ince
     return FeatureExtractor("inception", fingerprint, 2048, 1008, device, compute)
 
 
-# id -> factory(dataset, *, data_dir, cache_dir, device, log, inception_weights) -> FeatureExtractor
+# id -> factory(dataset, *, data_dir, cache_dir, device, log, inception_weights) -> FeatureExtractor;
+# the ids are search_spaces.metric_names.EXTRACTOR_IDS (tests/search_spaces/test_metric_names.py).
 EXTRACTORS = {
     "inception": _inception_extractor,
     "digits_cnn": functools.partial(_classifier_extractor, "digits"),
@@ -203,4 +181,3 @@ EXTRACTORS = {
     "fashion_mnist_cnn": functools.partial(_classifier_extractor, "fashion_mnist"),
     "cifar10_cnn": functools.partial(_classifier_extractor, "cifar10"),
 }
-

@@ -14,10 +14,10 @@ from typing import Callable
 import torch
 from torchvision.utils import save_image
 
+from search_spaces.metric_names import default_extractor, metric_names
 from trainables.config import TrialConfig
 from trainables.data import epoch_generator
 from trainables.sampling.fast import fast_sample
-from trainables.quality.extractors import default_extractor, metric_names
 from trainables.quality.evaluate import evaluate_samples
 from trainables.sampling.naive import gradient_denoise, to_image_range, two_step_sample
 
