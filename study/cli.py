@@ -7,18 +7,64 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from search_spaces import OBJECTIVE_MODES, SPACES
 from search_spaces.metric_names import default_extractor, metric_names
 from study.config import (
-    CHECKPOINT_ARTIFACTS, SCHEDULERS, SMOKE_TEST_NUM_SAMPLES, ASHA_MIN_TRIALS, StudyConfig, StudyError,
-    check_trials, domain_to_data, get_space, parse_assignments, resolve_objective, shared_trial_values,
+    CHECKPOINT_ARTIFACTS, GPUS_PER_TRIAL_BY_DATASET, GPUS_PER_TRIAL_OTHERWISE, SCHEDULERS, SMOKE_TEST_NUM_SAMPLES,
+    ASHA_MIN_TRIALS, STUDY_SIZE, StudyConfig, StudyError, check_trials, domain_to_data, get_space, parse_assignments,
+    resolve_objective, shared_trial_values,
 )
 from study.storage import MLFLOW_DB, StudyDir, normalize_storage_path
+from trainables.cache_files import DEFAULT_DATA_DIR, INCEPTION_WEIGHTS_ENV_VAR
 from trainables.config import DATASETS
 
 DEFAULT_STORAGE_PATH = "~/smoothing-studies"
+
+
+@dataclass(frozen=True)
+class Default:
+    value: Any = None   # what resolve() uses when the flag is not given; None: derived as `says`
+    says: str = ""      # how --help states the default, where it is not just the value
+
+
+# flag (argparse dest) -> its default: the one table --help and resolve() both read.
+CLI_DEFAULTS: dict[str, Default] = {
+    "dataset": Default("digits", "digits, offline"),
+    "data_dir": Default(None, DEFAULT_DATA_DIR),
+    "num_samples": Default(None, "the space's; for paper, which searches nothing: repeats with seeds S, S+1, ..."),
+    "max_epochs": Default(None, f"{STUDY_SIZE['max_epochs']}, sized for a ~10 minute digits study"),
+    "storage_path": Default(DEFAULT_STORAGE_PATH),
+    "name": Default(None, "<space>-<dataset>[-smoke]"),
+    "mlflow_uri": Default(None, f"sqlite file {MLFLOW_DB} in the study dir"),
+    "address": Default(None, "start a local Ray"),
+    "cpus_per_trial": Default(1.0),
+    "gpus_per_trial": Default(None, "0 without GPUs; with GPUs " + ", ".join(
+        f"{g:g} on {d}" for d, g in GPUS_PER_TRIAL_BY_DATASET.items()) + f", else {GPUS_PER_TRIAL_OTHERWISE:g}"),
+    "max_concurrent": Default(0, "0 = as resources allow"),
+    "objective": Default(None, "the space's, distance"),
+    "scheduler": Default("auto"),
+    "max_failures": Default(2),
+    "num_to_keep": Default(2),
+    "checkpoint_artifact": Default("best"),
+    "seed": Default(0),
+    "inception_weights": Default(None, f"torch hub cache or ${INCEPTION_WEIGHTS_ENV_VAR}"),
+}
+
+
+def option(flags: dict[str, Any], key: str) -> Any:
+    """The flag's value where given, else its CLI_DEFAULTS value (None: the caller derives it)."""
+    value = flags.get(key)
+    return CLI_DEFAULTS[key].value if value is None else value
+
+
+def _with_default(dest: str, text: str) -> str:
+    default = CLI_DEFAULTS[dest]
+    return f"{text} (default: {default.says or format(default.value, 'g' if isinstance(default.value, float) else '')})"
+
+
 _DESCRIPTION = """\
 Run (or resume) a Ray Tune + Optuna study of PixelCNN++ with distribution smoothing and
 log every trial to MLflow. Spaces: """ + "; ".join(f"{s.name}: {s.description}" for s in SPACES.values())
@@ -35,37 +81,40 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+# (flag, argparse keywords, help text without its default); the default comes from CLI_DEFAULTS.
+_FLAGS = [
+    ("--dataset", {}, " | ".join(DATASETS)),
+    ("--data-dir", {}, "directory with the torchvision dataset files"),
+    ("--num-samples", {"type": int}, "trials Optuna proposes, besides the space's fixed trials"),
+    ("--max-epochs", {"type": int}, "epochs per trial"),
+    ("--storage-path", {}, "local path or URI (s3://bucket/dir) for the study directory"),
+    ("--name", {}, "study name: Ray experiment and MLflow experiment"),
+    ("--mlflow-uri", {}, "MLflow tracking URI, e.g. http://host:5000"),
+    ("--address", {}, "Ray cluster to join from one of its nodes, e.g. auto or HEAD_IP:6379"),
+    ("--cpus-per-trial", {"type": float}, "CPUs per trial, also its torch threads"),
+    ("--gpus-per-trial", {"type": float}, "GPUs per trial; fractions share a GPU, e.g. 0.25"),
+    ("--max-concurrent", {"type": int}, "trials running at once"),
+    ("--objective", {}, f"comma-separated objectives among {', '.join(OBJECTIVE_MODES)}; two make a "
+                        "multi-objective (Pareto) study, e.g. distance,bpd_bound"),
+    ("--scheduler", {"choices": SCHEDULERS}, f"early stopping: asha, fifo (none), or auto = asha from "
+                                             f"{ASHA_MIN_TRIALS} searched trials on, single objective only"),
+    ("--max-failures", {"type": int}, "retries of a failed trial from its latest checkpoint"),
+    ("--num-to-keep", {"type": int}, "checkpoints kept per trial: best by objective + latest"),
+    ("--checkpoint-artifact", {"choices": CHECKPOINT_ARTIFACTS}, "log each trial's best checkpoint to MLflow"),
+    ("--seed", {"type": int}, "seed of Optuna's TPE sampler and of every trial"),
+    ("--inception-weights", {}, "path of the TF-Inception weights file for fid_inception/is_inception"),
+]
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m study.run", description=_DESCRIPTION, epilog=_EPILOG,
                 formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=None)
     p.add_argument("--space", help=f"search space: {', '.join(SPACES)} (required unless --resume)")
-    p.add_argument("--dataset", help=f"{' | '.join(DATASETS)} (default: digits, offline)")
-    p.add_argument("--data-dir", help="directory with the torchvision dataset files (default: ~/.cache/smoothing-study/data)")
-    p.add_argument("--num-samples", type=int, help="trials Optuna proposes, besides the space's fixed trials "
-                   "(default: the space's; for paper, which searches nothing: repeats with seeds S, S+1, ...)")
-    p.add_argument("--max-epochs", type=int, help="epochs per trial (default: sized for a ~10 minute digits study)")
-    p.add_argument("--storage-path", help=f"local path or URI (s3://bucket/dir) for the study directory (default: {DEFAULT_STORAGE_PATH})")
-    p.add_argument("--name", help="study name: Ray experiment and MLflow experiment (default: <space>-<dataset>[-smoke])")
-    p.add_argument("--mlflow-uri", help="MLflow tracking URI, e.g. http://host:5000 (default: sqlite file in the study dir)")
-    p.add_argument("--address", help="Ray cluster to join from one of its nodes, e.g. auto or HEAD_IP:6379 "
-                   "(default: start a local Ray)")
-    p.add_argument("--cpus-per-trial", type=float, help="CPUs per trial, also its torch threads (default: 1)")
-    p.add_argument("--gpus-per-trial", type=float, help="GPUs per trial; fractions share a GPU, e.g. 0.25 "
-                   "(default: 0 without GPUs; with GPUs 0.25 on digits, else 1)")
-    p.add_argument("--max-concurrent", type=int, help="trials running at once (default: 0 = as resources allow)")
-    p.add_argument("--objective", help=f"comma-separated objectives among {', '.join(OBJECTIVE_MODES)}; two make a "
-                   "multi-objective (Pareto) study, e.g. distance,bpd_bound (default: the space's, distance)")
-    p.add_argument("--scheduler", choices=SCHEDULERS, help=f"early stopping: asha, fifo (none), or auto = asha from "
-                   f"{ASHA_MIN_TRIALS} searched trials on, single objective only (default: auto)")
-    p.add_argument("--max-failures", type=int, help="retries of a failed trial from its latest checkpoint (default: 2)")
-    p.add_argument("--num-to-keep", type=int, help="checkpoints kept per trial: best by objective + latest (default: 2)")
-    p.add_argument("--checkpoint-artifact", choices=CHECKPOINT_ARTIFACTS,
-                   help="log each trial's best checkpoint to MLflow (default: best)")
-    p.add_argument("--seed", type=int, help="seed of Optuna's TPE sampler and of every trial (default: 0)")
+    for flag, kwargs, text in _FLAGS:
+        p.add_argument(flag, help=_with_default(flag[2:].replace("-", "_"), text), **kwargs)
+    # Flags without a default: they fix a trial hyperparameter or switch a mode.
     p.add_argument("--noise-std", type=float, help="fix noise_std (sigma on the [-1, 1] scale) for every trial")
     p.add_argument("--num-mixtures", type=int, help="fix num_mixtures for every trial")
-    p.add_argument("--inception-weights", help="path of the TF-Inception weights file for fid_inception/is_inception "
-                   "(default: torch hub cache or $SMOOTHING_STUDY_INCEPTION_WEIGHTS)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", dest="assignments",
                    help="fix any trial hyperparameter by its name, e.g. --set nr_filters=32 (repeatable)")
     p.add_argument("--resume", action="store_true", default=None, help="resume the study --name; error if none exists")
@@ -87,7 +136,7 @@ def resolve(flags: dict[str, Any]) -> StudyConfig:
     if not flags.get("space"):
         raise StudyError("--space is required (or --resume --name NAME to continue a study)")
     space = get_space(flags["space"])
-    dataset = flags.get("dataset", "digits")
+    dataset = option(flags, "dataset")
     if dataset not in DATASETS:
         raise StudyError(f"unknown dataset {dataset!r}; valid datasets: {', '.join(DATASETS)}")
     smoke = bool(flags.get("smoke_test"))
@@ -96,10 +145,12 @@ def resolve(flags: dict[str, Any]) -> StudyConfig:
         if flags.get(flag) is not None:
             cli_trial[flag] = flags[flag]
     trial = shared_trial_values(space, dataset, smoke, cli_trial)
-    trial.setdefault("seed", 0)
+    trial.setdefault("seed", CLI_DEFAULTS["seed"].value)
     fixed_trials = space.fixed_trials
     smoke_samples = SMOKE_TEST_NUM_SAMPLES if space.searched else 1
-    num_samples = flags.get("num_samples", smoke_samples if smoke else space.default_num_samples)
+    num_samples = option(flags, "num_samples")
+    if num_samples is None:
+        num_samples = smoke_samples if smoke else space.default_num_samples
     if num_samples < 1:
         raise StudyError(f"--num-samples must be >= 1, got {num_samples}")
     if not space.searched:  # nothing to search: num_samples repeats the fixed trials with successive seeds
@@ -107,27 +158,27 @@ def resolve(flags: dict[str, Any]) -> StudyConfig:
     check_trials(trial, space, fixed_trials)
     extractor = trial.get("extractor") or default_extractor(dataset)
     trial["extractor"] = extractor  # explicit in every trial's params
-    objective, mode = resolve_objective(flags.get("objective"), space, metric_names(extractor))
-    scheduler = flags.get("scheduler", "auto")
+    objective, mode = resolve_objective(option(flags, "objective"), space, metric_names(extractor))
+    scheduler = option(flags, "scheduler")
     if scheduler == "auto":
         scheduler = "asha" if space.searched and num_samples >= ASHA_MIN_TRIALS and len(objective) == 1 else "fifo"
     if scheduler == "asha" and len(objective) > 1:
         raise StudyError("ASHA stops trials on one metric; a multi-objective study needs --scheduler fifo")
-    storage = normalize_storage_path(flags.get("storage_path", DEFAULT_STORAGE_PATH))
-    name = flags.get("name") or default_name(flags)
+    storage = normalize_storage_path(option(flags, "storage_path"))
+    name = option(flags, "name") or default_name(flags)
     if "/" in name or name.startswith("."):
         raise StudyError(f"--name must be a plain directory name, got {name!r}")
     study_dir = StudyDir(storage, name)
-    mlflow_uri = flags.get("mlflow_uri") or _default_mlflow_uri(study_dir)
+    mlflow_uri = option(flags, "mlflow_uri") or _default_mlflow_uri(study_dir)
     cfg = StudyConfig(
         name=name, space=space.name, storage_path=storage, mlflow_uri=mlflow_uri, num_samples=num_samples,
         objective=objective, mode=mode, extractor=extractor, scheduler=scheduler,
         trial={k: v for k, v in _complete_trial_values(trial).items() if k not in space.params},
         searched={k: domain_to_data(d) for k, d in space.params.items()}, fixed_trials=fixed_trials,
-        seed=int(trial["seed"]), address=flags.get("address"),
-        cpus_per_trial=flags.get("cpus_per_trial", 1.0), gpus_per_trial=flags.get("gpus_per_trial"),
-        max_concurrent=flags.get("max_concurrent", 0), max_failures=flags.get("max_failures", 2),
-        num_to_keep=flags.get("num_to_keep", 2), checkpoint_artifact=flags.get("checkpoint_artifact", "best"),
+        seed=int(trial["seed"]), address=option(flags, "address"),
+        cpus_per_trial=option(flags, "cpus_per_trial"), gpus_per_trial=option(flags, "gpus_per_trial"),
+        max_concurrent=option(flags, "max_concurrent"), max_failures=option(flags, "max_failures"),
+        num_to_keep=option(flags, "num_to_keep"), checkpoint_artifact=option(flags, "checkpoint_artifact"),
         smoke_test=smoke,
     )
     _check_resources(cfg)
@@ -138,7 +189,7 @@ def default_name(flags: dict[str, Any]) -> str:
     """<space>-<dataset>[-smoke]: re-running the same command finds (and resumes) the same study."""
     if not flags.get("space"):
         raise StudyError("--space is required (or --resume --name NAME to continue a study)")
-    return f"{flags['space']}-{flags.get('dataset', 'digits')}" + ("-smoke" if flags.get("smoke_test") else "")
+    return f"{flags['space']}-{option(flags, 'dataset')}" + ("-smoke" if flags.get("smoke_test") else "")
 
 
 def _complete_trial_values(values: dict[str, Any]) -> dict[str, Any]:

@@ -33,6 +33,9 @@ ASHA_MIN_TRIALS = 5                 # "auto" scheduler: ASHA from this many sear
 SCHEDULERS = ("auto", "asha", "fifo")
 CHECKPOINT_ARTIFACTS = ("best", "none")
 RUNTIME_FIELDS = ("address",)       # may differ when a study resumes (a new head node); all else must match
+# GPUs per trial when --gpus-per-trial is not given and the cluster has GPUs (preflight.resolve_gpus):
+GPUS_PER_TRIAL_BY_DATASET = {"digits": 0.25}  # tiny models share a GPU
+GPUS_PER_TRIAL_OTHERWISE = 1.0
 
 
 class StudyError(ValueError):

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from study import preflight
-from study.cli import NON_IDENTITY_FLAGS, DEFAULT_STORAGE_PATH, default_name, identity_diff, resolve
+from study.cli import NON_IDENTITY_FLAGS, default_name, identity_diff, option, resolve
 from study.config import StudyConfig, StudyError
 from study.storage import STUDY_FILE, StudyDir, normalize_storage_path
 from study.summary import best_rows, format_table, table_rows, ui_hint, write_summary
@@ -24,8 +24,8 @@ N_STARTUP_MAX = 10  # Optuna's default number of random trials before TPE
 
 def prepare(flags: dict[str, Any]) -> tuple[StudyConfig, bool, dict[str, Any]]:
     """(config, resuming, identity flags to store). Reads study.json if one exists; writes nothing."""
-    storage = normalize_storage_path(flags.get("storage_path", DEFAULT_STORAGE_PATH))
-    name = flags.get("name") or default_name(flags)
+    storage = normalize_storage_path(option(flags, "storage_path"))
+    name = option(flags, "name") or default_name(flags)
     study_dir = StudyDir(storage, name)
     identity = {k: v for k, v in flags.items() if k not in NON_IDENTITY_FLAGS}
     identity.update(storage_path=storage, name=name)

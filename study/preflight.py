@@ -9,7 +9,7 @@ import urllib.request
 from pathlib import Path
 from typing import Optional
 
-from study.config import StudyConfig, StudyError
+from study.config import GPUS_PER_TRIAL_BY_DATASET, GPUS_PER_TRIAL_OTHERWISE, StudyConfig, StudyError
 from study.storage import check_writable
 
 MLFLOW_TIMEOUT_S = 5.0
@@ -72,7 +72,7 @@ def resolve_gpus(cfg: StudyConfig, cluster: dict[str, float]) -> float:
     if asked is None:
         if available == 0:
             return 0.0
-        return 0.25 if cfg.trial["dataset"] == "digits" else 1.0
+        return GPUS_PER_TRIAL_BY_DATASET.get(cfg.trial["dataset"], GPUS_PER_TRIAL_OTHERWISE)
     if asked > 0 and available < asked:
         raise StudyError(f"--gpus-per-trial {asked:g} but the Ray cluster has {available:g} GPUs "
                          "(trials would stay pending); use --gpus-per-trial 0 or join a GPU cluster with --address")

@@ -12,6 +12,7 @@ from typing import Callable, Optional, Union
 CACHE_ENV_VAR = "SMOOTHING_STUDY_CACHE"
 DEFAULT_CACHE_DIR = "~/.cache/smoothing-study"
 DEFAULT_DATA_DIR = f"{DEFAULT_CACHE_DIR}/data"  # torchvision datasets without --data-dir
+INCEPTION_WEIGHTS_ENV_VAR = "SMOOTHING_STUDY_INCEPTION_WEIGHTS"  # the TF-Inception weights file (extractors.py)
 
 
 def resolve_cache_dir(cache_dir: Optional[Union[str, Path]] = None) -> Path:

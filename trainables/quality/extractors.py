@@ -23,12 +23,11 @@ import numpy as np
 import torch
 
 from search_spaces.metric_names import default_extractor
-from trainables.cache_files import sha256_of_file
+from trainables.cache_files import INCEPTION_WEIGHTS_ENV_VAR, sha256_of_file
 from trainables.quality.classifiers import load_classifier
 
 INCEPTION_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_WEIGHTS_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_WEIGHTS_FILE}"
-INCEPTION_WEIGHTS_ENV_VAR = "SMOOTHING_STUDY_INCEPTION_WEIGHTS"
 INCEPTION_WEIGHTS_FLAG = "--inception-weights"
 
 
