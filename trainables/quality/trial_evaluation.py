@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from torchvision.utils import save_image
 
-from search_spaces.metric_names import default_extractor, metric_names
+from search_spaces.metric_names import PRODUCT_SAMPLER, default_extractor, metric_names
 from trainables.config import TrialConfig
 from trainables.data import epoch_generator
 from trainables.sampling.fast import fast_sample
@@ -45,13 +45,12 @@ class SampleEvaluator:
         if cfg.train.kind == "baseline":
             samples = {"direct": SAMPLER(models["baseline"], n, self.image_shape, discretized=True,
                                          generator=generator, log=self.log)}
-            product = "direct"
         else:
             x_noisy, twostep = two_step_sample(models["smoothed"], models["denoiser"], n, self.image_shape,
                                                generator=generator, sampler=SAMPLER, log=self.log)
             onestep = gradient_denoise(models["smoothed"], x_noisy, cfg.data.noise_std, mode=cfg.eval.gradient_mode)
             samples = {"onestep": onestep, "twostep": twostep}
-            product = "twostep"
+        product = PRODUCT_SAMPLER[cfg.train.kind]  # the samples `fd_E`/`is_E` repeat
         metrics = {"sample_seconds": time.perf_counter() - start}
         self.last_samples = {k: to_image_range(v).cpu() for k, v in samples.items()}
         self.last_epoch = epoch

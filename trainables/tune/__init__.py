@@ -1,4 +1,4 @@
-"""The Ray Tune adapter: the only package of the project that imports ray.
+"""The Ray Tune adapter: the only package of the project that imports ray (listener.py does not).
 
 It holds what must speak Ray's API and nothing else; study logic lives in `study/`,
 which passes plain data in and gets plain data back. Importing it has no side effects.
@@ -6,7 +6,9 @@ which passes plain data in and gets plain data back. Importing it has no side ef
 - `trainable.py`: the function trainable (one trial = one Experiment).
 - `search.py`: Optuna that records early-stopped trials as PRUNED; fixed trials beside it.
 - `scheduler.py`: ASHA that never stops fixed trials; the callback that saves its rungs.
+- `listener.py`: the trial events as a typed base class with no-op defaults (`TrialListener`,
+  `Fanout`); no ray import, so `study` subclasses it freely.
 - `events.py`: the callback that hands trial events to the study's listener.
 - `results.py`: Ray's result dicts as plain data.
-- `tuner.py`: connect to Ray, build / restore / fit the Tuner.
+- `tuner.py`: connect to Ray, build / restore (attaching the driver's listener) / fit the Tuner.
 """
