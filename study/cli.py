@@ -19,7 +19,7 @@ from study.config import (
 )
 from study.storage import MLFLOW_DB, StudyDir, normalize_storage_path
 from trainables.cache_files import DEFAULT_DATA_DIR, INCEPTION_WEIGHTS_ENV_VAR
-from trainables.config import DATASETS
+from trainables.config import DATASETS, DataConfig, TrainConfig
 
 DEFAULT_STORAGE_PATH = "~/smoothing-studies"
 
@@ -27,12 +27,13 @@ DEFAULT_STORAGE_PATH = "~/smoothing-studies"
 @dataclass(frozen=True)
 class Default:
     value: Any = None   # what resolve() uses when the flag is not given; None: derived as `says`
-    says: str = ""      # how --help states the default, where it is not just the value
+    says: str = ""      # how --help states a derived default (value None)
+    note: str = ""      # said after the value in --help
 
 
 # flag (argparse dest) -> its default: the one table --help and resolve() both read.
 CLI_DEFAULTS: dict[str, Default] = {
-    "dataset": Default("digits", "digits, offline"),
+    "dataset": Default(DataConfig.dataset, note="offline"),  # the trial's default, one source
     "data_dir": Default(None, DEFAULT_DATA_DIR),
     "num_samples": Default(None, "the space's; for paper, which searches nothing: repeats with seeds S, S+1, ..."),
     "max_epochs": Default(None, f"{STUDY_SIZE['max_epochs']}, sized for a ~10 minute digits study"),
@@ -43,13 +44,13 @@ CLI_DEFAULTS: dict[str, Default] = {
     "cpus_per_trial": Default(1.0),
     "gpus_per_trial": Default(None, "0 without GPUs; with GPUs " + ", ".join(
         f"{g:g} on {d}" for d, g in GPUS_PER_TRIAL_BY_DATASET.items()) + f", else {GPUS_PER_TRIAL_OTHERWISE:g}"),
-    "max_concurrent": Default(0, "0 = as resources allow"),
+    "max_concurrent": Default(0, note="as resources allow"),
     "objective": Default(None, "the space's, distance"),
     "scheduler": Default("auto"),
     "max_failures": Default(2),
     "num_to_keep": Default(2),
     "checkpoint_artifact": Default("best"),
-    "seed": Default(0),
+    "seed": Default(TrainConfig.seed),
     "inception_weights": Default(None, f"torch hub cache or ${INCEPTION_WEIGHTS_ENV_VAR}"),
 }
 
@@ -62,7 +63,8 @@ def option(flags: dict[str, Any], key: str) -> Any:
 
 def _with_default(dest: str, text: str) -> str:
     default = CLI_DEFAULTS[dest]
-    return f"{text} (default: {default.says or format(default.value, 'g' if isinstance(default.value, float) else '')})"
+    said = default.says or format(default.value, "g" if isinstance(default.value, float) else "")
+    return f"{text} (default: {said}{', ' + default.note if default.note else ''})"
 
 
 _DESCRIPTION = """\

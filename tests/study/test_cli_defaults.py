@@ -22,6 +22,7 @@ def test_help_states_the_table_default_once(dest):
     default = CLI_DEFAULTS[dest]
     text = _help_of(dest)
     shown = default.says or (f"{default.value:g}" if isinstance(default.value, float) else str(default.value))
+    shown += f", {default.note}" if default.note else ""
     assert text.endswith(f"(default: {shown})") and text.count("default") == 1, text
 
 
