@@ -61,8 +61,28 @@ def sample_metric_name(family: str, extractor: str, sampler: str = "") -> str:
     return f"{base}_{sampler}" if sampler else base
 
 
+SE_SUFFIX = "_se"  # trainables/quality/uncertainty.py: standard_error_name
+FD_BOOTSTRAP_RESAMPLES = 200  # trainables/quality/uncertainty.py: B of the distance's bootstrap standard error
+IS_SPLITS = 10                # trainables/quality/evaluate.py: splits of the Inception Score (and its SE)
+
+
+def standard_error_name(metric: str) -> str:
+    """The standard error's name of a sample-quality metric, as trainables.quality.uncertainty names it."""
+    return f"{metric}{SE_SUFFIX}"
+
+
+def standard_error_of(name: str) -> Optional[str]:
+    """The sample-quality metric whose standard error `name` is (`fd_E_S_se` -> `fd_E_S`), else None."""
+    if not name.endswith(SE_SUFFIX):
+        return None
+    base = name[: -len(SE_SUFFIX)]
+    return base if parse_sample_metric(base) is not None else None
+
+
 def parse_sample_metric(name: str) -> Optional[SampleMetric]:
-    """SampleMetric of a sample-quality metric name; None for any other name (and for `is_*_std`)."""
+    """SampleMetric of a sample-quality metric name; None for any other name (and for `is_*_std`, `*_se`)."""
+    if name.endswith(SE_SUFFIX):
+        return None
     if name.startswith("fid_inception"):
         family, rest = "distance", "inception" + name[len("fid_inception"):]
     elif name.startswith("fd_"):
@@ -94,12 +114,16 @@ def extractors(names: Iterable[str]) -> list[str]:
 
 def metric_order(names: Iterable[str]) -> list[str]:
     """Metrics in reading order: bits/dim, then per extractor distance and score with the
-    samplers side by side (one-step, two-step, direct, product), then timings, then the rest."""
+    samplers side by side (one-step, two-step, direct, product), each followed by its standard
+    error, then timings, then the rest."""
     names = list(dict.fromkeys(names))
     sampler_rank = {s: i for i, s in enumerate((*SAMPLERS, ""))}
     extractor_rank = {e: i for i, e in enumerate(extractors(names))}
 
     def key(name: str):
+        base = standard_error_of(name)
+        if base is not None:  # a standard error right after its metric
+            return (*key(base)[:-1], name)
         if name == "epoch":
             return (0, 0, 0, 0, name)
         if name in BPD_METRICS:

@@ -14,7 +14,7 @@ from study import preflight
 from study.cli import NON_IDENTITY_FLAGS, DEFAULT_STORAGE_PATH, default_name, identity_diff, resolve
 from study.config import StudyConfig, StudyError
 from study.storage import STUDY_FILE, StudyDir, normalize_storage_path
-from study.summary import best_rows, format_table, table_rows, ui_hint, write_summary
+from study.summary import best_rows, format_table, sample_count, table_rows, ui_hint, with_se, write_summary
 from study.progress import Fanout, ProgressPrinter
 from study.tracking import MlflowTracker
 
@@ -148,7 +148,8 @@ def finish(cfg, study_dir, tracker, records, wall, gpus, log) -> dict[str, Any]:
         label = "best" if len(best) == 1 else "Pareto-optimal"
         log(f"\n{label} ({', '.join(f'{o} {m}' for o, m in zip(cfg.objective, cfg.mode))}): {row['run']}")
         shown = dict.fromkeys((*cfg.objective, "bpd_bound"))
-        log("  " + ", ".join(f"{k}={row[k]:.4g}" for k in shown if k in row))
+        log("  " + ", ".join(f"{k}={row[k]:.4g}{with_se(row, k)}" for k in shown if k in row)
+            + f"  (± SE; distances of {sample_count(cfg)} samples)")
         keys = dict.fromkeys(("kind", "noise_std", "num_mixtures", *cfg.searched))
         log("  config: " + " ".join(f"{k}={row[k]:.4g}" if isinstance(row[k], float) else f"{k}={row[k]}"
                                     for k in keys if k in row))
