@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="directory with the torchvision dataset files (default: ~/.cache/smoothing-study/data)")
     p.add_argument("--num-samples", type=int, help="trials Optuna proposes, besides the space's fixed trials "
                    "(default: the space's; for paper, which searches nothing: repeats with seeds S, S+1, ...)")
-    p.add_argument("--max-epochs", type=int, help="epochs per trial (default: sized for a ~10 minute digits study)")
+    p.add_argument("--max-epochs", type=int, help="epochs per trial (default: the dataset's study size, study/config.py)")
     p.add_argument("--storage-path", help=f"local path or URI (s3://bucket/dir) for the study directory (default: {DEFAULT_STORAGE_PATH})")
     p.add_argument("--name", help="study name: Ray experiment and MLflow experiment (default: <space>-<dataset>[-smoke])")
     p.add_argument("--mlflow-uri", help="MLflow tracking URI, e.g. http://host:5000 (default: sqlite file in the study dir)")

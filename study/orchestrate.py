@@ -103,6 +103,10 @@ def run_study(cfg: StudyConfig, resuming: bool, flags: dict[str, Any], log=print
         preflight.check_cpus(cfg, cluster)
         gpus = preflight.resolve_gpus(cfg, cluster)
         if not resuming:
+            from study import estimate
+
+            estimate.announce(cfg, cluster.get("CPU", 0.0), cluster.get("GPU", 0.0), gpus, log)
+        if not resuming:
             study_dir.write_text(STUDY_FILE, json.dumps({"config": json.loads(cfg.to_json()), "flags": flags},
                                                         indent=2, sort_keys=True))
         tracker = MlflowTracker(cfg, study_dir)
