@@ -1,9 +1,9 @@
 """A study's wall time, estimated before it starts from a few measured steps on this process's device.
 
-Measured (`measure`): a few training steps of the smoothed model p(x~) and its denoiser
-at the trial config (the CPU probe uses a small batch, the GPU probe the trial's), a
-no-grad forward pass of both, and the fast sampler of both on two tiny batches of 8x8
-images of the dataset's channels. Stated model (`trial_seconds`, `estimate_seconds`):
+Measured (`measure`, trainables/step_timing.py): a few training steps of the smoothed
+model p(x~) and its denoiser at the trial config (the CPU probe uses a small batch, the GPU
+probe the trial's), a no-grad forward pass of both, and the fast sampler of both on two
+tiny batches of 8x8 images of the dataset's channels. Stated model (`trial_seconds`, `estimate_seconds`):
 
 - training, per epoch: train_images x (train s/image of both models); the CPU's time per
   image does not depend on the batch size (what the small-batch probe assumes);
@@ -21,34 +21,15 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from dataclasses import dataclass
 from typing import Optional
 
-from study.config import StudyConfig
+from study.config import StudyConfig, sized_for
+from trainables.step_timing import StepTimes
 
 # Standard split sizes (train, test) of the built-in datasets (digits: data.py's 80/20 split).
 SPLIT_SIZES = {"digits": (1438, 359), "mnist": (60000, 10000), "fashion_mnist": (60000, 10000),
                "cifar10": (50000, 10000)}
-PROBE_STEPS = 2            # timed training steps (after one warm-up step) per model
-CPU_PROBE_PIXELS = 4096    # CPU probe batch: about this many pixels (64 digits, 5 MNIST images, 2 CIFAR-10 images)
-SAMPLE_PROBE_SIDE = 8      # the sampler is timed on (C, 8, 8) images ...
-SAMPLE_PROBE_BATCHES = (1, 4)  # ... of these batch sizes
-
-
-@dataclass(frozen=True)
-class StepTimes:
-    """Seconds measured for one smoothed trial (p(x~) and its denoiser together)."""
-    device: str                 # "cpu" | "cuda": where they were measured
-    train_per_image: float      # one training step of both models, per image
-    forward_per_image: float    # one no-grad forward pass of both models, per image
-    sample_fixed: float         # both samplers, per call, at the dataset's image size
-    sample_per_image: float     # both samplers, per image, at the dataset's image size
-    batch_size: int             # the trial's batch size
-
-    @property
-    def seconds_per_step(self) -> float:
-        return self.train_per_image * self.batch_size
 
 
 @dataclass(frozen=True)
@@ -142,93 +123,23 @@ def probe_overrides(cfg: StudyConfig) -> dict:
     return out
 
 
-def measure(cfg: StudyConfig, device=None) -> StepTimes:
-    """Time the smoothed model and its denoiser of this study's trial config (module docstring)."""
-    import torch
+def measure(cfg: StudyConfig) -> StepTimes:
+    """Time this study's smoothed trial (the upper end of every searched range) on this process's device."""
+    from trainables.step_timing import measure_step_times
 
-    from trainables.data import IMAGE_SHAPES
-
-    trial = cfg.trial_config(probe_overrides(cfg))
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    shape = IMAGE_SHAPES.get(trial.data.dataset)
-    if shape is None:
-        raise ValueError(f"no image shape known for dataset {trial.data.dataset!r}")
-    threads = torch.get_num_threads()
-    if device.type == "cpu":  # a trial trains on cpus_per_trial threads (trainables/tune)
-        torch.set_num_threads(max(1, int(cfg.cpus_per_trial)))
-    try:
-        return _measure(trial, shape, device)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _measure(trial, shape, device) -> StepTimes:
-    import torch
-
-    from trainables.losses import DenoiserNLL, SmoothedNLL
-    from trainables.pixelcnnpp import PixelCNNpp
-    from trainables.sampling.fast import fast_sample
-    from trainables.training import TrainUnit, train_epoch
-
-    m, t = trial.model, trial.train
-    c, h, w = shape
-    batch = t.batch_size if device.type == "cuda" else min(t.batch_size, max(2, CPU_PROBE_PIXELS // (c * h * w)))
-    gen = torch.Generator().manual_seed(0)
-    x = torch.rand((batch, c, h, w), generator=gen) * 2 - 1                  # (B, C, H, W) in [-1, 1]
-    pair = (x, x + trial.data.noise_std * torch.randn(x.shape, generator=gen))
-    train = forward = 0.0
-    nets = []
-    for loss, conditional in ((SmoothedNLL(), False), (DenoiserNLL(), True)):
-        net = PixelCNNpp(c, m.nr_filters, m.nr_resnet, m.num_mixtures, m.dropout, conditional).to(device)
-        unit = TrainUnit.create(net, loss, lr=t.lr, lr_decay=t.lr_decay, mixed_precision=t.mixed_precision)
-        train_epoch(unit, [pair], epoch=1, device=device)                     # warm-up
-        train += train_epoch(unit, [pair] * PROBE_STEPS, epoch=1, device=device).seconds / (PROBE_STEPS * batch)
-        with torch.no_grad():
-            start = _clock(device)
-            unit.loss(net.eval(), *(v.to(device) for v in pair))
-            forward += (_clock(device) - start) / batch
-        nets.append(net)
-    fixed, per_image = _sampler_times(nets, c, device, fast_sample)
-    scale = h * w / SAMPLE_PROBE_SIDE ** 2
-    return StepTimes(device.type, train, forward, fixed * scale, per_image * scale, t.batch_size)
-
-
-def _sampler_times(nets, channels: int, device, fast_sample) -> tuple[float, float]:
-    """(a, b) of time = a + b n for both samplers on (C, 8, 8) images, from two batch sizes."""
-    import torch
-
-    side, times = SAMPLE_PROBE_SIDE, []
-    for n in (SAMPLE_PROBE_BATCHES[0], *SAMPLE_PROBE_BATCHES):  # the first call warms up (allocations, kernels)
-        start = _clock(device)
-        noisy = fast_sample(nets[0], n, (channels, side, side), discretized=False)
-        fast_sample(nets[1], n, (channels, side, side), discretized=True, x_noisy=noisy.clamp(-1, 1))
-        times.append(_clock(device) - start)
-        del noisy
-    (n1, n2), (t1, t2) = SAMPLE_PROBE_BATCHES, times[1:]
-    slope = max(0.0, (t2 - t1) / (n2 - n1))
-    return max(0.0, t1 - slope * n1), slope
-
-
-def _clock(device) -> float:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
+    return measure_step_times(cfg.trial_config(probe_overrides(cfg)), threads=max(1, int(cfg.cpus_per_trial)))
 
 
 def local_resources() -> tuple[float, float]:
     """(CPUs, GPUs) of this machine, as a local Ray would count them."""
-    import torch
+    from trainables.step_timing import visible_gpus
 
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return float(cpus), float(torch.cuda.device_count() if torch.cuda.is_available() else 0)
+    return float(cpus), float(visible_gpus())
 
 
 def hardware_note(cfg: StudyConfig, gpus: float) -> Optional[str]:
     """One line where the dataset's study size expects GPUs and there are none, else None."""
-    from study.config import sized_for
-
     dataset = cfg.trial["dataset"]
     if sized_for(dataset) != "gpu" or gpus > 0:
         return None

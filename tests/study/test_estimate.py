@@ -102,7 +102,7 @@ def test_precedence_defaults_size_space_smoke_flags():
 
 def test_probe_measures_positive_times_on_this_device():
     cfg = cfg_of("--space", "noise_sweep", "--smoke-test")
-    times = estimate.measure(cfg)
+    times = estimate.measure(cfg)  # trainables.step_timing on this process's device
     assert times.device in ("cpu", "cuda") and times.batch_size == SMOKE_TEST_SIZE["batch_size"]
     assert times.train_per_image > 0 and times.forward_per_image > 0 and times.sample_fixed + times.sample_per_image > 0
     assert all(math.isfinite(v) for v in (times.train_per_image, times.forward_per_image, times.sample_fixed,
