@@ -35,7 +35,7 @@ def test_estimate_arithmetic_with_injected_step_times():
 
 def test_plan_of_the_default_digits_study():
     cfg = cfg_of("--space", "noise_sweep")
-    plan = estimate.plan_of(cfg, estimate.split_sizes("digits", None), 2)
+    plan = estimate.plan_of(cfg, estimate.split_sizes("digits"), 2)
     assert (plan.smoothed_trials, plan.baseline_trials) == (6, 1)
     assert (plan.epochs, plan.evaluations, plan.eval_samples) == (8, 4, 200)  # evaluations at epochs 2, 4, 6, 8
     assert (plan.train_images, plan.test_images) == (1438, 359)
@@ -49,11 +49,24 @@ def test_split_sizes_are_the_datasets():
 
     from trainables.data import load_dataset
 
-    assert estimate.split_sizes("digits", None) == (len(load_dataset("digits", "train")),
+    assert estimate.split_sizes("digits") == (len(load_dataset("digits", "train")),
                                                     len(load_dataset("digits", "test")))
     shared = Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist"  # the real MNIST test split
     if shared.exists():
-        assert estimate.split_sizes("mnist", None)[1] == len(load_dataset("mnist", "test", str(shared)))
+        assert estimate.split_sizes("mnist")[1] == len(load_dataset("mnist", "test", str(shared)))
+    assert estimate.split_sizes("some_folder") is None
+
+
+def test_a_dataset_of_unknown_size_says_the_estimate_is_unavailable(monkeypatch):
+    import dataclasses
+
+    cfg = dataclasses.replace(cfg_of("--space", "noise_sweep"), trial={**cfg_of("--space", "noise_sweep").trial,
+                                                                       "dataset": "some_folder"})
+    monkeypatch.setattr(estimate, "measure", lambda cfg: pytest.fail("nothing to measure for"))
+    lines = []
+    estimate.announce(cfg, 2.0, 0.0, 0.0, lines.append)
+    assert lines[0].startswith("note: the default some_folder study size is meant for a GPU cluster")
+    assert lines[1].startswith("estimate: unavailable") and len(lines) == 2
 
 
 def test_concurrency_from_resources():
