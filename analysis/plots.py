@@ -228,7 +228,8 @@ def learning_curves(epochs: pd.DataFrame, trials: pd.DataFrame, extractor: Optio
                          extractor)
         for ax in axes[len(page):]:
             ax.set_axis_off()
-        fig.suptitle("Learning curves per trial (dashed: train, solid: test; right axis: product-sample distance)")
+        fig.suptitle("Learning curves per trial (dashed: train, solid: test; right axis: product-sample distance "
+                     f"of {sample_counts(page)} samples)")
         fig.tight_layout()
         figures.append(fig)
     return figures
