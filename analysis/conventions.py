@@ -12,7 +12,8 @@ import re
 from typing import Iterable
 
 from search_spaces.metric_names import (  # noqa: F401  (re-exported for the analysis modules)
-    PRODUCT_SAMPLER, SAMPLERS, SampleMetric, parse_sample_metric, sample_metric_name,
+    PRODUCT_SAMPLER, SAMPLERS, SE_SUFFIX, SampleMetric, parse_sample_metric, sample_metric_name, standard_error_name,
+    standard_error_of,
 )
 
 # study/tracking.py: tags of the runs of a study's experiment
@@ -39,6 +40,10 @@ BPD_METRICS = ("train_bpd", "test_bpd", "train_bpd_smoothed", "test_bpd_smoothed
 TIME_METRICS = ("images_per_s", "epoch_seconds", "sample_seconds")
 
 
+FD_BOOTSTRAP_RESAMPLES = 200  # trainables/quality/uncertainty.py: B of the distance's bootstrap standard error
+IS_SPLITS = 10                # trainables/quality/evaluate.py: splits of the Inception Score (and its SE)
+
+
 def sample_metrics(names: Iterable[str]) -> list[SampleMetric]:
     return [m for m in (parse_sample_metric(n) for n in names) if m is not None]
 
@@ -50,12 +55,16 @@ def extractors(names: Iterable[str]) -> list[str]:
 
 def metric_order(names: Iterable[str]) -> list[str]:
     """Metrics in reading order: bits/dim, then per extractor distance and score with the
-    samplers side by side (one-step, two-step, direct, product), then timings, then the rest."""
+    samplers side by side (one-step, two-step, direct, product), each followed by its standard
+    error, then timings, then the rest."""
     names = list(dict.fromkeys(names))
     sampler_rank = {s: i for i, s in enumerate((*SAMPLERS, ""))}
     extractor_rank = {e: i for i, e in enumerate(extractors(names))}
 
     def key(name: str):
+        base = standard_error_of(name)
+        if base is not None:  # a standard error right after its metric
+            return (*key(base)[:-1], name)
         if name == "epoch":
             return (0, 0, 0, 0, name)
         if name in BPD_METRICS:

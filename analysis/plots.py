@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis.conventions import FINISHED_STATES, SAMPLER_LABELS, sample_metric_name
+from analysis.conventions import FINISHED_STATES, SAMPLER_LABELS, sample_metric_name, standard_error_name
+from analysis.tables import pooled_se, sample_counts
 
 SAMPLER_STYLE = {"onestep": ("C0", "o"), "twostep": ("C1", "s"), "direct": ("C2", "D")}
 MODEL_BPD = {"test_bpd": ("C2", "baseline p(x)"), "test_bpd_smoothed": ("C0", "smoothed p(x~)"),
@@ -51,13 +52,24 @@ def hue_key(trials: pd.DataFrame, x: str) -> Optional[str]:
     return other if other in trials and smoothed[other].nunique() > 1 else None
 
 
+def _se_bars(ax, frame: pd.DataFrame, x: str, metric: str, color: str) -> None:
+    """Each trial's standard error (`<metric>_se`) as a vertical bar through its point."""
+    se = standard_error_name(metric)
+    if se in frame and frame[se].notna().any():
+        ax.errorbar(frame[x].astype(float), frame[metric], yerr=frame[se].astype(float).fillna(0), fmt="none",
+                    ecolor=color, alpha=0.5, capsize=2, lw=1)
+
+
 def _series_vs(ax, trials: pd.DataFrame, x: str, metric: str, color: str, marker: str, label: str,
                hue: Optional[str] = None) -> bool:
-    """Points per trial, means with std error bars per x (one line per `hue` value, up to four;
-    points only beyond); hollow markers for trials not completed."""
+    """Points per trial with their standard errors (`<metric>_se`) as bars, means with std error
+    bars over repeats per x (one line per `hue` value, up to four; points only beyond); hollow
+    markers for trials not completed."""
     if metric not in trials or trials[metric].notna().sum() == 0:
         return False
     done, other = _split(trials[trials[metric].notna()])
+    _se_bars(ax, done, x, metric, color)
+    _se_bars(ax, other, x, metric, color)
     if len(done):
         groups = list(done.groupby(hue)) if hue else [(None, done)]
         if len(groups) <= len(LINE_STYLES):
@@ -65,9 +77,10 @@ def _series_vs(ax, trials: pd.DataFrame, x: str, metric: str, color: str, marker
                 stats = group.groupby(x)[metric].agg(["mean", "std"]).reset_index().sort_values(x)
                 name = f"{label}, {hue}={_value(value)}" if hue else label
                 ax.errorbar(stats[x].astype(float), stats["mean"], yerr=stats["std"].fillna(0), color=color,
-                            marker=marker, ls=style, capsize=3, label=f"{name} (mean ± std)")
+                            marker=marker, ls=style, capsize=3, label=f"{name} (mean, bars: sd over seeds)")
         ax.scatter(done[x].astype(float), done[metric], color=color, alpha=0.35, s=14,
-                   label=None if len(groups) <= len(LINE_STYLES) else f"{label} (per trial)")
+                   label=f"{label} (per trial ± SE)" if standard_error_name(metric) in done else
+                   None if len(groups) <= len(LINE_STYLES) else f"{label} (per trial)")
     if len(other):
         ax.scatter(other[x].astype(float), other[metric], facecolors="none", edgecolors=color, marker=marker, s=40,
                    label=f"{label}: not completed ({', '.join(sorted(other['state'].unique()))})")
@@ -80,9 +93,13 @@ def _baseline_line(ax, trials: pd.DataFrame, metric: str, label: str) -> bool:
     if values.empty:
         return False
     mean, std = values.mean(), values.std(ddof=1) if len(values) > 1 else 0.0
-    ax.axhline(mean, color="k", ls="--", lw=1.2, label=f"{label} (n={len(values)})")
+    se = pooled_se(base, metric)
+    band = f"; band ± SE {se:.3g}" if np.isfinite(se) else ""
+    ax.axhline(mean, color="k", ls="--", lw=1.2, label=f"{label} (n={len(values)}{band})")
+    if np.isfinite(se) and se > 0:
+        ax.axhspan(mean - se, mean + se, color="k", alpha=0.12)
     if std > 0:
-        ax.axhspan(mean - std, mean + std, color="k", alpha=0.08)
+        ax.axhspan(mean - std, mean + std, color="k", alpha=0.05)
     return True
 
 
@@ -112,7 +129,8 @@ def distance_vs(trials: pd.DataFrame, extractor: str, x: str = "noise_std") -> F
         ax.set_ylabel(f"{name} ({better} is better)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(f"Sample quality in the feature space of `{extractor}` vs {x}")
+    fig.suptitle(f"Sample quality in the feature space of `{extractor}` vs {x} "
+                 f"({sample_counts(trials)} generated samples per point; bars: ± SE)")
     return fig
 
 
@@ -164,6 +182,9 @@ def pareto(trials: pd.DataFrame, extractor: str) -> Figure:
         _empty(ax, f"no trial has both {distance} and bpd_bound yet")
         return fig
     done, other = _split(have)
+    if standard_error_name(distance) in have:
+        ax.errorbar(have["bpd_bound"], have[distance], yerr=have[standard_error_name(distance)].astype(float).fillna(0),
+                    fmt="none", ecolor="0.55", capsize=2, lw=1, zorder=2)
     if len(done):
         points = ax.scatter(done["bpd_bound"], done[distance], c=done["noise_std"].astype(float), cmap="viridis",
                             s=36, zorder=3, label="completed")
@@ -181,7 +202,8 @@ def pareto(trials: pd.DataFrame, extractor: str) -> Figure:
     if len(other):
         ax.scatter(other["bpd_bound"], other[distance], facecolors="none", edgecolors="0.4", s=36,
                    label="not completed (latest)")
-    ax.set(xlabel="bpd_bound (bits/dim of clean test data)", ylabel=f"{distance} (product samples)")
+    ax.set(xlabel="bpd_bound (bits/dim of clean test data)",
+           ylabel=f"{distance} ± SE (product samples, n={sample_counts(have)})")
     ax.set_title("Sample quality vs likelihood (both lower is better)")
     ax.grid(alpha=0.3), ax.legend(fontsize=7)
     return fig
@@ -206,7 +228,8 @@ def learning_curves(epochs: pd.DataFrame, trials: pd.DataFrame, extractor: Optio
                          extractor)
         for ax in axes[len(page):]:
             ax.set_axis_off()
-        fig.suptitle("Learning curves per trial (dashed: train, solid: test; right axis: product-sample distance)")
+        fig.suptitle("Learning curves per trial (dashed: train, solid: test; right axis: product-sample distance "
+                     f"of {sample_counts(page)} samples)")
         fig.tight_layout()
         figures.append(fig)
     return figures

@@ -2,6 +2,8 @@
 
 Column headers are the metric names themselves (one name per idea), so the extractor
 id is in every sample-quality header and two extractors never share a column.
+Cells read `value ± SE (sd S)`: "±" is always a standard error from the finite sample
+count (tables.pooled_se), "sd" the spread over repeats (seeds).
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from typing import Optional, Sequence, Union
 
 import pandas as pd
 
-from analysis.conventions import FINISHED_STATES, SAMPLER_LABELS, sample_metric_name
+from analysis.conventions import FINISHED_STATES, SAMPLER_LABELS, sample_metric_name, standard_error_name
 
 MISSING = "–"
 
@@ -44,12 +46,20 @@ def fmt(value, digits: int = 4) -> str:
     return str(value)
 
 
-def mean_std(mean, std, prefix: str = "") -> str:
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+def _missing(value) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def mean_std(mean, std, prefix: str = "", se=None) -> str:
+    """`12 ± 0.86 (sd 2.8)`: the value, its standard error (if given), the std over repeats (if any)."""
+    if _missing(mean):
         return MISSING
-    if std is None or (isinstance(std, float) and math.isnan(std)):
-        return f"{prefix}{fmt(mean)}"
-    return f"{prefix}{fmt(mean)} ± {fmt(std, 2)}"
+    text = f"{prefix}{fmt(mean)}"
+    if not _missing(se):
+        text += f" ± {fmt(se, 2)}"
+    if not _missing(std):
+        text += f" (sd {fmt(std, 2)})"
+    return text
 
 
 def state_mark(state: str) -> str:
@@ -63,7 +73,7 @@ def trials_view(trials: pd.DataFrame, extractor: Optional[str]) -> Table:
     distance = sample_metric_name("distance", extractor) if extractor else None
     score = sample_metric_name("score", extractor) if extractor else None
     header = ["run", "trial_id", "state", "status", "epochs", "noise_std", "num_mixtures", "seed", "bpd_bound",
-              *(c for c in (distance, score) if c), "last update (UTC)", "note"]
+              *(f"{c} (± SE)" for c in (distance, score) if c), "samples", "last update (UTC)", "note"]
     rows = []
     for _, t in trials.iterrows():
         note = "; ".join(x for x in (str(t["error"]) if t.get("error") else "",
@@ -72,12 +82,13 @@ def trials_view(trials: pd.DataFrame, extractor: Optional[str]) -> Table:
         updated = t["last_update"].strftime("%Y-%m-%d %H:%M") if pd.notna(t.get("last_update")) else MISSING
         rows.append([str(t["run_name"]), str(t["trial_id"]), state_mark(t["state"]), str(t["status"]), epochs,
                      fmt(t.get("noise_std")), fmt(t.get("num_mixtures")), fmt(t.get("seed")), fmt(t.get("bpd_bound")),
-                     *(fmt(t.get(c)) for c in (distance, score) if c), updated, note])
+                     *(mean_std(t.get(c), None, se=t.get(standard_error_name(c))) for c in (distance, score) if c),
+                     fmt(t.get("num_eval_samples")), updated, note])
     return Table(header, rows)
 
 
 def trend_view(table: pd.DataFrame, metrics: Sequence[str]) -> Table:
-    """A trend table (tables.trend_table) as `mean ± std` cells, `n` and what was not included."""
+    """A trend table (tables.trend_table) as `mean ± SE (sd std)` cells, `n` and what was not included."""
     metrics = [m for m in metrics if (m, "mean") in table.columns and table[(m, "n")].sum() > 0]
     keys = list(table.index.names)
     header = [*keys, "n", *metrics, "not included"]
@@ -85,24 +96,24 @@ def trend_view(table: pd.DataFrame, metrics: Sequence[str]) -> Table:
     for index, row in table.iterrows():
         index = index if isinstance(index, tuple) else (index,)
         cells = [fmt(v) for v in index] + [str(row[("trials", "n")])]
-        cells += [mean_std(row[(m, "mean")], row[(m, "std")]) for m in metrics]
+        cells += [mean_std(row[(m, "mean")], row[(m, "std")], se=row.get((m, "se"))) for m in metrics]
         rows.append(cells + [row[("trials", "not_included")] or ""])
     return Table(header, rows)
 
 
 def paper_view(table: pd.DataFrame, extractor_ids: Sequence[str]) -> Table:
-    """Model | sampler | n | is_E ↑ | fd_E ↓ (per extractor) | bits/dim ↓ (≤: the two-step upper bound)."""
-    header = ["model", "sampler", "n"]
+    """Model | sampler | n | samples | is_E ↑ | fd_E ↓ (per extractor, ± SE) | bits/dim ↓ (≤: the two-step bound)."""
+    header = ["model", "sampler", "n", "samples"]
     for e in extractor_ids:
-        header += [f"{sample_metric_name('score', e)} ↑", f"{sample_metric_name('distance', e)} ↓"]
+        header += [f"{sample_metric_name('score', e)} ↑ (± SE)", f"{sample_metric_name('distance', e)} ↓ (± SE)"]
     header += ["bits/dim ↓", "not included"]
     rows = []
     for _, r in table.iterrows():
-        cells = [str(r["model"]), SAMPLER_LABELS.get(r["sampler"], r["sampler"]), str(r["n"])]
+        cells = [str(r["model"]), SAMPLER_LABELS.get(r["sampler"], r["sampler"]), str(r["n"]), str(r.get("samples", "?"))]
         for e in extractor_ids:
             for family in ("score", "distance"):
                 name = sample_metric_name(family, e)
-                cells.append(mean_std(r.get(name), r.get(f"{name}:std")))
+                cells.append(mean_std(r.get(name), r.get(f"{name}:std"), se=r.get(f"{name}:se")))
         prefix = "≤ " if r["bpd_metric"] == "bpd_bound" else ""
         cells.append(mean_std(r["bpd"], r["bpd:std"], prefix))
         cells.append(r["not_included"] or "")

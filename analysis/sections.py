@@ -7,9 +7,21 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import plots
-from analysis.conventions import BPD_METRICS, FINISHED_STATES, STATES, sample_metric_name
+from analysis.conventions import (
+    BPD_METRICS, FD_BOOTSTRAP_RESAMPLES, FINISHED_STATES, IS_SPLITS, STATES, sample_metric_name, standard_error_name,
+)
 from analysis.load import StudyData
-from analysis.render import Block, Image, Table, fmt, paper_view, time_view, trend_view, trials_view
+from analysis.render import Block, Image, Table, fmt, mean_std, paper_view, time_view, trend_view, trials_view
+from analysis.tables import sample_counts
+
+UNCERTAINTY_NOTE = (
+    "Cells read `value ± SE (sd S)`. ± is the standard error from the finite number of generated samples "
+    f"(`samples`): for a distance, the bootstrap over the samples (B = {FD_BOOTSTRAP_RESAMPLES} resamples with "
+    f"replacement, the reference statistics of the real test split fixed); for IS, over its {IS_SPLITS} splits; "
+    "for a mean over n repeats, "
+    "sqrt(Σ SE²) / n. sd is the spread over repeats (seeds), which also holds training noise. Two numbers "
+    "whose difference is within about two SEs are no evidence of a difference; distances of different "
+    "sample counts are not comparable (the distance is biased upwards at small counts).")
 
 
 def sample_columns(extractor_ids: list[str]) -> list[str]:
@@ -43,8 +55,8 @@ def main_result(data: StudyData, paper: pd.DataFrame, extractor_ids: list[str]) 
                   f" Distances and scores are in the feature space of `{', '.join(extractor_ids)}`: comparable "
                   "within this study, not with Inception FID/IS of the literature.")
     return [("h2", "Main result (the paper's table)"),
-            ("p", "Per configuration, mean ± std over repeats (n = completed trials; others are listed, not "
-                  "averaged). Baseline: direct samples and its exact `test_bpd`. Smoothed: one-step "
+            ("p", "Per configuration, the mean over repeats (n = completed trials; others are listed, not "
+                  "averaged) " + UNCERTAINTY_NOTE + " Baseline: direct samples and its exact `test_bpd`. Smoothed: one-step "
                   "(gradient-denoised) and two-step samples; bits/dim `≤ bpd_bound`, the two-step upper bound on "
                   "clean test data (one-step denoising defines no likelihood)." + comparable),
             paper_view(paper[paper["n"] > 0], extractor_ids)] + _without_completed(paper)
@@ -69,7 +81,8 @@ def trend_section(data: StudyData, by: str, trend: pd.DataFrame, extractor_ids: 
         blocks.append(("p", f"`{by}` is fixed at {', '.join(fmt(v) for v in values) or '?'} for the smoothed "
                             "trials of this study; the table below lists its configurations."))
     blocks.append(("p", f"Rows: configurations (every hyperparameter that varies except `seed`), sorted by `{by}`; "
-                        "mean ± std over repeats; n = completed trials."))
+                        f"mean over repeats; n = completed trials; {sample_counts(trials)} generated samples per "
+                        "distance. " + UNCERTAINTY_NOTE))
     blocks.append(trend_view(trend, sample_columns(extractor_ids)))
     blocks.append(trend_view(trend, list(BPD_METRICS)))
     blocks += [Image(str(plot_paths[n].relative_to(root)), caption) for n, caption in plot_names if n in plot_paths]
@@ -84,10 +97,11 @@ def pareto_section(data: StudyData, extractor: str, plot_paths: dict[str, Path],
         done = done[done[distance].notna() & done["bpd_bound"].notna()]
         front = done[plots.pareto_mask(done["bpd_bound"].to_numpy(float), done[distance].to_numpy(float))]
         rows = [[str(r["run_name"]), fmt(r.get("noise_std")), fmt(r.get("num_mixtures")), fmt(r["bpd_bound"]),
-                 fmt(r[distance])] for _, r in front.sort_values("bpd_bound").iterrows()]
+                 mean_std(r[distance], None, se=r.get(standard_error_name(distance))), fmt(r.get("num_eval_samples"))]
+                for _, r in front.sort_values("bpd_bound").iterrows()]
         blocks += [("p", f"Pareto front of completed trials (`{distance}` of the product samples and `bpd_bound`, "
-                         "both minimized):"),
-                   Table(["run", "noise_std", "num_mixtures", "bpd_bound", distance], rows)]
+                         "both minimized; the front is of the point values, ± is each distance's standard error):"),
+                   Table(["run", "noise_std", "num_mixtures", "bpd_bound", f"{distance} (± SE)", "samples"], rows)]
     blocks.append(Image(str(plot_paths["pareto_distance_vs_bpd_bound"].relative_to(root)),
                         f"{distance} vs bpd_bound; hollow: not completed"))
     return blocks
@@ -99,7 +113,7 @@ def time_section(data: StudyData, time: pd.DataFrame, note: str, plot_paths: dic
             ("p", "Training hours per 100 epochs from the logged `epoch_seconds` (all models of a trial: a smoothed "
                   "trial trains p(x~) and its denoiser); generation hours per 2000 images from `sample_seconds` "
                   "over `num_eval_samples` (a smoothed trial draws x~ then the two-step samples; the one-step "
-                  "samples reuse x~). Mean ± std over trials of every state. " + note),
+                  "samples reuse x~). Mean (sd over trials) over trials of every state. " + note),
             time_view(time), Image(str(plot_paths["time"].relative_to(root)), "time per dataset and kind")]
 
 

@@ -4,6 +4,11 @@ Aggregates (mean, sample std with ddof=1, n) are over *repeats*: trials whose
 hyperparameters agree on every key that varies in the study except `seed`. Only
 trials in `states` (default: completed) enter them; every other trial of a group is
 counted in its `not_included` note ("1 pruned, 1 running"), never silently dropped.
+
+A sample-quality metric also gets `se`: the standard error of the mean that comes from
+the finite sample count alone, sqrt(sum_i se_i^2) / n over the n repeats' logged
+standard errors `<metric>_se` (the bootstrap / split SE of each trial; NaN where a trial
+logged none). `std` is the spread over repeats (seeds), which also holds training noise.
 """
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ import pandas as pd
 
 from analysis.conventions import (
     BPD_METRICS, FINISHED_STATES, PRODUCT_SAMPLER, SAMPLERS, STATES, TIME_METRICS, metric_order,
-    parse_sample_metric, sample_metric_name, sample_metrics,
+    parse_sample_metric, sample_metric_name, sample_metrics, standard_error_name, standard_error_of,
 )
 from analysis.load import TRIAL_TAGS
 
@@ -34,7 +39,27 @@ def param_columns(trials: pd.DataFrame) -> list[str]:
 
 
 def is_metric(name: str) -> bool:
-    return name in BPD_METRICS or name in TIME_METRICS or parse_sample_metric(name) is not None
+    return (name in BPD_METRICS or name in TIME_METRICS or parse_sample_metric(name) is not None
+            or standard_error_of(name) is not None)
+
+
+def pooled_se(frame: pd.DataFrame, metric: str) -> float:
+    """Sample-count standard error of the mean of `metric` over the rows that have it:
+    sqrt(sum se_i^2) / n; NaN when a row lacks its `<metric>_se` or nothing is there."""
+    se = standard_error_name(metric)
+    if metric not in frame or se not in frame:
+        return np.nan
+    rows = frame[frame[metric].notna()]
+    if rows.empty or rows[se].isna().any():
+        return np.nan
+    return float(np.sqrt((rows[se].astype(float) ** 2).sum()) / len(rows))
+
+
+def sample_counts(frame: pd.DataFrame) -> str:
+    """The generated images behind each distance (`num_eval_samples`), e.g. "200" or "100, 200"; "?" if unknown."""
+    if "num_eval_samples" not in frame or frame["num_eval_samples"].dropna().empty:
+        return "?"
+    return ", ".join(str(int(v)) for v in sorted(frame["num_eval_samples"].dropna().unique()))
 
 
 def repeat_keys(trials: pd.DataFrame, by: Optional[str] = None) -> list[str]:
@@ -49,7 +74,8 @@ def repeat_keys(trials: pd.DataFrame, by: Optional[str] = None) -> list[str]:
 
 
 def value_metrics(trials: pd.DataFrame) -> list[str]:
-    return metric_order(c for c in trials.columns if is_metric(c))
+    """The metrics aggregated over repeats (standard errors enter as their metric's `se`)."""
+    return metric_order(c for c in trials.columns if is_metric(c) and standard_error_of(c) is None)
 
 
 def _note(states: pd.Series, included: Sequence[str]) -> str:
@@ -64,7 +90,8 @@ def trend_table(trials: pd.DataFrame, by: str = "noise_std", metrics: Optional[I
 
     Rows: one per configuration, indexed by repeat_keys(trials, by) and sorted by them.
     Columns: (metric, "mean" | "std" | "n") in metric_order (one-step next to two-step),
-    then ("trials", "n") counted in the mean and ("trials", "not_included").
+    sample-quality metrics also (metric, "se") (pooled_se), then ("trials", "n") counted
+    in the mean and ("trials", "not_included").
     """
     if trials.empty:
         return pd.DataFrame(columns=pd.MultiIndex.from_tuples([TRIALS_N, TRIALS_NOTE]))
@@ -81,6 +108,8 @@ def trend_table(trials: pd.DataFrame, by: str = "noise_std", metrics: Optional[I
             row[(metric, "mean")] = values.mean() if len(values) else np.nan
             row[(metric, "std")] = values.std(ddof=1) if len(values) > 1 else np.nan
             row[(metric, "n")] = len(values)
+            if parse_sample_metric(metric) is not None:
+                row[(metric, "se")] = pooled_se(used, metric)
         row[TRIALS_N] = len(used)
         row[TRIALS_NOTE] = _note(group["state"], states)
         rows[key if isinstance(key, tuple) else (key,)] = row
@@ -132,17 +161,18 @@ def paper_table(trials: pd.DataFrame, states: Sequence[str] = FINISHED_STATES,
     """Meng et al.'s comparison: per configuration and sampler, IS, distance and bits/dim.
 
     Rows: the baseline's direct samples; a smoothed configuration's one-step and two-step
-    samples. Columns per extractor E (never mixed): `is_E`, `is_E:std`, `fd_E` (or
-    `fid_inception`), `fd_E:std`; `bpd`, `bpd:std` with `bpd_metric` saying which:
-    the baseline's exact `test_bpd`, the two-step upper bound `bpd_bound`, none for
-    one-step (gradient denoising defines no likelihood); `n`; `not_included`.
+    samples. Columns per extractor E (never mixed): `is_E`, `is_E:std`, `is_E:se`, `fd_E`
+    (or `fid_inception`), `fd_E:std`, `fd_E:se` (se: pooled_se); `bpd`, `bpd:std` with
+    `bpd_metric` saying which: the baseline's exact `test_bpd`, the two-step upper bound
+    `bpd_bound`, none for one-step (gradient denoising defines no likelihood); `n`;
+    `samples` (generated images per distance, sample_counts); `not_included`.
     """
     found = list(dict.fromkeys(m.extractor for m in sample_metrics(trials.columns)))
     extractor_ids = list(extractor_ids) if extractor_ids is not None else found
     keys = [k for k in repeat_keys(trials) if k not in NOT_GROUPED]
     rows = []
     if trials.empty:
-        return pd.DataFrame(columns=["model", "sampler", "n", "not_included"])
+        return pd.DataFrame(columns=["model", "sampler", "n", "samples", "not_included"])
     groups = list(trials.groupby(keys, dropna=False, sort=True))
     labels = config_labels([group.iloc[0] for _, group in groups], ["noise_std", "num_mixtures", *keys])
     for (_, group), label in zip(groups, labels):
@@ -156,11 +186,12 @@ def paper_table(trials: pd.DataFrame, states: Sequence[str] = FINISHED_STATES,
             samplers = [PRODUCT_SAMPLER.get(kind, "")]
         for sampler in samplers:
             row = {"model": label, **{k: first[k] for k in keys}, "sampler": sampler,
-                   "n": len(used)}
+                   "n": len(used), "samples": sample_counts(used)}
             for e in extractor_ids:
                 for family in ("score", "distance"):
-                    name = sample_metric_name(family, e)
-                    row[name], row[f"{name}:std"] = _mean_std(used, sample_metric_name(family, e, sampler))
+                    name, column = sample_metric_name(family, e), sample_metric_name(family, e, sampler)
+                    row[name], row[f"{name}:std"] = _mean_std(used, column)
+                    row[f"{name}:se"] = pooled_se(used, column)
             bpd_metric = {"direct": "test_bpd", "twostep": "bpd_bound"}.get(sampler, "")
             row["bpd_metric"] = bpd_metric
             row["bpd"], row["bpd:std"] = _mean_std(used, bpd_metric) if bpd_metric else (np.nan, np.nan)

@@ -64,8 +64,26 @@ class SampleMetric:
         return sample_metric_name(self.family, self.extractor, self.sampler)
 
 
+SE_SUFFIX = "_se"  # the standard error of a metric: `fd_digits_cnn_twostep` -> `fd_digits_cnn_twostep_se`
+
+
+def standard_error_name(metric: str) -> str:
+    """The name of a sample-quality metric's standard error (the suffix goes last, after the sampler)."""
+    return f"{metric}{SE_SUFFIX}"
+
+
+def standard_error_of(name: str) -> Optional[str]:
+    """The sample-quality metric whose standard error `name` is (`fd_E_S_se` -> `fd_E_S`), else None."""
+    if not name.endswith(SE_SUFFIX):
+        return None
+    base = name[: -len(SE_SUFFIX)]
+    return base if parse_sample_metric(base) is not None else None
+
+
 def parse_sample_metric(name: str) -> Optional[SampleMetric]:
-    """SampleMetric of a sample-quality metric name; None for any other name (and for `is_*_std`)."""
+    """SampleMetric of a sample-quality metric name; None for any other name (and for `is_*_std`, `*_se`)."""
+    if name.endswith(SE_SUFFIX):
+        return None
     if name.startswith("fid_inception"):
         family, rest = "distance", "inception" + name[len("fid_inception"):]
     elif name.startswith("fd_"):

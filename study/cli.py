@@ -36,7 +36,7 @@ CLI_DEFAULTS: dict[str, Default] = {
     "dataset": Default(DataConfig.dataset, note="offline"),  # the trial's default, one source
     "data_dir": Default(None, DEFAULT_DATA_DIR),
     "num_samples": Default(None, "the space's; for paper, which searches nothing: repeats with seeds S, S+1, ..."),
-    "max_epochs": Default(None, f"{STUDY_SIZE['max_epochs']}, sized for a ~10 minute digits study"),
+    "max_epochs": Default(None, f"the dataset's study size (study/config.py); {STUDY_SIZE['max_epochs']} on digits"),
     "storage_path": Default(DEFAULT_STORAGE_PATH),
     "name": Default(None, "<space>-<dataset>[-smoke]"),
     "mlflow_uri": Default(None, f"sqlite file {MLFLOW_DB} in the study dir"),

@@ -1,7 +1,7 @@
 """The study configuration: one frozen dataclass, resolved once from the CLI and validated.
 
 Resolution order of the values every trial shares (later wins):
-TrialConfig defaults -> STUDY_SIZE (a study that fits the default time budget) ->
+TrialConfig defaults -> the dataset's study size (study_size: a study sized for its hardware) ->
 the space's `fixed` and `fixed_per_dataset` -> SMOKE_TEST_SIZE (with --smoke-test) ->
 CLI flags (--dataset, --max-epochs, --seed, --noise-std, --num-mixtures, --set KEY=VALUE).
 Searched keys are proposed per trial and may not be fixed from the CLI.
@@ -16,13 +16,28 @@ from typing import Any, Optional
 from search_spaces import OBJECTIVE_MODES, SPACES, Choice, Float, Int, SearchSpace
 from trainables.config import TrialConfig
 
-# Sized by measurement on a 2-core CPU so that the default `--space noise_sweep` study
-# (6 searched trials + the baseline, 2 at a time, ASHA rungs at epochs 2 and 4) ends within
-# ~10 minutes; see README for the measured times.
+# Per dataset: the values every trial of a default study shares, and the hardware they are sized
+# for (SIZED_FOR). Before a study starts it prints its estimated wall time (study/estimate.py).
+# digits: measured on a 2-core CPU, the default `--space noise_sweep` study (6 searched trials +
+# the baseline, 2 at a time, ASHA rungs at epochs 2 and 4) ends within ~10 minutes (README).
 STUDY_SIZE: dict[str, Any] = {
     "nr_filters": 16, "nr_resnet": 1, "num_mixtures": 5, "batch_size": 64, "lr": 2e-3,
     "max_epochs": 8, "eval_every": 2, "num_eval_samples": 200, "bound_noise_draws": 1,
 }
+# 28x28 on CPU: the digits network, 12x the pixels, so fewer epochs, and test bits/dim on 1000 of
+# the 10,000 test images (the distance's reference statistics still use all of them).
+MNIST_CPU_SIZE: dict[str, Any] = {**STUDY_SIZE, "max_epochs": 4, "eval_every": 2, "max_eval_images": 1000}
+# 32x32x3 on a GPU cluster, one GPU per trial: a smaller network than the paper's (64 filters,
+# 2 resnets per stage against 160 and 5, ~1/15 of the work per image), 30 epochs, and 1000
+# samples per evaluation for the Inception distance.
+GPU_SIZE: dict[str, Any] = {
+    "nr_filters": 64, "nr_resnet": 2, "num_mixtures": 10, "batch_size": 64, "lr": 1e-3,
+    "max_epochs": 30, "eval_every": 10, "num_eval_samples": 1000, "bound_noise_draws": 1,
+}
+STUDY_SIZES: dict[str, dict[str, Any]] = {"digits": STUDY_SIZE, "mnist": MNIST_CPU_SIZE,
+                                          "fashion_mnist": MNIST_CPU_SIZE, "cifar10": GPU_SIZE}
+SIZED_FOR: dict[str, str] = {"digits": "cpu", "mnist": "cpu", "fashion_mnist": "cpu", "cifar10": "gpu"}
+DEFAULT_SIZE, DEFAULT_SIZED_FOR = GPU_SIZE, "gpu"  # any other dataset (CelebA, a folder of images: >= 32x32 RGB)
 # --smoke-test: the same study machinery in about a minute (the end-to-end tests use it).
 SMOKE_TEST_SIZE: dict[str, Any] = {
     "nr_filters": 8, "nr_resnet": 1, "num_mixtures": 3, "batch_size": 128, "max_epochs": 2, "eval_every": 2,
@@ -125,9 +140,19 @@ def resolve_objective(spec: Optional[str], space: SearchSpace, names: dict[str, 
     return tuple(names.get(r, r) for r in roles), tuple(OBJECTIVE_MODES[r] for r in roles)
 
 
+def study_size(dataset: str) -> dict[str, Any]:
+    """The shared trial values of a default study on `dataset` (STUDY_SIZES, else DEFAULT_SIZE)."""
+    return dict(STUDY_SIZES.get(dataset, DEFAULT_SIZE))
+
+
+def sized_for(dataset: str) -> str:
+    """"cpu" | "gpu": the hardware the dataset's study size is meant for."""
+    return SIZED_FOR.get(dataset, DEFAULT_SIZED_FOR)
+
+
 def shared_trial_values(space: SearchSpace, dataset: str, smoke_test: bool, cli: dict[str, Any]) -> dict[str, Any]:
     """The flat values every trial shares, in the resolution order of the module docstring."""
-    values = {**STUDY_SIZE, **space.fixed, **space.fixed_per_dataset.get(dataset, {})}
+    values = {**study_size(dataset), **space.fixed, **space.fixed_per_dataset.get(dataset, {})}
     if smoke_test:
         values.update(SMOKE_TEST_SIZE)
     values.update(cli)

@@ -14,7 +14,7 @@ from study import preflight
 from study.cli import NON_IDENTITY_FLAGS, default_name, identity_diff, option, resolve
 from study.config import StudyConfig, StudyError
 from study.storage import STUDY_FILE, StudyDir, normalize_storage_path
-from study.summary import best_rows, format_table, table_rows, ui_hint, write_summary
+from study.summary import best_rows, format_table, sample_count, table_rows, ui_hint, with_se, write_summary
 from study.progress import ProgressPrinter
 from study.tracking import MlflowTracker
 from trainables.tune.listener import Fanout
@@ -104,6 +104,10 @@ def run_study(cfg: StudyConfig, resuming: bool, flags: dict[str, Any], log=print
         preflight.check_cpus(cfg, cluster)
         gpus = preflight.resolve_gpus(cfg, cluster)
         if not resuming:
+            from study import estimate
+
+            estimate.announce(cfg, cluster.get("CPU", 0.0), cluster.get("GPU", 0.0), gpus, log)
+        if not resuming:
             study_dir.write_text(STUDY_FILE, json.dumps({"config": json.loads(cfg.to_json()), "flags": flags},
                                                         indent=2, sort_keys=True))
         tracker = MlflowTracker(cfg, study_dir)
@@ -152,7 +156,8 @@ def finish(cfg, study_dir, tracker, records, wall, gpus, log) -> dict[str, Any]:
         label = "best" if len(best) == 1 else "Pareto-optimal"
         log(f"\n{label} ({', '.join(f'{o} {m}' for o, m in zip(cfg.objective, cfg.mode))}): {row['run']}")
         shown = dict.fromkeys((*cfg.objective, "bpd_bound"))
-        log("  " + ", ".join(f"{k}={row[k]:.4g}" for k in shown if k in row))
+        log("  " + ", ".join(f"{k}={row[k]:.4g}{with_se(row, k)}" for k in shown if k in row)
+            + f"  (± SE; distances of {sample_count(cfg)} samples)")
         keys = dict.fromkeys(("kind", "noise_std", "num_mixtures", *cfg.searched))
         log("  config: " + " ".join(f"{k}={row[k]:.4g}" if isinstance(row[k], float) else f"{k}={row[k]}"
                                     for k in keys if k in row))

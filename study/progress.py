@@ -8,6 +8,7 @@ import sys
 import time
 from typing import Any, Optional
 
+from study.summary import with_se
 from study.tracking import run_name
 from trainables.tune.listener import TrialListener
 
@@ -17,6 +18,7 @@ class ProgressPrinter(TrialListener):
         self.searched, self.seed, self.objective, self.max_epochs = searched, seed, objective, max_epochs
         self.names: dict[str, str] = {}
         self.hardware: dict[str, str] = {}
+        self.samples: dict[str, Any] = {}  # trial id -> generated images behind its distances
 
     def _say(self, trial_id: str, text: str) -> None:
         name = self.names.get(trial_id, trial_id)
@@ -24,6 +26,7 @@ class ProgressPrinter(TrialListener):
 
     def trial_started(self, trial_id: str, config: dict[str, Any], fixed: bool) -> None:
         self.names[trial_id] = run_name(config, self.searched, self.seed)
+        self.samples[trial_id] = config.get("num_eval_samples")
         self._say(trial_id, f"started (trial {trial_id}{', fixed' if fixed else ''})")
 
     def trial_hardware(self, trial_id: str, description: str) -> None:
@@ -34,7 +37,9 @@ class ProgressPrinter(TrialListener):
     def trial_result(self, trial_id: str, metrics: dict[str, float]) -> None:
         keys = [k for k in (*self.objective, "bpd_bound") if k in metrics]
         keys = list(dict.fromkeys(keys))
-        text = "  ".join(f"{k}={metrics[k]:.4g}" for k in keys)
+        text = "  ".join(f"{k}={metrics[k]:.4g}{with_se(metrics, k)}" for k in keys)
+        if any(with_se(metrics, k) for k in keys):
+            text += f"  (± SE, {self.samples.get(trial_id, '?')} samples)"
         rate = metrics.get("images_per_s")
         self._say(trial_id, f"epoch {int(metrics['epoch'])}/{self.max_epochs}  {text}"
                   + (f"  ({rate:.0f} img/s)" if rate else ""))

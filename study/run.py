@@ -17,6 +17,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         if flags.get("dry_run"):
             print(cfg.to_json())
             print(f"# {'resumes the existing' if resuming else 'starts a new'} study in {cfg.storage_path}/{cfg.name}")
+            if not resuming:
+                from study import estimate
+
+                cpus, gpus = estimate.local_resources()
+                estimate.announce(cfg, cpus, gpus, estimate.local_gpus_per_trial(cfg, gpus))
             return 0
         summary = run_study(cfg, resuming, stored_flags)
     except StudyError as err:

@@ -6,7 +6,7 @@ import io
 import json
 from typing import Any, Optional
 
-from search_spaces.metric_names import metric_names
+from search_spaces.metric_names import metric_names, standard_error_name
 from study.config import StudyConfig
 from study.tracking import OPTUNA_FILE, ROLE_TAG, MlflowTracker, run_name
 from study.storage import STUDY_FILE, StudyDir
@@ -64,12 +64,15 @@ def to_csv(rows: list[dict]) -> str:
 
 
 def format_table(cfg: StudyConfig, rows: list[dict]) -> str:
-    """The paper's comparison for people: distance one-step / two-step (or direct), bits/dim."""
+    """The paper's comparison for people: distance one-step / two-step (or direct) ± its standard
+    error, with the sample count in the header, and bits/dim."""
     dist = metric_names(cfg.extractor)["distance"]
+    n = sample_count(cfg)
     columns = [("run", "run", "s"), ("state", "state", "s"), ("epochs", "epoch", "d"),
                ("sigma", "noise_std", ".2f"), ("K", "num_mixtures", "d"),
-               (f"{dist} one-step", f"{dist}_onestep", ".2f"), (f"{dist} two-step", f"{dist}_twostep", ".2f"),
-               (f"{dist} direct", f"{dist}_direct", ".2f"), ("bpd_bound", "bpd_bound", ".3f"),
+               (f"{dist} one-step ± SE (n={n})", f"{dist}_onestep", ".2f"),
+               (f"{dist} two-step ± SE (n={n})", f"{dist}_twostep", ".2f"),
+               (f"{dist} direct ± SE (n={n})", f"{dist}_direct", ".2f"), ("bpd_bound", "bpd_bound", ".3f"),
                ("test_bpd_smoothed", "test_bpd_smoothed", ".3f")]
     header = "| " + " | ".join(c[0] for c in columns) + " |"
     lines = [header, "|" + "|".join("---" for _ in columns) + "|"]
@@ -77,9 +80,21 @@ def format_table(cfg: StudyConfig, rows: list[dict]) -> str:
         cells = []
         for _, key, fmt in columns:
             value = row.get(key)
-            cells.append("" if value is None or value == "" else format(int(value) if fmt == "d" else value, fmt))
+            cells.append("" if value is None or value == "" else format(int(value) if fmt == "d" else value, fmt)
+                         + with_se(row, key, fmt))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def sample_count(cfg: StudyConfig):
+    """Generated images behind every distance of the study (`num_eval_samples`; "?" where it is searched)."""
+    return cfg.trial.get("num_eval_samples", "?")
+
+
+def with_se(row: dict, key: str, fmt: str = ".4g") -> str:
+    """" ± <SE>" where the row holds the standard error of `key` (`<key>_se`), else ""."""
+    se = row.get(standard_error_name(key))
+    return "" if se is None or se == "" or se != se else f" ± {format(se, fmt)}"
 
 
 def write_summary(cfg: StudyConfig, study_dir: StudyDir, tracker: MlflowTracker, rows: list[dict],

@@ -70,8 +70,11 @@ def epoch_metrics(t: Trial, epoch: int) -> dict[str, float]:
         for i, sampler in enumerate(samplers):
             m[f"fd_{EXTRACTOR}_{sampler}"] = t.fd[i] + 10 * worse
             m[f"is_{EXTRACTOR}_{sampler}"] = t.is_[i] - 0.1 * worse
+            m[f"fd_{EXTRACTOR}_{sampler}_se"] = t.fd[i] / 10 + worse  # standard errors: a tenth of the distance
+            m[f"is_{EXTRACTOR}_{sampler}_se"] = 0.05
         product = samplers[-1]
-        m[f"fd_{EXTRACTOR}"], m[f"is_{EXTRACTOR}"] = m[f"fd_{EXTRACTOR}_{product}"], m[f"is_{EXTRACTOR}_{product}"]
+        for name in (f"fd_{EXTRACTOR}", f"is_{EXTRACTOR}", f"fd_{EXTRACTOR}_se", f"is_{EXTRACTOR}_se"):
+            m[name] = m[name.replace(EXTRACTOR, f"{EXTRACTOR}_{product}")]
         m["sample_seconds"] = t.sample_seconds
     return m
 

@@ -13,6 +13,12 @@ def test_tags_and_files_match_the_study_code():
     assert c.DEFAULT_STORAGE_PATH == cli.DEFAULT_STORAGE_PATH
 
 
+def test_uncertainty_constants_match_the_scoring_code():
+    from trainables.quality import evaluate, uncertainty
+
+    assert (c.FD_BOOTSTRAP_RESAMPLES, c.IS_SPLITS) == (uncertainty.FD_BOOTSTRAP_RESAMPLES, evaluate.IS_SPLITS)
+
+
 @pytest.mark.parametrize("extractor", ["digits_cnn", "mnist_cnn", "inception"])
 @pytest.mark.parametrize("sampler", ["", "direct", "onestep", "twostep"])
 def test_metric_names_match_the_feature_extractors(extractor, sampler):
@@ -25,16 +31,24 @@ def test_metric_names_match_the_feature_extractors(extractor, sampler):
         assert c.sample_metric_name(family, extractor, sampler) == names[family]
         assert c.parse_sample_metric(names[family]) == c.SampleMetric(family, extractor, sampler)
     assert c.parse_sample_metric(names["score_std"]) is None
+    for family in ("distance", "score"):
+        se = names[family] + "_se"
+        assert c.standard_error_name(names[family]) == se
+        assert c.parse_sample_metric(se) is None and c.standard_error_of(se) == names[family]
 
 
 def test_other_names_are_not_sample_metrics():
     for name in ("bpd_bound", "test_bpd_smoothed", "epoch_seconds", "fd_inception", "is_"):
         assert c.parse_sample_metric(name) is None
+    for name in ("bpd_bound_se", "test_se", "fd_inception_se"):
+        assert c.standard_error_of(name) is None
 
 
 def test_metric_order_puts_samplers_side_by_side():
     names = ["sample_seconds", "is_digits_cnn", "fd_digits_cnn_twostep", "bpd_bound", "fd_digits_cnn",
-             "fd_digits_cnn_onestep", "test_bpd", "is_digits_cnn_onestep", "epoch", "grad_norm"]
+             "fd_digits_cnn_onestep", "test_bpd", "is_digits_cnn_onestep", "epoch", "grad_norm",
+             "fd_digits_cnn_twostep_se", "is_digits_cnn_se", "fd_digits_cnn_onestep_se"]
     assert c.metric_order(names) == ["epoch", "test_bpd", "bpd_bound", "fd_digits_cnn_onestep",
-                                     "fd_digits_cnn_twostep", "fd_digits_cnn", "is_digits_cnn_onestep",
-                                     "is_digits_cnn", "sample_seconds", "grad_norm"]
+                                     "fd_digits_cnn_onestep_se", "fd_digits_cnn_twostep", "fd_digits_cnn_twostep_se",
+                                     "fd_digits_cnn", "is_digits_cnn_onestep", "is_digits_cnn", "is_digits_cnn_se",
+                                     "sample_seconds", "grad_norm"]

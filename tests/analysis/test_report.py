@@ -38,9 +38,14 @@ def test_cli_writes_the_report(cli_run, study):
     assert f"logged to MLflow run {study['run_ids']['summary']} (summary run)" in proc.stdout
     assert "Downloading artifacts" not in proc.stderr, "no progress bar per sample grid"
     text = (out / "report.md").read_text()
-    assert f"| model | sampler | n | is_{EXTRACTOR} ↑ | fd_{EXTRACTOR} ↓ | bits/dim ↓ | not included |" in text
-    assert "| PixelCNN++ baseline (σ=0, K=5) | direct | 2 | 2.5 ± 0.71 | 25 ± 7.1 | 1.1 ± 0.14 |  |" in text
-    assert "| smoothed (σ=0.3, K=5) | two-step | 2 | 2.7 ± 0.28 | 12 ± 2.8 | ≤ 1.4 ± 0.14 | 1 interrupted |" in text
+    assert (f"| model | sampler | n | samples | is_{EXTRACTOR} ↑ (± SE) | fd_{EXTRACTOR} ↓ (± SE) | bits/dim ↓ "
+            "| not included |") in text
+    # ± the pooled standard error sqrt(sum se_i^2) / n (conftest: fd se = fd / 10, is se = 0.05), sd over seeds
+    assert ("| PixelCNN++ baseline (σ=0, K=5) | direct | 2 | 100 | 2.5 ± 0.035 (sd 0.71) | 25 ± 1.8 (sd 7.1) "
+            "| 1.1 (sd 0.14) |  |") in text
+    assert ("| smoothed (σ=0.3, K=5) | two-step | 2 | 100 | 2.7 ± 0.035 (sd 0.28) | 12 ± 0.86 (sd 2.8) "
+            "| ≤ 1.4 (sd 0.14) | 1 interrupted |") in text
+    assert "| smoothed (σ=0.5, K=5) | two-step | 1 | 100 | 2.6 ± 0.05 | 16 ± 1.6 |" in text, "one trial: its own SE"
     assert "| smoothed (σ=0.6, K=5) |" not in text, "no row of dashes for a configuration without completed trials"
     assert "smoothed (σ=0.6, K=5): 1 running; smoothed (σ=0.7, K=5): 1 pruned." in text
     for state in ("pruned", "errored", "running", "interrupted"):
@@ -139,3 +144,21 @@ def test_a_study_without_trials_yet(study, tmp_path, capsys):
     assert {p.stem for p in (out / "plots").glob("*.png")} == PLOTS
     runs = client.search_runs([client.get_experiment_by_name("just-started").experiment_id])
     assert [r.data.tags["run_role"] for r in runs] == ["analysis"], "no summary run yet: the report's own run"
+
+
+def test_distance_plot_draws_each_trials_standard_error(data):
+    from matplotlib.container import ErrorbarContainer
+
+    from analysis import plots
+
+    fig = plots.distance_vs(data.trials, EXTRACTOR, "noise_std")
+    ax = fig.axes[0]
+    spans = set()
+    for container in ax.containers:
+        if isinstance(container, ErrorbarContainer):
+            for collection in container.lines[2]:
+                spans |= {(round(float(s[0][0]), 3), round(float(s[0][1]), 3), round(float(s[1][1]), 3))
+                          for s in collection.get_segments()}
+    # conftest: s03a two-step 10 ± 1.0, s03b 14 ± 1.4 at sigma 0.3 (se = distance / 10)
+    assert {(0.3, 9.0, 11.0), (0.3, 12.6, 15.4)} <= spans
+    assert "100 generated samples per point" in fig.texts[0].get_text()

@@ -36,6 +36,21 @@ def test_trend_vs_noise_std(data):
     assert list(t.index.get_level_values("noise_std")) == [0.0, 0.3, 0.3, 0.5, 0.6, 0.7]
     columns = list(dict.fromkeys(m for m, _ in t.columns))
     assert columns.index(FD2) == columns.index(FD1) + 1, "one-step and two-step side by side"
+    assert not any(m.endswith("_se") for m in columns), "standard errors are their metric's `se`, not metrics"
+
+
+def test_trend_table_pools_the_trials_standard_errors(data):
+    t = trend_table(data.trials, "noise_std")
+    # conftest: se = distance / 10 at the last epoch; two-step 10 and 14 -> sqrt(1.0^2 + 1.4^2) / 2.
+    assert t.loc[("smoothed", 0.3, 5)][(FD2, "se")] == pytest.approx(math.sqrt(2.96) / 2)
+    assert t.loc[("smoothed", 0.5, 5)][(FD2, "se")] == pytest.approx(1.6), "one trial: its own SE"
+    assert t.loc[("baseline", 0.0, 5)][(f"fd_{EXTRACTOR}_direct", "se")] == pytest.approx(math.sqrt(13.0) / 2)
+    assert t.loc[("smoothed", 0.3, 5)][(IS2, "se")] == pytest.approx(math.sqrt(2 * 0.05 ** 2) / 2)
+    assert ("bpd_bound", "se") not in t.columns
+    assert math.isnan(t.loc[("smoothed", 0.7, 5)][(FD2, "se")]), "nothing completed: no SE"
+    assert f"{FD2}:se" in flatten(t).columns
+    bare = data.trials.drop(columns=[c for c in data.trials.columns if c.endswith("_se")])
+    assert math.isnan(trend_table(bare, "noise_std").loc[("smoothed", 0.3, 5)][(FD2, "se")]), "older studies"
 
 
 def test_trend_vs_num_mixtures(data):
@@ -66,6 +81,9 @@ def test_paper_table(data):
     assert two[fd] == 12.0 and two[is_] == pytest.approx(2.7)
     assert two["bpd_metric"] == "bpd_bound" and two["bpd"] == pytest.approx(1.4)
     assert two["not_included"] == "1 interrupted"
+    assert two[f"{fd}:se"] == pytest.approx(math.sqrt(2.96) / 2) and base[f"{fd}:se"] == pytest.approx(math.sqrt(13) / 2)
+    assert two[f"{is_}:se"] == pytest.approx(math.sqrt(2 * 0.05 ** 2) / 2)
+    assert two["samples"] == base["samples"] == "100", "the sample count behind every distance"
     assert two["model"] == "smoothed (σ=0.3, K=5)" and base["model"] == "PixelCNN++ baseline (σ=0, K=5)"
     assert not any(c.startswith(("fid_", "fd_inception")) for c in p.columns), "only this study's extractor"
 

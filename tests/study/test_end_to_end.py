@@ -44,6 +44,7 @@ def test_smoke_study_logs_one_run_per_trial(smoke_study):
         assert tags["hardware"].startswith("cpu: ")  # the node it trained on, for the timing tables
         assert run.info.run_name.startswith(f"{tags['kind']} s=")
         assert "fd_digits_cnn" in run.data.metrics and "bpd_bound" in run.data.metrics
+        assert run.data.metrics["fd_digits_cnn_se"] > 0 and "is_digits_cnn_se" in run.data.metrics
         samples = [a.path for a in client.list_artifacts(run.info.run_id, "samples")]
         assert samples and all(p.endswith(".png") for p in samples)
         assert "checkpoint/checkpoint.pt" in [a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")]

@@ -35,6 +35,10 @@ def test_resume_gives_the_same_metrics_as_not_stopping(tmp_path, kind, noise_std
         k: v for k, v in expected[1].items() if k not in timing}
     assert resumed.done
     assert "fd_digits_cnn" in final and ("fd_digits_cnn_twostep" in final) == (kind == "smoothed")
+    samplers = ("onestep", "twostep") if kind == "smoothed" else ("direct",)
+    expected_names = {f"{m}{s}{se}" for m in ("fd_digits_cnn", "is_digits_cnn") for s in ("", *(f"_{x}" for x in samplers))
+                      for se in ("", "_se")}
+    assert {k for k in final if k.startswith(("fd_", "is_"))} == expected_names, "each number with its SE"
     grids = resumed.write_sample_grids(tmp_path / "grids")
     assert grids and all(p.stat().st_size > 0 for p in grids)
 

@@ -60,8 +60,10 @@ def test_digits_classifier_is_accurate_and_confident_on_real_test_digits(digits_
     trained = clf.load_classifier("digits", cache_dir=cache_dir, log=lambda _: None)
     assert trained.test_accuracy >= 0.95
     metrics = _score(digits[1], cache_dir)
-    assert set(metrics) == {"fd_digits_cnn", "is_digits_cnn", "is_digits_cnn_std", "num_samples"}
+    assert set(metrics) == {"fd_digits_cnn", "fd_digits_cnn_se", "is_digits_cnn", "is_digits_cnn_std",
+                            "is_digits_cnn_se", "num_samples"}
     assert metrics["num_samples"] == 359
+    assert 0 < metrics["fd_digits_cnn_se"] < np.inf and 0 < metrics["is_digits_cnn_se"] < metrics["is_digits_cnn_std"]
     assert metrics["is_digits_cnn"] >= 8.0
     assert metrics["fd_digits_cnn"] == pytest.approx(0.0, abs=1e-6)  # the reference itself
 
@@ -98,8 +100,8 @@ def test_bad_samples_are_rejected(digits_extractor, digits, cache_dir):
 def test_few_samples_warn_and_sampler_suffix_names(digits_extractor, digits, cache_dir):
     with pytest.warns(FewSamplesWarning):
         metrics = _score(digits[1][:20], cache_dir, sampler="twostep")
-    assert set(metrics) == {"fd_digits_cnn_twostep", "is_digits_cnn_twostep", "is_digits_cnn_twostep_std",
-                            "num_samples"}
+    assert set(metrics) == {"fd_digits_cnn_twostep", "fd_digits_cnn_twostep_se", "is_digits_cnn_twostep",
+                            "is_digits_cnn_twostep_std", "is_digits_cnn_twostep_se", "num_samples"}
 
 
 # --- classifier cache and refusal ------------------------------------------------------------
@@ -257,6 +259,7 @@ def test_inception_plumbing_with_random_weights(random_inception_weights, digits
     with pytest.warns(FewSamplesWarning):  # 3 samples, 2048 dimensions
         metrics = evaluate_samples(digits[0][:3], "digits", extractor="inception", reference_size=3,
                                    cache_dir=tmp_path, log=lambda _: None)
-    assert set(metrics) == {"fid_inception", "is_inception", "is_inception_std", "num_samples"}
+    assert set(metrics) == {"fid_inception", "fid_inception_se", "is_inception", "is_inception_std",
+                            "is_inception_se", "num_samples"}
     assert np.isfinite(metrics["fid_inception"]) and metrics["num_samples"] == 3
     assert 1.0 - 1e-9 <= metrics["is_inception"] <= 3.0 + 1e-9  # at most the number of samples per split

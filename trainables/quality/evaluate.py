@@ -1,8 +1,10 @@
 """The one entry point the trainables call to score generated images.
 
-evaluate_samples(images, dataset) -> {"fd_digits_cnn": ..., "is_digits_cnn": ...,
-"is_digits_cnn_std": ..., "num_samples": N}: Frechet distance to the real test split
-and Inception Score, both in the feature space of one extractor whose id is in the names.
+evaluate_samples(images, dataset) -> {"fd_digits_cnn": ..., "fd_digits_cnn_se": ...,
+"is_digits_cnn": ..., "is_digits_cnn_std": ..., "is_digits_cnn_se": ..., "num_samples": N}:
+Frechet distance to the real test split and Inception Score, both in the feature space
+of one extractor whose id is in the names, each with its standard error
+(trainables/quality/uncertainty.py).
 """
 from __future__ import annotations
 
@@ -11,11 +13,12 @@ from typing import Callable, Optional
 
 import torch
 
-from search_spaces.metric_names import default_extractor, metric_names
+from search_spaces.metric_names import default_extractor, metric_names, standard_error_name
 from trainables.data import IMAGE_SHAPES
 from trainables.quality.extractors import build_extractor, run_extractor
 from trainables.quality.scores import feature_statistics, frechet_distance, inception_score
 from trainables.quality.reference_stats import reference_statistics
+from trainables.quality.uncertainty import frechet_distance_se, split_mean_se
 
 IS_SPLITS = 10  # the literature's split count; fewer when there are fewer samples
 SLOW_SECONDS = 10.0  # runs longer than this log a summary line
@@ -63,11 +66,14 @@ def evaluate_samples(images: torch.Tensor, dataset: str, *, extractor: str = "",
                                              cache_dir=cache_dir, batch_size=batch_size, log=log)
     features, probs = run_extractor(model, images, batch_size=batch_size, log=log, what="samples")
     mu, sigma = feature_statistics(features)  # warns when N < feature dim
-    score, score_std = inception_score(probs, splits=min(IS_SPLITS, len(images)))
+    splits = min(IS_SPLITS, len(images))
+    score, score_std = inception_score(probs, splits=splits)
     metrics = {
         names["distance"]: frechet_distance(mu, sigma, mu_ref, sigma_ref),
+        standard_error_name(names["distance"]): frechet_distance_se(features, mu_ref, sigma_ref),
         names["score"]: score,
         names["score_std"]: score_std,
+        standard_error_name(names["score"]): split_mean_se(score_std, splits),
         "num_samples": len(images),
     }
     elapsed = time.monotonic() - start

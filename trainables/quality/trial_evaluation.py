@@ -3,7 +3,9 @@
 Baseline trials are scored on direct samples; smoothed trials on one-step (gradient
 denoised) and two-step (denoiser) samples. Metric names carry the feature extractor id
 and the sampler (docs/architecture.md); `fd_E`/`is_E` repeat the product sampler's
-numbers (direct or two-step) under a name every kind shares, the study objective.
+numbers (direct or two-step) under a name every kind shares, the study objective. Each
+distance and score comes with its standard error, `<name>_se` (quality/uncertainty.py);
+the sample count is the trial's `num_eval_samples`.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from typing import Callable
 import torch
 from torchvision.utils import save_image
 
-from search_spaces.metric_names import PRODUCT_SAMPLER, default_extractor, metric_names
+from search_spaces.metric_names import PRODUCT_SAMPLER, default_extractor, metric_names, standard_error_name
 from trainables.config import TrialConfig
 from trainables.data import epoch_generator
 from trainables.sampling.fast import fast_sample
@@ -59,9 +61,10 @@ class SampleEvaluator:
                                       data_dir=cfg.data.data_dir, device=self.device, log=self.log,
                                       inception_weights=cfg.eval.inception_weights or None)
             for key in (self.names["distance"], self.names["score"]):
-                metrics[f"{key}_{sampler}"] = scores[key]
-                if sampler == product:
-                    metrics[key] = scores[key]
+                named = {f"{key}_{sampler}": key, **({key: key} if sampler == product else {})}
+                for name, source in named.items():  # the number and its standard error
+                    metrics[name] = scores[source]
+                    metrics[standard_error_name(name)] = scores[standard_error_name(source)]
         return metrics
 
     def write_grids(self, directory) -> list[Path]:
