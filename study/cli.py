@@ -6,6 +6,7 @@ Every flag that sets a trial hyperparameter is spelled as its TrialConfig key
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Any, Optional
 
@@ -29,6 +30,17 @@ Results: <storage-path>/<name>/ holds Ray's experiment, study.json and (by defau
 Example: python3 -m study.run --space noise_sweep --num-samples 12 --max-epochs 10 --set nr_filters=32"""
 
 
+def finite_float(text: str) -> float:
+    """argparse type of every float flag: nan and inf would start a study whose trials all diverge."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line instead of usage + message
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
@@ -48,8 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mlflow-uri", help="MLflow tracking URI, e.g. http://host:5000 (default: sqlite file in the study dir)")
     p.add_argument("--address", help="Ray cluster to join from one of its nodes, e.g. auto or HEAD_IP:6379 "
                    "(default: start a local Ray)")
-    p.add_argument("--cpus-per-trial", type=float, help="CPUs per trial, also its torch threads (default: 1)")
-    p.add_argument("--gpus-per-trial", type=float, help="GPUs per trial; fractions share a GPU, e.g. 0.25 "
+    p.add_argument("--cpus-per-trial", type=finite_float, help="CPUs per trial, also its torch threads (default: 1)")
+    p.add_argument("--gpus-per-trial", type=finite_float, help="GPUs per trial; fractions share a GPU, e.g. 0.25 "
                    "(default: 0 without GPUs; with GPUs 0.25 on digits, else 1)")
     p.add_argument("--max-concurrent", type=int, help="trials running at once (default: 0 = as resources allow)")
     p.add_argument("--objective", help=f"comma-separated objectives among {', '.join(OBJECTIVE_MODES)}; two make a "
@@ -61,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-artifact", choices=CHECKPOINT_ARTIFACTS,
                    help="log each trial's best checkpoint to MLflow (default: best)")
     p.add_argument("--seed", type=int, help="seed of Optuna's TPE sampler and of every trial (default: 0)")
-    p.add_argument("--noise-std", type=float, help="fix noise_std (sigma on the [-1, 1] scale) for every trial")
+    p.add_argument("--noise-std", type=finite_float, help="fix noise_std (sigma on the [-1, 1] scale) for every trial")
     p.add_argument("--num-mixtures", type=int, help="fix num_mixtures for every trial")
     p.add_argument("--inception-weights", help="path of the TF-Inception weights file for fid_inception/is_inception "
                    "(default: torch hub cache or $SMOOTHING_STUDY_INCEPTION_WEIGHTS)")

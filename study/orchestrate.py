@@ -14,6 +14,7 @@ from study import preflight
 from study.cli import NON_IDENTITY_FLAGS, DEFAULT_STORAGE_PATH, default_name, identity_diff, resolve
 from study.config import StudyConfig, StudyError
 from study.storage import STUDY_FILE, StudyDir, normalize_storage_path
+from study.trust import check_trusted
 from study.summary import best_rows, format_table, table_rows, ui_hint, write_summary
 from study.progress import Fanout, ProgressPrinter
 from study.tracking import MlflowTracker
@@ -36,14 +37,28 @@ def prepare(flags: dict[str, Any]) -> tuple[StudyConfig, bool, dict[str, Any]]:
         if flags.get("resume"):
             raise StudyError(f"--resume: no study {name!r} under {storage} (no {STUDY_FILE}); nothing to resume")
         return resolve({**flags, **identity}), False, identity
-    doc = json.loads(study_dir.read_text(STUDY_FILE))
-    stored = StudyConfig.from_json(json.dumps(doc["config"]))
+    check_trusted(study_dir)
+    doc, stored = read_study_file(study_dir)
     asked = resolve({**doc["flags"], **identity})
     diffs = identity_diff(stored, asked)
     if diffs:
         raise StudyError(f"study {name!r} exists with other settings: {'; '.join(diffs)}; "
                          "re-run it unchanged to resume, or choose a new --name")
     return dataclasses.replace(stored, address=flags.get("address")), True, doc["flags"]
+
+
+def read_study_file(study_dir: StudyDir) -> tuple[dict, StudyConfig]:
+    """study.json as (document, stored config); a damaged file is a one-line StudyError."""
+    try:
+        doc = json.loads(study_dir.read_text(STUDY_FILE))
+        stored = StudyConfig.from_json(json.dumps(doc["config"]))
+        if not isinstance(doc["flags"], dict):
+            raise TypeError(f"flags is a {type(doc['flags']).__name__}, not an object")
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as err:
+        reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        raise StudyError(f"{study_dir.path}/{STUDY_FILE} is not a readable study file ({reason}); "
+                         "restore it from a backup or choose a new --name") from None
+    return doc, stored
 
 
 def optuna_distributions(searched: dict[str, dict]) -> dict:
