@@ -5,18 +5,20 @@ the same command resumes it, and flags that would change a stored study are refu
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
 from typing import Any
 
-from study import preflight
+from study import disk_space, preflight, state_backup
 from study.cli import NON_IDENTITY_FLAGS, DEFAULT_STORAGE_PATH, default_name, identity_diff, resolve
 from study.config import StudyConfig, StudyError
 from study.storage import STUDY_FILE, StudyDir, normalize_storage_path
 from study.trust import check_trusted
 from study.summary import best_rows, format_table, table_rows, ui_hint, write_summary
 from study.progress import Fanout, ProgressPrinter
+from study.reconcile import reconcile
 from study.tracking import MlflowTracker
 
 N_STARTUP_MAX = 10  # Optuna's default number of random trials before TPE
@@ -111,6 +113,7 @@ def run_study(cfg: StudyConfig, resuming: bool, flags: dict[str, Any], log=print
     study_dir = StudyDir(cfg.storage_path, cfg.name)
     preflight.check_storage(cfg)
     preflight.check_mlflow(cfg.mlflow_uri)
+    disk_space.warn_if_short(cfg, log)
     if not resuming:
         warm_extractor(cfg)
     cluster = tune_adapter.connect(cfg.address)
@@ -125,15 +128,17 @@ def run_study(cfg: StudyConfig, resuming: bool, flags: dict[str, Any], log=print
         spec = tune_spec(cfg, gpus)
         printer = ProgressPrinter(list(cfg.searched), cfg.seed, cfg.objective, cfg.trial["max_epochs"])
         listener = Fanout(tracker, printer)
+        if study_dir.is_local:
+            state_backup.recover(study_dir.path, log)  # a state cut by a full disk or a kill: its last good copy
         restorable = tune_adapter.can_restore(study_dir.path)
         log(f"{'resuming' if restorable else 'starting'} study {cfg.name!r} in {study_dir.path} "
             f"({cfg.space}: {cfg.num_samples} searched + {len(cfg.fixed_trials)} fixed trials, "
             f"{cfg.cpus_per_trial:g} CPU / {gpus:g} GPU per trial)")
-        if not restorable:
-            tracker.mark_interrupted()  # runs of an attempt killed before Tune saved any state
+        tracker.mark_interrupted()  # runs a killed driver left RUNNING (the lock says none is alive); resumed ones reopen
         tuner = tune_adapter.restore_tuner(spec, study_dir.path) if restorable else tune_adapter.build_tuner(spec, listener)
         start = time.time()
-        records = tune_adapter.fit(tuner, cfg.objective, cfg.mode)
+        with state_backup.Snapshotter(study_dir.path, log=log) if study_dir.is_local else contextlib.nullcontext():
+            records = tune_adapter.fit(tuner, cfg.objective, cfg.mode)
         wall = time.time() - start
     finally:
         tune_adapter.shutdown()
@@ -141,8 +146,10 @@ def run_study(cfg: StudyConfig, resuming: bool, flags: dict[str, Any], log=print
 
 
 def finish(cfg, study_dir, tracker, records, wall, gpus, log) -> dict[str, Any]:
-    states = tracker.states()
     expected = cfg.num_samples * bool(cfg.searched) + len(cfg.fixed_trials)
+    ended = len(records) >= expected and all(r["error"] or r["metrics"].get("epoch") is not None for r in records)
+    reconcile(tracker, records, study_ended=ended and not _any_running(tracker))
+    states = tracker.states()
     interrupted = len(records) < expected or any(s == "running" for s in states.values())
     if interrupted:
         tracker.mark_interrupted()
@@ -171,6 +178,10 @@ def finish(cfg, study_dir, tracker, records, wall, gpus, log) -> dict[str, Any]:
         + (", mlflow.db)" if cfg.mlflow_uri.startswith("sqlite:") else ")"))
     log(ui_hint(cfg, tracker.experiment_id))
     return {"rows": rows, "best": best, "interrupted": interrupted, "summary_run_id": summary_run}
+
+
+def _any_running(tracker: MlflowTracker) -> bool:
+    return any(s == "running" for s in tracker.states().values())
 
 
 def _log_best_checkpoints(tracker: MlflowTracker, records: list[dict]) -> None:

@@ -91,3 +91,20 @@ def test_asha_rungs_survive_a_save_and_restore():
     fresh = build()  # without the saved rungs the same result would pass
     fresh.on_trial_add(None, _trial("t3"))
     assert fresh.on_trial_result(None, _trial("t3"), {"epoch": 2, "fd": 3.0}) == TrialScheduler.CONTINUE
+
+
+def test_state_file_patterns_are_tunes():
+    """study/state_backup.py backs up Tune's state files by name: the names must still be Ray's."""
+    import fnmatch
+
+    from ray.tune.callback import CallbackList
+    from ray.tune.execution.tune_controller import TuneController
+    from ray.tune.impl.tuner_internal import _TUNER_PKL
+    from ray.tune.search import Searcher
+
+    from study.state_backup import STATE_PATTERNS
+
+    for template in (TuneController.CKPT_FILE_TMPL, Searcher.CKPT_FILE_TMPL, CallbackList.CKPT_FILE_TMPL):
+        name = template.format("2026-11-29_08-00-00")
+        assert any(fnmatch.fnmatch(name, p) for p in STATE_PATTERNS), (name, internals.installed_versions())
+    assert _TUNER_PKL in STATE_PATTERNS

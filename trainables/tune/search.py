@@ -60,7 +60,10 @@ class _NothingToSearch(Searcher):
         return Searcher.FINISHED
 
     def save(self, checkpoint_path: str) -> None:
-        open(checkpoint_path, "wb").close()
+        import pickle
+
+        with open(checkpoint_path, "wb") as f:  # a complete pickle: an empty file reads as one cut by a full disk
+            pickle.dump({}, f)
 
     def restore(self, checkpoint_path: str) -> None:
         pass
