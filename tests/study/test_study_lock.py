@@ -142,7 +142,7 @@ def test_simultaneous_leases_admit_exactly_one(tmp_path):
     barrier, outcomes = threading.Barrier(3), []
 
     def start():
-        lease = _lease(tmp_path, settle=0.5)
+        lease = _lease(tmp_path, settle=2.0)  # the production value: well above a read-to-write gap
         barrier.wait()
         try:
             lease.acquire()
