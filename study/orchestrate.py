@@ -11,7 +11,7 @@ import json
 import time
 from typing import Any
 
-from study import disk_space, preflight, state_backup
+from study import disk_space, leftovers, preflight, state_backup
 from study.cli import NON_IDENTITY_FLAGS, DEFAULT_STORAGE_PATH, default_name, identity_diff, resolve
 from study.config import StudyConfig, StudyError
 from study.storage import STUDY_FILE, StudyDir, normalize_storage_path
@@ -116,8 +116,14 @@ def run_study(cfg: StudyConfig, resuming: bool, flags: dict[str, Any], log=print
     disk_space.warn_if_short(cfg, log)
     if not resuming:
         warm_extractor(cfg)
+    if study_dir.is_local:
+        leftovers.stop_leftovers(study_dir.path, log)  # a SIGKILLed driver's local Ray (we hold the lock)
     cluster = tune_adapter.connect(cfg.address)
     try:
+        if study_dir.is_local:
+            from trainables.tune.internals import local_ray_processes
+
+            leftovers.record(study_dir.path, local_ray_processes())
         preflight.check_cpus(cfg, cluster)
         gpus = preflight.resolve_gpus(cfg, cluster)
         if not resuming:
@@ -142,6 +148,8 @@ def run_study(cfg: StudyConfig, resuming: bool, flags: dict[str, Any], log=print
         wall = time.time() - start
     finally:
         tune_adapter.shutdown()
+        if study_dir.is_local:
+            leftovers.forget(study_dir.path)  # shut down cleanly: nothing of it left to stop
     return finish(cfg, study_dir, tracker, records, wall, gpus, log)
 
 

@@ -54,7 +54,7 @@ def damage(path: str) -> Optional[str]:
     if not data:
         return "empty"
     try:
-        if path.endswith(".json"):
+        if data[0] != 0x80:  # no pickle PROTO opcode: JSON (search_gen_state-*.json is a pickle, despite its name)
             json.loads(data)
         else:
             for opcode, _, _ in pickletools.genops(data):

@@ -56,6 +56,21 @@ def asha_rungs(scheduler) -> list[tuple[int, dict[str, float]]]:
     return [(milestone, dict(recorded)) for bracket in scheduler._brackets for milestone, recorded in bracket._rungs]
 
 
+# ------------------------------------------------------------------ Ray's local node
+
+def local_ray_processes() -> dict:
+    """{"session_dir", "raylet_pid", "pids"} of the Ray this driver started (`_global_node`),
+    or {} when it joined a cluster: what to stop if the driver dies without shutting it down."""
+    import ray
+
+    node = ray._private.worker._global_node
+    if node is None or not node.head or not getattr(node, "all_processes", None):
+        return {}
+    pids = {kind: [info.process.pid for info in infos] for kind, infos in node.all_processes.items()}
+    return {"session_dir": node.get_session_dir_path(), "raylet_pid": (pids.get("raylet") or [None])[0],
+            "pids": sorted(p for ps in pids.values() for p in ps)}
+
+
 # ------------------------------------------------------------------ the check
 
 def installed_versions() -> dict[str, str]:
