@@ -65,3 +65,19 @@ def disk_full_reason(err: BaseException) -> Optional[str]:
                 return text[start:start + len(message)]
         err = err.__cause__ or err.__context__
     return None
+
+
+def sweep_temp_files(directory: str) -> list[str]:
+    """Remove the temporary files of writes a killed driver never finished (called under the study
+    lock, so no write of ours is in flight); returns their names."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    swept = [n for n in names if n.startswith(".") and n.endswith(".tmp") and n.count(".") >= 3]
+    for name in swept:
+        try:
+            os.unlink(os.path.join(directory, name))
+        except (FileNotFoundError, IsADirectoryError):
+            pass
+    return swept

@@ -13,6 +13,7 @@ from typing import Any
 
 from study import disk_space, leftovers, preflight, state_backup
 from study.cli import NON_IDENTITY_FLAGS, DEFAULT_STORAGE_PATH, default_name, identity_diff, resolve
+from study.atomic import sweep_temp_files
 from study.config import StudyConfig, StudyError
 from study.storage import STUDY_FILE, StudyDir, normalize_storage_path
 from study.trust import check_trusted
@@ -118,6 +119,7 @@ def run_study(cfg: StudyConfig, resuming: bool, flags: dict[str, Any], log=print
         warm_extractor(cfg)
     if study_dir.is_local:
         leftovers.stop_leftovers(study_dir.path, log)  # a SIGKILLed driver's local Ray (we hold the lock)
+        sweep_temp_files(study_dir.path)  # and its half-written files
     cluster = tune_adapter.connect(cfg.address)
     try:
         if study_dir.is_local:

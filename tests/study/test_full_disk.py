@@ -171,3 +171,13 @@ def test_preflight_warns_when_space_is_short(tmp_path, monkeypatch):
     monkeypatch.setattr(disk_space, "free_bytes", lambda path: 2**20)
     disk_space.warn_if_short(cfg, said.append)
     assert len(said) == 1 and said[0].startswith(f"warning: 1.0 MB free under {tmp_path}, but the study's")
+
+
+def test_temp_files_of_a_killed_write_are_swept(tmp_path):
+    from study.atomic import sweep_temp_files
+
+    (tmp_path / ".optuna_trials.json.0123abcd.tmp").write_bytes(b"")  # a SIGKILL between write and rename
+    (tmp_path / "optuna_trials.json").write_text("[]")
+    (tmp_path / ".validate_storage_marker").write_text("")
+    assert sweep_temp_files(str(tmp_path)) == [".optuna_trials.json.0123abcd.tmp"]
+    assert sorted(os.listdir(tmp_path)) == [".validate_storage_marker", "optuna_trials.json"]
