@@ -58,6 +58,9 @@ import ray
 from trainables.tune.tuner import connect, shutdown
 resources = connect(None)
 print("gcs", ray.get_runtime_context().gcs_address, "session", ray._private.worker._global_node.get_session_dir_path())
+from trainables.tune.internals import local_ray_processes, installed_versions
+mine = local_ray_processes()  # what study/leftovers.py records to stop after a SIGKILL
+print("local", mine["session_dir"], mine["raylet_pid"] in mine["pids"], len(mine["pids"]) >= 2, installed_versions())
 shutdown()
 """
 
@@ -71,4 +74,6 @@ def test_fresh_local_ray_despite_a_stale_cluster_file(stale_tmpdir):
     assert done.returncode == 0, done.stderr[-3000:]
     line = next(ln for ln in done.stdout.splitlines() if ln.startswith("gcs "))
     _, gcs, _, session = line.split()
+    local = next(ln for ln in done.stdout.splitlines() if ln.startswith("local "))
+    assert local.startswith(f"local {session} True True"), local  # Ray's local-node internals still fit
     assert gcs.rsplit(":", 1)[1] != stale.rsplit(":", 1)[1] and session.startswith(os.path.join(root, "ray")), line

@@ -63,10 +63,13 @@ def local_ray_processes() -> dict:
     or {} when it joined a cluster: what to stop if the driver dies without shutting it down."""
     import ray
 
-    node = ray._private.worker._global_node
-    if node is None or not node.head or not getattr(node, "all_processes", None):
+    try:
+        node = ray._private.worker._global_node
+        if node is None or not node.head or not getattr(node, "all_processes", None):
+            return {}
+        pids = {kind: [info.process.pid for info in infos] for kind, infos in node.all_processes.items()}
+    except AttributeError:  # internals moved (tests/study/test_stale_cluster.py says so): no cleanup, no crash
         return {}
-    pids = {kind: [info.process.pid for info in infos] for kind, infos in node.all_processes.items()}
     return {"session_dir": node.get_session_dir_path(), "raylet_pid": (pids.get("raylet") or [None])[0],
             "pids": sorted(p for ps in pids.values() for p in ps)}
 
