@@ -77,6 +77,11 @@ def test_sigkill_chaos_counts(tmp_path):
         left = st.study_processes(marker)
         assert left == [], f"Ray processes of the study still running after the last command: {left}"
         _check_counts(study_dir, ended_before, out)
+        logs = "".join((tmp_path / f"driver{i}.log").read_text() for i in range(KILLS)) + out
+        said = [ln for ln in logs.splitlines() if ln.startswith(("stopped ", "Ray Tune's saved state"))]
+        abandoned = st.mlflow_rows(study_dir, "select count(*) from tags where key = 'run_role' and value = 'abandoned'")
+        print("chaos: kills at progress", targets, "| by the next command:", said or "nothing to clean up",
+              "| abandoned runs:", abandoned[0][0])
     finally:
         for pid in st.study_processes(marker):  # hygiene if an assertion failed above
             try:
@@ -93,7 +98,8 @@ def _check_counts(study_dir, ended_before: dict[str, list[int]], out: str) -> No
     searched = {tid: t for tid, t in tune.items() if t["config"].get("kind") != "baseline"}
     counts = {"tune": len(tune), "tune_searched": len(searched), "optuna": len(optuna), "mlflow_trial_runs": len(runs),
               "duplicated_metric_points": st.duplicated_metric_points(study_dir)}
-    print("chaos counts:", counts)
+    states = [r["state"] for r in runs.values()]
+    print("chaos counts:", counts, "| completed", states.count("completed"), "pruned", states.count("pruned"))
     assert counts == {"tune": SEARCHED + 1, "tune_searched": SEARCHED, "optuna": SEARCHED,
                       "mlflow_trial_runs": SEARCHED + 1, "duplicated_metric_points": 0}, (counts, out[-3000:])
     assert set(runs) == set(tune), "one MLflow run per Tune trial, by trial id"
