@@ -1,8 +1,6 @@
 """Preflight: warn when the storage path has less free space than the study's checkpoints need.
 
-A checkpoint holds, per model of the trial (a smoothed trial trains the model and its
-denoiser, a baseline one model), float32 weights, Adam's two moments and the EMA copy:
-4 tensors x 4 bytes per parameter. Every trial keeps `num_to_keep` checkpoints after it
+Every trial keeps `num_to_keep` checkpoints (trainables/footprint.py sizes one) after it
 ends, plus, with --checkpoint-artifact best, a copy in MLflow's artifact store (the study
 directory by default). Sample grids and Tune's files are small beside them.
 """
@@ -14,23 +12,9 @@ from typing import Callable
 
 from study.config import StudyConfig
 from study.storage import is_uri
+from trainables.footprint import checkpoint_bytes
 
-BYTES_PER_PARAM = 4 * 4     # float32 x (weights, Adam m, Adam v, EMA)
 MODEL_KEYS = ("nr_filters", "nr_resnet", "num_mixtures", "dropout")
-
-
-def parameter_count(trial: dict) -> int:
-    """Parameters of one PixelCNN++ of these flat trial values, counted on the meta device (no memory)."""
-    import torch
-
-    from trainables.data import IMAGE_SHAPES
-    from trainables.pixelcnnpp import PixelCNNpp
-
-    channels = IMAGE_SHAPES[trial["dataset"]][0]
-    with torch.device("meta"):
-        net = PixelCNNpp(channels, int(trial["nr_filters"]), int(trial["nr_resnet"]), int(trial["num_mixtures"]),
-                         float(trial["dropout"]), conditional=True)  # the denoiser's, the larger of the two
-    return sum(p.numel() for p in net.parameters())
 
 
 def _largest_trial(cfg: StudyConfig) -> dict:
@@ -46,7 +30,7 @@ def checkpoint_bytes_needed(cfg: StudyConfig) -> tuple[int, int, int]:
     """(bytes in all, trials, bytes per checkpoint) the study's checkpoints take at the end."""
     trials = cfg.num_samples * bool(cfg.searched) + len(cfg.fixed_trials)
     models = 1 if cfg.trial.get("kind") == "baseline" and not cfg.searched else 2
-    per_checkpoint = models * BYTES_PER_PARAM * parameter_count(_largest_trial(cfg))
+    per_checkpoint = checkpoint_bytes(_largest_trial(cfg), models)
     copies = cfg.num_to_keep + (cfg.checkpoint_artifact == "best")
     return trials * copies * per_checkpoint, trials, per_checkpoint
 
