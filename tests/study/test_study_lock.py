@@ -158,3 +158,30 @@ def test_simultaneous_leases_admit_exactly_one(tmp_path):
     winners = [o for o in outcomes if o is not None]
     assert len(winners) == 1, outcomes
     winners[0].release()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_two_drivers_started_together(tmp_path):
+    """The reported race: two drivers at the same moment. One is refused in one line, before it
+    creates anything (the MLflow database among it); the other goes on."""
+    from tests.study.helpers import kill_session, study_cmd
+
+    cmd = study_cmd(tmp_path, "twice", "--space", "noise_sweep", "--smoke-test")
+    procs = [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True) for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 240
+        while all(p.poll() is None for p in procs) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        refused = next(p for p in procs if p.poll() is not None)
+        other = next(p for p in procs if p is not refused)
+        err = refused.stderr.read().strip().splitlines()
+        assert refused.returncode == 2 and len(err) == 1, err
+        assert err[0].startswith("python -m study.run: error: another driver is running this study (host ")
+        assert f"PID {other.pid}, since " in err[0], err
+        assert other.poll() is None, "the holder goes on"
+    finally:
+        for p in procs:
+            kill_session(p.pid)
+            p.wait()
