@@ -36,11 +36,11 @@ def prepare(flags: dict[str, Any]) -> tuple[StudyConfig, bool, dict[str, Any]]:
         exists = study_dir.exists(STUDY_FILE)
     except OSError as err:
         raise StudyError(f"cannot read the study directory {study_dir.path} ({err})") from None
+    check_trusted(study_dir)  # also without study.json: Tune would still unpickle a tuner.pkl found there
     if not exists:
         if flags.get("resume"):
             raise StudyError(f"--resume: no study {name!r} under {storage} (no {STUDY_FILE}); nothing to resume")
         return resolve({**flags, **identity}), False, identity
-    check_trusted(study_dir)
     doc, stored = read_study_file(study_dir)
     asked = resolve({**doc["flags"], **identity})
     diffs = identity_diff(stored, asked)

@@ -88,3 +88,16 @@ def test_summary_of_trials_without_config():
         ("a", "(not started)", "pending"), ("b", "smoothed s=0.30 K=3", "interrupted")]
     assert "(not started) | pending" in format_table(cfg, rows)
     assert json.dumps(rows)  # results.csv and the summary run take plain data
+
+
+def test_planted_state_without_study_file_is_refused(capsys, tmp_path):
+    """A directory someone else could write, holding a tuner.pkl but no study.json: Tune would still
+    unpickle it, so a 'new' study there is refused too."""
+    study_dir = tmp_path / "s"
+    study_dir.mkdir()
+    (study_dir / "tuner.pkl").write_bytes(b"planted")
+    os.chmod(study_dir, 0o777)
+    code, lines = run_main(capsys, "--space", "noise_sweep", "--smoke-test", "--storage-path", str(tmp_path),
+                           "--name", "s")
+    assert code == 2 and len(lines) == 1 and f"{study_dir} is writable by group or others (mode 777)" in lines[0]
+    assert os.listdir(study_dir) == ["tuner.pkl"]
