@@ -6,6 +6,7 @@ Every flag that sets a trial hyperparameter is spelled as its TrialConfig key
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -78,6 +79,17 @@ Results: <storage-path>/<name>/ holds Ray's experiment, study.json and (by defau
 Example: python3 -m study.run --space noise_sweep --num-samples 12 --max-epochs 10 --set nr_filters=32"""
 
 
+def finite_float(text: str) -> float:
+    """argparse type of every float flag: nan and inf would start a study whose trials all diverge."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line instead of usage + message
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
@@ -93,8 +105,8 @@ _FLAGS = [
     ("--name", {}, "study name: Ray experiment and MLflow experiment"),
     ("--mlflow-uri", {}, "MLflow tracking URI, e.g. http://host:5000"),
     ("--address", {}, "Ray cluster to join from one of its nodes, e.g. auto or HEAD_IP:6379"),
-    ("--cpus-per-trial", {"type": float}, "CPUs per trial, also its torch threads"),
-    ("--gpus-per-trial", {"type": float}, "GPUs per trial; fractions share a GPU, e.g. 0.25"),
+    ("--cpus-per-trial", {"type": finite_float}, "CPUs per trial, also its torch threads"),
+    ("--gpus-per-trial", {"type": finite_float}, "GPUs per trial; fractions share a GPU, e.g. 0.25"),
     ("--max-concurrent", {"type": int}, "trials running at once"),
     ("--objective", {}, f"comma-separated objectives among {', '.join(OBJECTIVE_MODES)}; two make a "
                         "multi-objective (Pareto) study, e.g. distance,bpd_bound"),
@@ -115,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, kwargs, text in _FLAGS:
         p.add_argument(flag, help=_with_default(flag[2:].replace("-", "_"), text), **kwargs)
     # Flags without a default: they fix a trial hyperparameter or switch a mode.
-    p.add_argument("--noise-std", type=float, help="fix noise_std (sigma on the [-1, 1] scale) for every trial")
+    p.add_argument("--noise-std", type=finite_float, help="fix noise_std (sigma on the [-1, 1] scale) for every trial")
     p.add_argument("--num-mixtures", type=int, help="fix num_mixtures for every trial")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", dest="assignments",
                    help="fix any trial hyperparameter by its name, e.g. --set nr_filters=32 (repeatable)")

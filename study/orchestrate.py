@@ -5,17 +5,21 @@ the same command resumes it, and flags that would change a stored study are refu
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
 from typing import Any
 
-from study import preflight
+from study import disk_space, leftovers, preflight, state_backup
+from study.atomic import sweep_temp_files
 from study.cli import NON_IDENTITY_FLAGS, default_name, identity_diff, option, resolve
 from study.config import StudyConfig, StudyError
+from study.reconcile import reconcile
 from study.storage import STUDY_FILE, StudyDir, normalize_storage_path
 from study.summary import best_rows, format_table, sample_count, table_rows, ui_hint, with_se, write_summary
 from study.progress import ProgressPrinter
+from study.trust import check_trusted
 from study.tracking import MlflowTracker
 from trainables.tune.listener import Fanout
 
@@ -33,18 +37,32 @@ def prepare(flags: dict[str, Any]) -> tuple[StudyConfig, bool, dict[str, Any]]:
         exists = study_dir.exists(STUDY_FILE)
     except OSError as err:
         raise StudyError(f"cannot read the study directory {study_dir.path} ({err})") from None
+    check_trusted(study_dir)  # also without study.json: Tune would still unpickle a tuner.pkl found there
     if not exists:
         if flags.get("resume"):
             raise StudyError(f"--resume: no study {name!r} under {storage} (no {STUDY_FILE}); nothing to resume")
         return resolve({**flags, **identity}), False, identity
-    doc = json.loads(study_dir.read_text(STUDY_FILE))
-    stored = StudyConfig.from_json(json.dumps(doc["config"]))
+    doc, stored = read_study_file(study_dir)
     asked = resolve({**doc["flags"], **identity})
     diffs = identity_diff(stored, asked)
     if diffs:
         raise StudyError(f"study {name!r} exists with other settings: {'; '.join(diffs)}; "
                          "re-run it unchanged to resume, or choose a new --name")
     return dataclasses.replace(stored, address=flags.get("address")), True, doc["flags"]
+
+
+def read_study_file(study_dir: StudyDir) -> tuple[dict, StudyConfig]:
+    """study.json as (document, stored config); a damaged file is a one-line StudyError."""
+    try:
+        doc = json.loads(study_dir.read_text(STUDY_FILE))
+        stored = StudyConfig.from_json(json.dumps(doc["config"]))
+        if not isinstance(doc["flags"], dict):
+            raise TypeError(f"flags is a {type(doc['flags']).__name__}, not an object")
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as err:
+        reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        raise StudyError(f"{study_dir.path}/{STUDY_FILE} is not a readable study file ({reason}); "
+                         "restore it from a backup or choose a new --name") from None
+    return doc, stored
 
 
 def optuna_distributions(searched: dict[str, dict]) -> dict:
@@ -97,10 +115,18 @@ def run_study(cfg: StudyConfig, resuming: bool, flags: dict[str, Any], log=print
     study_dir = StudyDir(cfg.storage_path, cfg.name)
     preflight.check_storage(cfg)
     preflight.check_mlflow(cfg.mlflow_uri)
+    disk_space.warn_if_short(cfg, log)
     if not resuming:
         warm_extractor(cfg)
+    if study_dir.is_local:
+        leftovers.stop_leftovers(study_dir.path, log)  # a SIGKILLed driver's local Ray (we hold the lock)
+        sweep_temp_files(study_dir.path)  # and its half-written files
     cluster = tune_adapter.connect(cfg.address)
     try:
+        if study_dir.is_local:
+            from trainables.tune.internals import local_ray_processes
+
+            leftovers.record(study_dir.path, local_ray_processes())
         preflight.check_cpus(cfg, cluster)
         gpus = preflight.resolve_gpus(cfg, cluster)
         if not resuming:
@@ -115,27 +141,33 @@ def run_study(cfg: StudyConfig, resuming: bool, flags: dict[str, Any], log=print
         spec = tune_spec(cfg, gpus)
         printer = ProgressPrinter(list(cfg.searched), cfg.seed, cfg.objective, cfg.trial["max_epochs"])
         listener = Fanout(tracker, printer)
+        if study_dir.is_local:
+            state_backup.recover(study_dir.path, log)  # a state cut by a full disk or a kill: its last good copy
         restorable = tune_adapter.can_restore(study_dir.path)
         log(f"{'resuming' if restorable else 'starting'} study {cfg.name!r} in {study_dir.path} "
             f"({cfg.space}: {cfg.num_samples} searched + {len(cfg.fixed_trials)} fixed trials, "
             f"{cfg.cpus_per_trial:g} CPU / {gpus:g} GPU per trial)")
-        if not restorable:
-            tracker.mark_interrupted()  # runs of an attempt killed before Tune saved any state
+        tracker.mark_interrupted()  # runs a killed driver left RUNNING (the lock says none is alive); resumed ones reopen
         if restorable:  # Tune's restored TrialEvents callback gets this process's listener
             tuner = tune_adapter.restore_tuner(spec, study_dir.path, listener)
         else:
             tuner = tune_adapter.build_tuner(spec, listener)
         start = time.time()
-        records = tune_adapter.fit(tuner, cfg.objective, cfg.mode)
+        with state_backup.Snapshotter(study_dir.path, log=log) if study_dir.is_local else contextlib.nullcontext():
+            records = tune_adapter.fit(tuner, cfg.objective, cfg.mode)
         wall = time.time() - start
     finally:
         tune_adapter.shutdown()
+        if study_dir.is_local:
+            leftovers.forget(study_dir.path)  # shut down cleanly: nothing of it left to stop
     return finish(cfg, study_dir, tracker, records, wall, gpus, log)
 
 
 def finish(cfg, study_dir, tracker, records, wall, gpus, log) -> dict[str, Any]:
-    states = tracker.states()
     expected = cfg.num_samples * bool(cfg.searched) + len(cfg.fixed_trials)
+    ended = len(records) >= expected and all(r["error"] or r["metrics"].get("epoch") is not None for r in records)
+    reconcile(tracker, records, study_ended=ended and not _any_running(tracker))
+    states = tracker.states()
     interrupted = len(records) < expected or any(s == "running" for s in states.values())
     if interrupted:
         tracker.mark_interrupted()
@@ -165,6 +197,10 @@ def finish(cfg, study_dir, tracker, records, wall, gpus, log) -> dict[str, Any]:
         + (", mlflow.db)" if cfg.mlflow_uri.startswith("sqlite:") else ")"))
     log(ui_hint(cfg, tracker.experiment_id))
     return {"rows": rows, "best": best, "interrupted": interrupted, "summary_run_id": summary_run}
+
+
+def _any_running(tracker: MlflowTracker) -> bool:
+    return any(s == "running" for s in tracker.states().values())
 
 
 def _log_best_checkpoints(tracker: MlflowTracker, records: list[dict]) -> None:

@@ -7,11 +7,18 @@ from typing import Optional
 from study.cli import parse
 from study.config import StudyError
 
+INTERRUPTED = "interrupted; re-run the same command to resume"
+
 
 def main(argv: Optional[list[str]] = None) -> int:
     flags = parse(argv)
     try:
+        from study import preflight
+        from study.atomic import disk_full_reason
+        from study.lock import study_lock
         from study.orchestrate import prepare, run_study
+        from study.storage import StudyDir
+        from study.trust import restrict_umask
 
         cfg, resuming, stored_flags = prepare(flags)
         if flags.get("dry_run"):
@@ -23,14 +30,28 @@ def main(argv: Optional[list[str]] = None) -> int:
                 cpus, gpus = estimate.local_resources()
                 estimate.announce(cfg, cpus, gpus, estimate.local_gpus_per_trial(cfg, gpus))
             return 0
-        summary = run_study(cfg, resuming, stored_flags)
+        preflight.check_storage(cfg)
+        restrict_umask()
+        with study_lock(StudyDir(cfg.storage_path, cfg.name)):
+            cfg, resuming, stored_flags = prepare(flags)  # again, locked: another driver may have begun it meanwhile
+            summary = run_study(cfg, resuming, stored_flags)
     except StudyError as err:
         print(f"python -m study.run: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; re-run the same command to resume", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
+        return 130  # the shell's code for a Ctrl-C'd command
+    except Exception as err:
+        reason = disk_full_reason(err)
+        if reason is None:
+            raise
+        print(f"python -m study.run: error: the disk is full ({reason}); free space, then re-run the same "
+              "command to resume from the last saved state", file=sys.stderr)
+        return 1
+    if summary["interrupted"]:
+        print(INTERRUPTED, file=sys.stderr)
         return 130
-    return 130 if summary["interrupted"] else 0  # 130: the shell's code for a Ctrl-C'd command
+    return 0
 
 
 if __name__ == "__main__":

@@ -64,10 +64,10 @@ class StudyDir:
         fs.create_dir(root, recursive=True)
         target = f"{root}/{relative}"
         if self.is_local:
-            tmp = f"{target}.{uuid.uuid4().hex}.tmp"
-            Path(tmp).write_text(text)
-            os.replace(tmp, target)
-        else:
+            from study.atomic import atomic_write_bytes
+
+            atomic_write_bytes(target, text.encode())  # a failed write leaves the old file, no temp file
+        else:  # an object store's PUT replaces the object whole
             with fs.open_output_stream(target) as f:
                 f.write(text.encode())
 

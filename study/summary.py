@@ -29,9 +29,13 @@ def table_rows(cfg: StudyConfig, records: list[dict], states: dict[str, str]) ->
     for rec in sorted(records, key=lambda r: (r["config"].get("kind") != "baseline", r["config"].get("noise_std", 0),
                                               r["config"].get("num_mixtures", 0), r["trial_id"])):
         cfg_ = rec["config"]
-        row = {"trial_id": rec["trial_id"], "run": run_name(cfg_, list(cfg.searched), cfg.seed),
+        # A trial Tune created but the searcher had not configured yet (Ctrl-C at the start) has no config.
+        started = all(k in cfg_ for k in ("kind", "noise_std", "num_mixtures"))
+        row = {"trial_id": rec["trial_id"],
+               "run": run_name(cfg_, list(cfg.searched), cfg.seed) if started else "(not started)",
                "kind": cfg_.get("kind"), "noise_std": cfg_.get("noise_std"), "num_mixtures": cfg_.get("num_mixtures"),
-               "state": states.get(rec["trial_id"]) or trial_state(rec, int(cfg_.get("max_epochs", 0))),
+               "state": states.get(rec["trial_id"]) or (trial_state(rec, int(cfg_.get("max_epochs", 0)))
+                                                         if started else "pending"),
                "error": rec["error"] or ""}
         row.update({k: cfg_.get(k) for k in cfg.searched if k not in row})
         row.update(rec["metrics"])

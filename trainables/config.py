@@ -6,6 +6,7 @@ key, the flat key Ray Tune passes, the MLflow param and the analysis column.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -125,6 +126,17 @@ class TrialConfig:
 _PARTS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "eval": EvalConfig}
 
 
+def _finite(key: str, value: Any, what: str) -> float:
+    """float(value), refusing text that is no number and nan/inf (a trial would train on garbage)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key} must be {what}, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{key} must be {what}, got {value!r}")
+    return number
+
+
 def _coerce(cls, values: dict[str, Any]) -> dict[str, Any]:
     """Cast values to the field's type (Tune/Optuna hand back numpy scalars, MLflow strings)."""
     types = {f.name: f.type for f in dataclasses.fields(cls)}
@@ -134,11 +146,12 @@ def _coerce(cls, values: dict[str, Any]) -> dict[str, Any]:
         if value is None or kind.startswith("Optional"):
             out[key] = value
         elif kind == "int":
-            if float(value) != int(float(value)):
+            number = _finite(key, value, "an integer")
+            if number != int(number):
                 raise ValueError(f"{key} must be an integer, got {value!r}")
-            out[key] = int(float(value))
+            out[key] = int(number)
         elif kind == "float":
-            out[key] = float(value)
+            out[key] = _finite(key, value, "a finite number")
         elif kind == "bool":
             if str(value).lower() not in ("true", "false", "1", "0"):
                 raise ValueError(f"{key} must be true or false, got {value!r}")

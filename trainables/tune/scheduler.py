@@ -4,6 +4,7 @@ from __future__ import annotations
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
+from trainables.tune.internals import asha_forget, asha_state, set_asha_state
 from trainables.tune.search import FixedTrialsFirst
 
 
@@ -21,7 +22,7 @@ class FixedTrialsExemptASHA(ASHAScheduler):
 
     def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
         if self.searcher.is_fixed(trial.trial_id):
-            self._trial_info.pop(trial.trial_id, None)
+            asha_forget(self, trial.trial_id)
             return
         super().on_trial_complete(tune_controller, trial, result)
 
@@ -35,7 +36,7 @@ class SchedulerState(tune.Callback):
         self.scheduler = scheduler
 
     def get_state(self) -> dict:
-        return {k: v for k, v in self.scheduler.__dict__.items() if k != "searcher"}
+        return {k: v for k, v in asha_state(self.scheduler).items() if k != "searcher"}
 
     def set_state(self, state: dict) -> None:
-        self.scheduler.__dict__.update(state)
+        set_asha_state(self.scheduler, state)

@@ -6,6 +6,8 @@ from typing import Optional
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from trainables.tune.internals import optuna_study, optuna_trials, told_trials
+
 
 class PruneAwareOptunaSearch(OptunaSearch):
     """OptunaSearch that records early-stopped trials as PRUNED and reports intermediate values by epoch.
@@ -20,27 +22,27 @@ class PruneAwareOptunaSearch(OptunaSearch):
             return  # multi-objective Optuna takes no intermediate values; non-evaluation epochs lack it
         reported = self.__dict__.setdefault("_reported_steps", set())  # a resumed trial repeats epochs
         if (trial_id, int(result["epoch"])) not in reported:
-            self._ot_trials[trial_id].report(float(result[self.metric]), int(result["epoch"]))
+            optuna_trials(self)[trial_id].report(float(result[self.metric]), int(result["epoch"]))
             reported.add((trial_id, int(result["epoch"])))
 
     def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
-        if result and not error and trial_id not in self._completed_trials:
+        if result and not error and trial_id not in told_trials(self):
             if int(result.get("epoch", 0)) < int(result["config/max_epochs"]):
-                self._ot_study.tell(self._ot_trials[trial_id], state=optuna_state("PRUNED"))
-                self._completed_trials.add(trial_id)
+                optuna_study(self).tell(optuna_trials(self)[trial_id], state=optuna_state("PRUNED"))
+                told_trials(self).add(trial_id)
                 return
         super().on_trial_complete(trial_id, result=result, error=error)
 
     def optuna_trial(self, trial_id: str) -> Optional[dict]:
         """Plain data of the Optuna trial behind a Tune trial: number, state, values, params."""
-        if trial_id not in self._ot_trials:
+        if trial_id not in optuna_trials(self):
             return None
-        frozen = self._ot_study.get_trials(deepcopy=False)[self._ot_trials[trial_id].number]
+        frozen = optuna_study(self).get_trials(deepcopy=False)[optuna_trials(self)[trial_id].number]
         return {"number": frozen.number, "state": frozen.state.name, "values": frozen.values, "params": frozen.params}
 
     def optuna_history(self) -> list[dict]:
-        trials = self._ot_study.get_trials(deepcopy=False)
-        best = {t.number for t in self._ot_study.best_trials} if any(t.state.name == "COMPLETE" for t in trials) else set()
+        trials = optuna_study(self).get_trials(deepcopy=False)
+        best = {t.number for t in optuna_study(self).best_trials} if any(t.state.name == "COMPLETE" for t in trials) else set()
         return [{"number": t.number, "state": t.state.name, "values": t.values, "params": t.params,
                  "pareto_optimal": t.number in best} for t in trials]
 
@@ -58,7 +60,10 @@ class _NothingToSearch(Searcher):
         return Searcher.FINISHED
 
     def save(self, checkpoint_path: str) -> None:
-        open(checkpoint_path, "wb").close()
+        import pickle
+
+        with open(checkpoint_path, "wb") as f:  # a complete pickle: an empty file reads as one cut by a full disk
+            pickle.dump({}, f)
 
     def restore(self, checkpoint_path: str) -> None:
         pass

@@ -1,0 +1,116 @@
+"""Every use of a private attribute of Ray Tune or Optuna, in one place.
+
+Ray's OptunaSearch keeps its Optuna study and trials in private attributes, ASHA keeps its
+rungs in private ones, and neither offers a public way to mark a trial PRUNED or to save
+rungs with the experiment. These accessors are the only code that touches them;
+`check_internals()` (run by tests/trainables/test_tune_internals.py) fails loudly, naming
+the installed versions, when an upgrade moves them. The versions they were written
+against are the upper bounds in pyproject.toml.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+TESTED_WITH = {"ray": "2.60.0", "optuna": "5.0.0"}  # = the upper bounds in pyproject.toml
+
+
+class InternalsChanged(RuntimeError):
+    """A private attribute this project relies on is gone or changed its type."""
+
+
+# ------------------------------------------------------------------ Ray's OptunaSearch
+
+def optuna_trials(search) -> dict:
+    """Tune trial id -> live optuna.Trial of an OptunaSearch (`_ot_trials`)."""
+    return search._ot_trials
+
+
+def optuna_study(search):
+    """The optuna.Study behind an OptunaSearch (`_ot_study`)."""
+    return search._ot_study
+
+
+def told_trials(search) -> set:
+    """Tune trial ids already told to Optuna (`_completed_trials`)."""
+    return search._completed_trials
+
+
+# ------------------------------------------------------------------ Ray's ASHA
+
+def asha_state(scheduler) -> dict[str, Any]:
+    """ASHA's whole state (rungs, trial -> bracket, counters), as its own save() pickles it."""
+    return dict(scheduler.__dict__)
+
+
+def set_asha_state(scheduler, state: dict[str, Any]) -> None:
+    scheduler.__dict__.update(state)
+
+
+def asha_forget(scheduler, trial_id: str) -> None:
+    """Drop a trial from ASHA's trial -> bracket map (`_trial_info`) without recording it."""
+    scheduler._trial_info.pop(trial_id, None)
+
+
+def asha_rungs(scheduler) -> list[tuple[int, dict[str, float]]]:
+    """(milestone, {trial id: signed objective}) of every rung of every bracket (`_brackets`, `_rungs`)."""
+    return [(milestone, dict(recorded)) for bracket in scheduler._brackets for milestone, recorded in bracket._rungs]
+
+
+# ------------------------------------------------------------------ Ray's local node
+
+def local_ray_processes() -> dict:
+    """{"session_dir", "raylet_pid", "pids"} of the Ray this driver started (`_global_node`),
+    or {} when it joined a cluster: what to stop if the driver dies without shutting it down."""
+    import ray
+
+    try:
+        node = ray._private.worker._global_node
+        if node is None or not node.head or not getattr(node, "all_processes", None):
+            return {}
+        pids = {kind: [info.process.pid for info in infos] for kind, infos in node.all_processes.items()}
+    except AttributeError:  # internals moved (tests/study/test_stale_cluster.py says so): no cleanup, no crash
+        return {}
+    return {"session_dir": node.get_session_dir_path(), "raylet_pid": (pids.get("raylet") or [None])[0],
+            "pids": sorted(p for ps in pids.values() for p in ps)}
+
+
+# ------------------------------------------------------------------ the check
+
+def installed_versions() -> dict[str, str]:
+    import optuna
+    import ray
+
+    return {"ray": ray.__version__, "optuna": optuna.__version__}
+
+
+def check_internals() -> None:
+    """Build a real OptunaSearch and ASHA and exercise every accessor above; raise
+    InternalsChanged naming the installed and the tested versions if one no longer fits."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    try:
+        search = OptunaSearch(space={"x": FloatDistribution(0.0, 1.0)}, metric="m", mode="min",
+                              sampler=optuna.samplers.RandomSampler(seed=0))
+        search.suggest("t0")
+        _expect(isinstance(optuna_trials(search).get("t0"), optuna.Trial), "OptunaSearch._ot_trials[id] is an optuna.Trial")
+        _expect(isinstance(optuna_study(search), optuna.Study), "OptunaSearch._ot_study is an optuna.Study")
+        _expect(isinstance(told_trials(search), set), "OptunaSearch._completed_trials is a set")
+        asha = ASHAScheduler(time_attr="epoch", metric="m", mode="min", max_t=8, grace_period=2, reduction_factor=2)
+        rungs = asha_rungs(asha)
+        _expect([m for m, _ in rungs] == [8, 4, 2], f"ASHA rungs at epochs [8, 4, 2], got {[m for m, _ in rungs]}")
+        state = asha_state(asha)
+        _expect({"_trial_info", "_brackets"} <= set(state), "ASHA keeps _trial_info and _brackets in __dict__")
+        asha_forget(asha, "t0")
+    except InternalsChanged:
+        raise
+    except Exception as err:  # AttributeError, TypeError, a changed constructor
+        _expect(False, f"{type(err).__name__}: {err}")
+
+
+def _expect(ok: bool, what: str) -> None:
+    if not ok:
+        raise InternalsChanged(f"private internals changed: {what} no longer holds with {installed_versions()} "
+                               f"(written against {TESTED_WITH}); update trainables/tune/internals.py")
