@@ -21,6 +21,8 @@ BASELINE = {"kind": "baseline", "noise_std": 0.0}
 # use the MNIST setting), Adam lr 2e-4.
 _PAPER_MNIST = {"noise_std": 0.5, "num_mixtures": 10, "nr_filters": 40, "nr_resnet": 5, "lr": 2e-4}
 _PAPER_CIFAR10 = {"noise_std": 0.3, "num_mixtures": 10, "nr_filters": 160, "nr_resnet": 5, "dropout": 0.5, "lr": 2e-4}
+# CelebA 32x32: their configs/pixelcnnpp_smoothed_train_celeba.yml (sigma 0.3, batch 80, no dropout set).
+_PAPER_CELEBA = {"noise_std": 0.3, "num_mixtures": 10, "nr_filters": 160, "nr_resnet": 5, "lr": 2e-4, "batch_size": 80}
 
 NOISE_SWEEP = SearchSpace(
     name="noise_sweep",
@@ -53,7 +55,7 @@ PAPER = SearchSpace(
     params={},
     fixed={},
     fixed_per_dataset={"cifar10": _PAPER_CIFAR10, "mnist": _PAPER_MNIST,
-                       "fashion_mnist": _PAPER_MNIST, "digits": _PAPER_MNIST},
+                       "fashion_mnist": _PAPER_MNIST, "digits": _PAPER_MNIST, "celeba": _PAPER_CELEBA},
     fixed_trials=({"kind": "smoothed"}, BASELINE),
     default_num_samples=1,
 )

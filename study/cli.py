@@ -39,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
                 formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=None)
     p.add_argument("--space", help=f"search space: {', '.join(SPACES)} (required unless --resume)")
     p.add_argument("--dataset", help=f"{' | '.join(DATASETS)} (default: digits, offline)")
-    p.add_argument("--data-dir", help="directory with the torchvision dataset files (default: ~/.cache/smoothing-study/data)")
+    p.add_argument("--data-dir", help="directory with the dataset files: torchvision's layout, the four IDX files "
+                   "(e.g. /usr/share/datasets/fashion-mnist), DIR/celeba/, or any folder of PNG/JPEG images for "
+                   "--dataset folder (default: ~/.cache/smoothing-study/data)")
     p.add_argument("--num-samples", type=int, help="trials Optuna proposes, besides the space's fixed trials "
                    "(default: the space's; for paper, which searches nothing: repeats with seeds S, S+1, ...)")
     p.add_argument("--max-epochs", type=int, help="epochs per trial (default: sized for a ~10 minute digits study)")

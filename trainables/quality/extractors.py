@@ -30,8 +30,10 @@ INCEPTION_WEIGHTS_URL = f"https://github.com/toshas/torch-fidelity/releases/down
 INCEPTION_WEIGHTS_ENV_VAR = "SMOOTHING_STUDY_INCEPTION_WEIGHTS"
 INCEPTION_WEIGHTS_FLAG = "--inception-weights"
 
+# celeba and folder have no 10-class labels to train a classifier on: TF-Inception, as for
+# CIFAR-10 and as the literature reports FID on CelebA (its weights file must be at hand offline).
 DEFAULT_EXTRACTORS = {"digits": "digits_cnn", "mnist": "mnist_cnn", "fashion_mnist": "fashion_mnist_cnn",
-                      "cifar10": "inception"}
+                      "cifar10": "inception", "celeba": "inception", "folder": "inception"}
 
 
 @dataclass(frozen=True)
@@ -108,8 +110,9 @@ def _classifier_extractor(trained_on: str, dataset: str, *, data_dir, cache_dir,
                           inception_weights) -> FeatureExtractor:
     del inception_weights  # uniform factory signature; a classifier has its own weights
     if dataset != trained_on:
+        alternatives = sorted({default_extractor(dataset), "inception"})
         raise ValueError(f"{trained_on}_cnn scores {trained_on} images only, not {dataset}; "
-                         f"use {default_extractor(dataset)!r} or 'inception'")
+                         f"use {' or '.join(repr(a) for a in alternatives)}")
     classifier = load_classifier(dataset, data_dir=data_dir, cache_dir=cache_dir, device=device, log=log)
     model = classifier.model
 

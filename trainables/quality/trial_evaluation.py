@@ -58,7 +58,8 @@ class SampleEvaluator:
         for sampler, images in self.last_samples.items():
             scores = evaluate_samples(images, cfg.data.dataset, extractor=self.extractor,
                                       data_dir=cfg.data.data_dir, device=self.device, log=self.log,
-                                      inception_weights=cfg.eval.inception_weights or None)
+                                      inception_weights=cfg.eval.inception_weights or None,
+                                      image_size=cfg.data.image_size)
             for key in (self.names["distance"], self.names["score"]):
                 metrics[f"{key}_{sampler}"] = scores[key]
                 if sampler == product:
