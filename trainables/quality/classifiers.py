@@ -5,6 +5,12 @@ the Inception-Score probabilities. The network is trained once per content hash
 (training and test data, architecture, hyperparameters), cached under the cache dir
 with its test accuracy, and refused when that accuracy is below the spec's threshold:
 a metric computed with a poor classifier would be noise with a trustworthy name.
+
+Training is sized by the data, not by a fixed epoch count: Adam steps up to a budget,
+checked every `eval_every` steps on a held-out part of the training split; when the
+held-out accuracy stalls the lr drops 10x (from the best weights), at the next stall
+training stops, and the best weights are kept. A 5,000-image training split thus gets
+as many passes as it needs and a 60,000-image one no more than it needs.
 """
 from __future__ import annotations
 
@@ -69,7 +75,9 @@ HOLDOUT_MAX = 5000  # held-out images for early stopping: enough to resolve 0.3%
 # celeba and folder have no 10-class labels: their default extractor is `inception`.
 CLASSIFIER_SPECS = {
     "digits": ClassifierSpec("digits", max_steps=600, eval_every=50, batch_size=64, min_accuracy=0.95),
-    "mnist": ClassifierSpec("mnist", batch_size=128, lr=1e-3, max_shift=2, min_accuracy=0.98,
+    # mnist: 16/32 channels, a third of the cost of 32/64: from 4,500 real MNIST images (500 held
+    # out) 0.987 test accuracy after 2,900 steps, 115 CPU s (tests/trainables/test_classifier_floor.py).
+    "mnist": ClassifierSpec("mnist", widths=(16, 32), batch_size=128, lr=2e-3, max_shift=2, min_accuracy=0.98,
                             train_device="auto"),
     "fashion_mnist": ClassifierSpec("fashion_mnist", batch_size=128, lr=1e-3, max_shift=2, min_accuracy=0.88,
                                     train_device="auto"),
