@@ -132,3 +132,26 @@ def test_failed_download_hint_survives_into_the_study_error(capsys, tmp_path, mo
     for part in ("Put these files in place", "train-images-idx3-ubyte[.gz]", "train-labels-idx1-ubyte[.gz]",
                  "no network"):
         assert part in lines[0], lines[0]
+
+
+def test_folder_study_without_inception_weights_fails_in_one_line(capsys, tmp_path, monkeypatch):
+    from PIL import Image
+
+    from trainables.quality import extractors as fx
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(3):
+        Image.new("RGB", (20, 12), (40 * i, 0, 0)).save(images / f"{i}.png")
+    monkeypatch.delenv(fx.INCEPTION_WEIGHTS_ENV_VAR, raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+    def offline(url, destination):
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(fx, "_download", offline)
+    code, lines = run_main(capsys, "--space", "noise_sweep", "--smoke-test", "--dataset", "folder",
+                           "--data-dir", str(images), "--storage-path", str(tmp_path / "studies"))
+    assert code == 2 and len(lines) == 1, lines
+    assert fx.INCEPTION_WEIGHTS_FILE in lines[0] and fx.INCEPTION_WEIGHTS_FLAG in lines[0]
+    assert not (tmp_path / "studies" / "noise_sweep-folder-smoke").exists()
