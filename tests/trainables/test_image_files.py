@@ -7,7 +7,6 @@ import pytest
 import torch
 from PIL import Image
 
-from trainables import image_files
 from trainables.config import TrialConfig
 from trainables.data import DataFileError, image_shape, load_dataset
 
