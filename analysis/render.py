@@ -72,8 +72,8 @@ def state_mark(state: str) -> str:
 def trials_view(trials: pd.DataFrame, extractor: Optional[str]) -> Table:
     distance = sample_metric_name("distance", extractor) if extractor else None
     score = sample_metric_name("score", extractor) if extractor else None
-    header = ["run", "trial_id", "state", "status", "epochs", "noise_std", "num_mixtures", "seed", "bpd_bound",
-              *(f"{c} (± SE)" for c in (distance, score) if c), "samples", "last update (UTC)", "note"]
+    header = ["run", "trial_id", "state", "status", "epochs", "noise_std", "num_mixtures", "seed", "train_subset",
+              "bpd_bound", *(f"{c} (± SE)" for c in (distance, score) if c), "samples", "last update (UTC)", "note"]
     rows = []
     for _, t in trials.iterrows():
         note = "; ".join(x for x in (str(t["error"]) if t.get("error") else "",
@@ -81,7 +81,8 @@ def trials_view(trials: pd.DataFrame, extractor: Optional[str]) -> Table:
         epochs = f"{t['epochs']}/{t['max_epochs']}" if "max_epochs" in t else str(t["epochs"])
         updated = t["last_update"].strftime("%Y-%m-%d %H:%M") if pd.notna(t.get("last_update")) else MISSING
         rows.append([str(t["run_name"]), str(t["trial_id"]), state_mark(t["state"]), str(t["status"]), epochs,
-                     fmt(t.get("noise_std")), fmt(t.get("num_mixtures")), fmt(t.get("seed")), fmt(t.get("bpd_bound")),
+                     fmt(t.get("noise_std")), fmt(t.get("num_mixtures")), fmt(t.get("seed")),
+                     "all" if t.get("train_subset") == 0 else fmt(t.get("train_subset")), fmt(t.get("bpd_bound")),
                      *(mean_std(t.get(c), None, se=t.get(standard_error_name(c))) for c in (distance, score) if c),
                      fmt(t.get("num_eval_samples")), updated, note])
     return Table(header, rows)

@@ -43,11 +43,30 @@ def header(data: StudyData) -> list[Block]:
                    f"`{tags.get('objective', '?')}` ({mode}); feature extractor `{data.extractor or '?'}`. "
                    f"MLflow `{data.mlflow_uri}`, experiment {data.experiment_id}, summary run "
                    f"`{data.summary_run_id or 'none yet'}`. Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC."),
-             ("p", f"**{len(trials)} trials**: {state_counts(trials) if len(trials) else 'none yet'}.")]
+             ("p", f"**{len(trials)} trials**: {state_counts(trials) if len(trials) else 'none yet'}."),
+             ("p", data_settings(trials))]
     if len(trials) and (trials["state"] == "running").any():
         lines.append(("p", "**The study is still running**: aggregates use completed trials only; the trials "
                            "table and the hollow markers in the plots show the others at their latest epoch."))
     return lines
+
+
+def data_settings(trials: pd.DataFrame) -> str:
+    """The images the trials saw: training subset, test cap for bits/dim, image size and data dir
+    (each a param of every trial; one fixed seeded choice shared by the whole study)."""
+    def shown(key: str, zero: str) -> str:
+        if key not in trials.columns or trials[key].isna().all():
+            return "not recorded"
+        values = sorted({zero if v == 0 else fmt(v) for v in trials[key].dropna()}, key=str)
+        return " / ".join(values)
+
+    parts = [f"training images `train_subset` = {shown('train_subset', 'all')}",
+             f"test images for bits/dim `max_eval_images` = {shown('max_eval_images', 'all')}"]
+    if "image_size" in trials.columns and trials["image_size"].fillna(0).astype(float).any():
+        parts.append(f"`image_size` = {shown('image_size', 'default')}")
+    if "data_dir" in trials.columns and trials["data_dir"].notna().any():
+        parts.append(f"`data_dir` = {shown('data_dir', '')}")
+    return "Data: " + "; ".join(parts) + " (subsets: one fixed seeded choice, the same in every trial)."
 
 
 def main_result(data: StudyData, paper: pd.DataFrame, extractor_ids: list[str]) -> list[Block]:

@@ -15,8 +15,10 @@ from typing import Optional
 
 # Feature extractor ids (trainables/quality/extractors.py: EXTRACTORS holds a factory for each).
 EXTRACTOR_IDS = ("inception", "digits_cnn", "mnist_cnn", "fashion_mnist_cnn", "cifar10_cnn")
+# celeba and folder have no 10-class labels to train a classifier on: TF-Inception, as for CIFAR-10
+# and as the literature reports FID on CelebA (its weights file must be at hand offline).
 DEFAULT_EXTRACTORS = {"digits": "digits_cnn", "mnist": "mnist_cnn", "fashion_mnist": "fashion_mnist_cnn",
-                      "cifar10": "inception"}
+                      "cifar10": "inception", "celeba": "inception", "folder": "inception"}
 SAMPLERS = ("onestep", "twostep", "direct")  # order of columns and rows; "" = the product samples
 PRODUCT_SAMPLER = {"baseline": "direct", "smoothed": "twostep"}  # what `fd_E`/`is_E` repeat per kind
 FAMILIES = ("distance", "score")

@@ -28,6 +28,8 @@ _PAPER_COMMON = {"num_mixtures": 10, "nr_resnet": 5, "dropout": 0.5, "lr": 2e-4,
                  "denoiser_batch_size": 50, "denoiser_likelihood": "continuous", "gradient_mode": "fixed_output"}
 _PAPER_MNIST = {**_PAPER_COMMON, "noise_std": 0.5, "nr_filters": 40}
 _PAPER_CIFAR10 = {**_PAPER_COMMON, "noise_std": 0.3, "nr_filters": 160}
+# CelebA 32x32: their configs/pixelcnnpp_smoothed_train_celeba.yml (sigma 0.3, 160 filters, batch 80).
+_PAPER_CELEBA = {**_PAPER_COMMON, "noise_std": 0.3, "nr_filters": 160}
 
 NOISE_SWEEP = SearchSpace(
     name="noise_sweep",
@@ -60,7 +62,7 @@ PAPER = SearchSpace(
     params={},
     fixed={},
     fixed_per_dataset={"cifar10": _PAPER_CIFAR10, "mnist": _PAPER_MNIST,
-                       "fashion_mnist": _PAPER_MNIST, "digits": _PAPER_MNIST},
+                       "fashion_mnist": _PAPER_MNIST, "digits": _PAPER_MNIST, "celeba": _PAPER_CELEBA},
     fixed_trials=({"kind": "smoothed"}, BASELINE),
     default_num_samples=1,
 )

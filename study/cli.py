@@ -98,7 +98,9 @@ class _Parser(argparse.ArgumentParser):
 # (flag, argparse keywords, help text without its default); the default comes from CLI_DEFAULTS.
 _FLAGS = [
     ("--dataset", {}, " | ".join(DATASETS)),
-    ("--data-dir", {}, "directory with the torchvision dataset files"),
+    ("--data-dir", {}, "directory with the dataset files: torchvision's layout, the four IDX files "
+                     "(e.g. /usr/share/datasets/fashion-mnist), DIR/celeba/, or any folder of PNG/JPEG images for "
+                     "--dataset folder"),
     ("--num-samples", {"type": int}, "trials Optuna proposes, besides the space's fixed trials"),
     ("--max-epochs", {"type": int}, "epochs per trial"),
     ("--storage-path", {}, "local path or URI (s3://bucket/dir) for the study directory"),

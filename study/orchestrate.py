@@ -24,6 +24,7 @@ from study.tracking import MlflowTracker
 from trainables.tune.listener import Fanout
 
 N_STARTUP_MAX = 10  # Optuna's default number of random trials before TPE
+WARM_UP_IMAGES = 64  # training images of an image-file dataset the driver decodes before the trials
 
 
 def prepare(flags: dict[str, Any]) -> tuple[StudyConfig, bool, dict[str, Any]]:
@@ -99,13 +100,19 @@ def warm_extractor(cfg: StudyConfig) -> None:
     from trainables.quality.extractors import build_extractor
     from trainables.quality.reference_stats import reference_statistics
 
+    from trainables.data import RESIZABLE, load_dataset
+
     dataset, data_dir = cfg.trial["dataset"], cfg.trial["data_dir"]
-    try:
+    image_size = cfg.trial.get("image_size", 0)
+    try:  # the training split too: a damaged file fails here, not in every trial
+        # (image-file datasets: a few images suffice to find the files; decoding all is each trial's job)
+        subset = cfg.trial.get("train_subset", 0) or (WARM_UP_IMAGES if dataset in RESIZABLE else 0)
+        load_dataset(dataset, "train", data_dir, image_size=image_size, subset=subset)
         model = build_extractor(cfg.extractor, dataset, data_dir=data_dir, log=lambda m: None,
                                 inception_weights=cfg.trial.get("inception_weights") or None)
-        reference_statistics(dataset, model, data_dir=data_dir, log=lambda m: None)
+        reference_statistics(dataset, model, data_dir=data_dir, log=lambda m: None, image_size=image_size)
     except (FileNotFoundError, ValueError, RuntimeError) as err:
-        raise StudyError(str(err).splitlines()[0]) from None
+        raise StudyError(" ".join(str(err).split())) from None  # one line, hint included
 
 
 def run_study(cfg: StudyConfig, resuming: bool, flags: dict[str, Any], log=print) -> dict[str, Any]:

@@ -3,3 +3,24 @@ fastest choice and keeps timings stable on a shared 2-core CI machine."""
 import torch
 
 torch.set_num_threads(1)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def mnist_halves_dir(tmp_path_factory):
+    """../shared/data/mnist (the real 10k test split) as a dataset folder: a seeded half is the
+    training split, the other half the test split. Skips where the shared files are absent."""
+    from tests.idx_files import SHARED_MNIST, SHARED_MNIST_MISSING, mnist_halves
+
+    if not (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.skip(SHARED_MNIST_MISSING)
+    return mnist_halves(tmp_path_factory.mktemp("mnist-halves"))
+
+
+@pytest.fixture(scope="session")
+def real_data_cache_dir(tmp_path_factory):
+    """One classifier cache for the tests on real MNIST: the mnist_cnn that the floor test trains
+    (a minute or two) is the one the end-to-end study loads."""
+    return tmp_path_factory.mktemp("real-data-cache")

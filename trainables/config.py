@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 MODEL_KINDS = ("baseline", "smoothed")  # a "smoothed" trial trains p(x~) and its denoiser p(x|x~)
-DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "celeba", "folder")
 GRADIENT_MODES = ("full", "fixed_output")
 PRECISIONS = ("auto", "bf16", "off")
 DENOISER_LIKELIHOODS = ("discretized", "continuous")  # trainables/losses.py: DenoiserNLL
@@ -27,9 +27,12 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = "digits"                 # digits | mnist | fashion_mnist | cifar10
+    dataset: str = "digits"                 # digits | mnist | fashion_mnist | cifar10 | celeba | folder
     data_dir: Optional[str] = None          # where torchvision datasets live (None: ~/.cache)
     noise_std: float = 0.3                  # smoothing sigma on the [-1, 1] scale; 0 = unsmoothed
+    # Subsets and image files (issue 9).
+    train_subset: int = 0                   # training images used, the same seeded choice in every trial (0: all)
+    image_size: int = 0                     # side S of celeba/folder images, resized to 3 x S x S (0: 32)
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,7 @@ class EvalConfig:
     gradient_mode: str = "full"     # one-step denoising gradient: full | fixed_output
     extractor: str = ""             # feature extractor id; "" picks the dataset default
     inception_weights: str = ""     # TF-Inception weights file; "" = env var / torch hub cache
-    max_eval_images: int = 0        # cap on test images for bpd (0: all)
+    max_eval_images: int = 0        # cap on test images for bpd, a fixed seeded choice (0: all)
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,12 @@ class TrialConfig:
             (t.kind in MODEL_KINDS, f"kind must be one of {MODEL_KINDS}, got {t.kind!r}"),
             (d.dataset in DATASETS, f"dataset must be one of {DATASETS}, got {d.dataset!r}"),
             (d.noise_std >= 0, f"noise_std must be >= 0, got {d.noise_std}"),
+            (d.train_subset >= 0, f"train_subset must be >= 0 (0: all images), got {d.train_subset}"),
+            (d.image_size == 0 or d.dataset in ("celeba", "folder"),
+             f"image_size applies to celeba and folder only; {d.dataset} keeps its own size (use 0)"),
+            (d.image_size >= 0 and d.image_size % 4 == 0,
+             f"image_size must be a multiple of 4 (the network halves it twice), got {d.image_size}"),
+            (e.max_eval_images >= 0, f"max_eval_images must be >= 0 (0: all), got {e.max_eval_images}"),
             (t.kind != "smoothed" or d.noise_std > 0, "a smoothed trial needs noise_std > 0 (use kind=baseline for 0)"),
             (t.kind != "baseline" or d.noise_std == 0, f"a baseline trial has noise_std = 0, got {d.noise_std}"),
             (m.num_mixtures >= 1, f"num_mixtures must be >= 1, got {m.num_mixtures}"),

@@ -7,7 +7,6 @@ rescaled to the 8-bit grid first).
 """
 from __future__ import annotations
 
-import gzip
 import os
 from pathlib import Path
 from typing import Iterator, Optional
@@ -15,41 +14,72 @@ from typing import Iterator, Optional
 import numpy as np
 import torch
 
+from trainables import image_files
 from trainables.cache_files import DEFAULT_DATA_DIR
+from trainables.idx import DataFileError, read_idx, read_idx_pair
+
+__all__ = ["DataFileError", "read_idx", "load_dataset", "image_shape", "subset_indices"]
 
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0
+SUBSET_SEED = 0  # which n images a capped split uses: the same for every trial and process
 
-# IDX file names per dataset and split (torchvision's MNIST layout uses the same names).
-_IDX_FILES = {
-    ("mnist", "train"): ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    ("mnist", "test"): ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
-_IDX_FILES[("fashion_mnist", "train")] = _IDX_FILES[("mnist", "train")]
-_IDX_FILES[("fashion_mnist", "test")] = _IDX_FILES[("mnist", "test")]
+# IDX file names per split, in torchvision's raw/ folder and in Debian's dataset-*-mnist packages
+# (e.g. /usr/share/datasets/fashion-mnist holds exactly these four, gzip-compressed).
+_IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 _TORCHVISION_FOLDER = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
 
-IMAGE_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+# celeba and folder: 3 x S x S for the configured image_size S (these are the defaults, S = 32).
+IMAGE_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32),
+                "celeba": (3, 32, 32), "folder": (3, 32, 32)}
+RESIZABLE = ("celeba", "folder")  # datasets whose image size is chosen by image_size
 
 
-def load_dataset(name: str, split: str, data_dir: Optional[str] = None, with_labels: bool = False):
+def image_shape(name: str, image_size: int = 0) -> tuple[int, int, int]:
+    """(C, H, W) of a dataset; image_size (0: the default) applies to celeba and folder only."""
+    if name not in IMAGE_SHAPES:
+        raise ValueError(f"unknown dataset {name!r}; valid: {sorted(IMAGE_SHAPES)}")
+    if name in RESIZABLE and image_size:
+        return (3, image_size, image_size)
+    return IMAGE_SHAPES[name]
+
+
+def subset_indices(total: int, n: int) -> np.ndarray:
+    """All indices when n <= 0 or n >= total, else a fixed seeded sample of n of them (sorted)."""
+    if n <= 0 or n >= total:
+        return np.arange(total)
+    return np.sort(np.random.default_rng(SUBSET_SEED).permutation(total)[:n])
+
+
+def load_dataset(name: str, split: str, data_dir: Optional[str] = None, with_labels: bool = False, *,
+                 image_size: int = 0, subset: int = 0):
     """Images (N, C, H, W) float32 in [-1, 1]; with `with_labels`, also int64 labels (N,).
 
-    name: digits | mnist | fashion_mnist | cifar10; split: train | test.
-    digits ships with scikit-learn (offline; fixed seeded 80/20 split). The others
-    come through torchvision: files already in `data_dir` are used, otherwise a
-    download is tried; where neither works the error names the files expected.
+    name: digits | mnist | fashion_mnist | cifar10 | celeba | folder; split: train | test.
+    digits ships with scikit-learn (offline; fixed seeded 80/20 split). mnist, fashion_mnist
+    and cifar10 come through torchvision: files already in `data_dir` are used (torchvision's
+    layout, or the four IDX files directly in it as Debian's packages install them), otherwise
+    a download is tried; where neither works the error names the files expected. celeba and
+    folder are image files resized to image_size (image_files.py); they have no labels (-1).
+    subset: n images of the split chosen by a fixed seed (0: all); file datasets decode only those.
+    A damaged file raises DataFileError (a ValueError) naming it.
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    if name == "digits":
-        images, labels = _digits(split)
-    elif name in ("mnist", "fashion_mnist"):
-        images, labels = _idx_dataset(name, split, data_dir)
-    elif name == "cifar10":
-        images, labels = _cifar10(split, data_dir)
+    if name in RESIZABLE:
+        images, labels = _image_file_dataset(name, split, data_dir, image_shape(name, image_size)[1], subset)
     else:
-        raise ValueError(f"unknown dataset {name!r}; valid: {sorted(IMAGE_SHAPES)}")
+        if name == "digits":
+            images, labels = _digits(split)
+        elif name in ("mnist", "fashion_mnist"):
+            images, labels = _idx_dataset(name, split, data_dir)
+        elif name == "cifar10":
+            images, labels = _cifar10(split, data_dir)
+        else:
+            raise ValueError(f"unknown dataset {name!r}; valid: {sorted(IMAGE_SHAPES)}")
+        keep = subset_indices(len(images), subset)
+        images, labels = images[keep], labels[keep]
     x = torch.from_numpy(images.astype(np.float32) / 127.5 - 1.0)
     y = torch.from_numpy(labels.astype(np.int64))
     return (x, y) if with_labels else x
@@ -67,21 +97,6 @@ def _digits(split: str):
     return levels[idx][:, None], bunch.target[idx]
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (optionally .gz): unsigned-byte arrays as used by MNIST."""
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    if raw[2] != 0x08:
-        raise ValueError(f"{path}: only unsigned-byte IDX files are supported")
-    ndim = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(shape)):
-        raise ValueError(f"{path}: header says {shape} but holds {data.size} bytes")
-    return data.reshape(shape)
-
-
 def _find_idx(folder: Path, stem: str) -> Optional[Path]:
     for candidate in (folder / stem, folder / f"{stem}.gz"):
         if candidate.exists():
@@ -94,16 +109,20 @@ def data_root(data_dir: Optional[str]) -> Path:
     return Path(data_dir or os.path.expanduser(DEFAULT_DATA_DIR))
 
 
-def _idx_dataset(name: str, split: str, data_dir: Optional[str]):
+def _idx_dataset(name: str, split: str, data_dir: Optional[str], attempt_download: bool = True):
     root = data_root(data_dir)
-    image_stem, label_stem = _IDX_FILES[(name, split)]
+    image_stem, label_stem = _IDX_FILES[split]
     folders = [root, root / _TORCHVISION_FOLDER[name] / "raw"]
     for folder in folders:
         images, labels = _find_idx(folder, image_stem), _find_idx(folder, label_stem)
         if images and labels:
-            return read_idx(images)[:, None], read_idx(labels)
-    _download_torchvision(name, root, split, expected=[f"{folders[0]}/{s}[.gz]" for s in (image_stem, label_stem)])
-    return _idx_dataset(name, split, str(root))
+            pixels, targets = read_idx_pair(images, labels, image_hw=(28, 28))
+            return pixels[:, None], targets  # (N, 1, 28, 28), (N,)
+    expected = [f"{folders[0]}/{s}[.gz]" for s in (image_stem, label_stem)]
+    if not attempt_download:
+        raise FileNotFoundError(f"{name} {split} split: torchvision's download left none of {', '.join(expected)}")
+    _download_torchvision(name, root, split, expected=expected)
+    return _idx_dataset(name, split, str(root), attempt_download=False)
 
 
 def _download_torchvision(name: str, root: Path, split: str, expected: list[str]) -> None:
@@ -113,9 +132,10 @@ def _download_torchvision(name: str, root: Path, split: str, expected: list[str]
     try:
         cls(str(root), train=(split == "train"), download=True)
     except Exception as err:  # no network, checksum failure, unwritable root
+        reason = " ".join(f"{type(err).__name__}: {err}".split())  # torchvision's message spans lines
         raise FileNotFoundError(
-            f"{name} {split} split not found and could not be downloaded ({type(err).__name__}: {err}). "
-            f"Put these files in place and pass --data-dir {root}: {', '.join(expected)}"
+            f"{name} {split} split not found in {root} and could not be downloaded. Put these files in place "
+            f"and pass --data-dir {root}: {', '.join(expected)} (download error: {reason})"
         ) from err
 
 
@@ -129,6 +149,22 @@ def _cifar10(split: str, data_dir: Optional[str]):
         _download_torchvision("cifar10", root, split, expected=[f"{root}/cifar-10-batches-py/ (from cifar-10-python.tar.gz)"])
         ds = tvd.CIFAR10(str(root), train=(split == "train"), download=False)
     return np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)), np.asarray(ds.targets)
+
+
+def _image_file_dataset(name: str, split: str, data_dir: Optional[str], size: int, subset: int):
+    """celeba or folder: decode only the (subset of the) split's files; labels are -1 (none)."""
+    if not data_dir:
+        raise ValueError(f"--dataset {name} needs --data-dir (the folder that holds the images)")
+    if name == "celeba":
+        folder, names = image_files.celeba_files(data_dir)
+        chosen = image_files.celeba_split(len(names), split)
+        paths, crop = [folder / names[i] for i in chosen], image_files.CELEBA_CROP
+    else:
+        files = image_files.folder_files(data_dir)
+        paths, crop = [files[i] for i in np.sort(image_files.folder_split(len(files), split))], None
+    paths = [paths[i] for i in subset_indices(len(paths), subset)]
+    images = image_files.decode(paths, size, crop)  # (N, 3, S, S) uint8
+    return images, np.full(len(images), -1, dtype=np.int64)
 
 
 def add_noise(x: torch.Tensor, noise_std: float, generator: torch.Generator) -> torch.Tensor:

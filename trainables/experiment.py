@@ -35,9 +35,12 @@ class Experiment:
         self.cfg, self.log = cfg, log
         self.device = torch.device(device) if device is not None else default_device()
         d = cfg.data
-        self.train_images = load_dataset(d.dataset, "train", d.data_dir)  # (N, C, H, W) on CPU
-        test = load_dataset(d.dataset, "test", d.data_dir)
-        self.test_images = test[: cfg.eval.max_eval_images] if cfg.eval.max_eval_images else test
+        # Subsets are one fixed seeded choice (data.SUBSET_SEED), not the trial's seed: every
+        # trial of a study trains and is evaluated on the same images.
+        self.train_images = load_dataset(d.dataset, "train", d.data_dir, image_size=d.image_size,
+                                         subset=d.train_subset)  # (N, C, H, W) on CPU
+        self.test_images = load_dataset(d.dataset, "test", d.data_dir, image_size=d.image_size,
+                                        subset=cfg.eval.max_eval_images)
         self.image_shape = tuple(self.train_images.shape[1:])
         torch.manual_seed(cfg.train.seed)
         self.units = self._build_units()

@@ -21,7 +21,7 @@ SHARED_PARAMS = {"dataset": "digits", "data_dir": None, "nr_filters": 16, "nr_re
                  "batch_size": 64, "lr": 0.002, "lr_decay": 0.999995, "ema_decay": 0.0, "grad_clip": 0.0,
                  "max_epochs": MAX_EPOCHS, "eval_every": EVAL_EVERY, "num_eval_samples": NUM_EVAL_SAMPLES,
                  "bound_noise_draws": 1, "gradient_mode": "full", "extractor": EXTRACTOR, "max_eval_images": 0,
-                 "mixed_precision": "auto", "compile": False}
+                 "mixed_precision": "auto", "compile": False, "train_subset": 500, "image_size": 0}
 
 
 @dataclass

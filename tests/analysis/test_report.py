@@ -52,6 +52,8 @@ def test_cli_writes_the_report(cli_run, study):
         assert f"| **{state}** |" in text, f"{state} trials are marked in the trials table"
     assert "DivergenceError: loss is nan at epoch 3 \\| step 7" in text, "cells are escaped"
     assert "2 CPU + 0.25 GPU per trial" in text and "records no device model" in text
+    assert "Data: training images `train_subset` = 500; test images for bits/dim `max_eval_images` = all" in text
+    assert "| seed | train_subset | bpd_bound |" in text and "| 0 | 500 |" in text
     for name in PLOTS:
         assert f"](plots/{name}.png)" in text
 

@@ -100,3 +100,58 @@ def test_gpu_request_without_gpus_fails_fast(tmp_path):
     assert result.returncode == 2 and len(errors) == 1, result.stdout[-3000:]
     assert "--gpus-per-trial 1 but the Ray cluster has 0 GPUs" in errors[0]
     assert not (tmp_path / "gpu").exists()
+
+
+def test_damaged_data_file_ends_in_one_line_before_anything_is_written(capsys, tmp_path):
+    from tests.idx_files import write_split
+    import numpy as np
+
+    data = tmp_path / "data"
+    for prefix in ("train", "t10k"):
+        write_split(data, prefix, np.zeros((4, 28, 28), np.uint8), np.zeros(4, np.uint8))
+    broken = data / "train-images-idx3-ubyte.gz"
+    broken.write_bytes(b"\x00")  # a 1-byte download
+    code, lines = run_main(capsys, "--space", "noise_sweep", "--smoke-test", "--dataset", "mnist",
+                           "--data-dir", str(data), "--storage-path", str(tmp_path / "studies"))
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("python -m study.run: error: ") and str(broken) in lines[0]
+    assert "named .gz but is not gzip-compressed" in lines[0]
+    assert not (tmp_path / "studies" / "noise_sweep-mnist-smoke").exists()
+
+
+def test_failed_download_hint_survives_into_the_study_error(capsys, tmp_path, monkeypatch):
+    import torchvision.datasets as tvd
+
+    def offline(*args, **kwargs):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried https://a, got:\nno network")
+
+    monkeypatch.setattr(tvd, "MNIST", offline)
+    code, lines = run_main(capsys, "--space", "noise_sweep", "--smoke-test", "--dataset", "mnist",
+                           "--data-dir", str(tmp_path / "empty"), "--storage-path", str(tmp_path / "studies"))
+    assert code == 2 and len(lines) == 1, lines
+    for part in ("Put these files in place", "train-images-idx3-ubyte[.gz]", "train-labels-idx1-ubyte[.gz]",
+                 "no network"):
+        assert part in lines[0], lines[0]
+
+
+def test_folder_study_without_inception_weights_fails_in_one_line(capsys, tmp_path, monkeypatch):
+    from PIL import Image
+
+    from trainables.quality import extractors as fx
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(3):
+        Image.new("RGB", (20, 12), (40 * i, 0, 0)).save(images / f"{i}.png")
+    monkeypatch.delenv(fx.INCEPTION_WEIGHTS_ENV_VAR, raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+    def offline(url, destination):
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(fx, "_download", offline)
+    code, lines = run_main(capsys, "--space", "noise_sweep", "--smoke-test", "--dataset", "folder",
+                           "--data-dir", str(images), "--storage-path", str(tmp_path / "studies"))
+    assert code == 2 and len(lines) == 1, lines
+    assert fx.INCEPTION_WEIGHTS_FILE in lines[0] and fx.INCEPTION_WEIGHTS_FLAG in lines[0]
+    assert not (tmp_path / "studies" / "noise_sweep-folder-smoke").exists()

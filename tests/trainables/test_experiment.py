@@ -59,3 +59,21 @@ def test_checkpoint_loads_with_weights_only_and_holds_the_config(tmp_path):
     assert not list(tmp_path.glob(".checkpoint.pt.tmp*")), "no temporary file left behind"
     with pytest.raises(FileNotFoundError):
         load_checkpoint(tmp_path / "missing", config=exp.cfg.to_flat())
+
+
+def test_training_subset_and_test_cap_are_the_same_seeded_images_in_every_trial():
+    import dataclasses
+
+    from trainables.data import load_dataset, subset_indices
+
+    base = _cfg()
+    cfg = dataclasses.replace(base, data=dataclasses.replace(base.data, train_subset=100))
+    other_seed = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=99, kind="baseline"),
+                                     data=dataclasses.replace(cfg.data, noise_std=0.0))
+    a, b = Experiment(cfg, log=lambda _: None), Experiment(other_seed, log=lambda _: None)
+    train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
+    assert a.train_images.shape == (100, 1, 8, 8) and a.test_images.shape == (64, 1, 8, 8)
+    torch.testing.assert_close(a.train_images, train[torch.from_numpy(subset_indices(len(train), 100))])
+    torch.testing.assert_close(a.test_images, test[torch.from_numpy(subset_indices(len(test), 64))])
+    assert torch.equal(a.train_images, b.train_images) and torch.equal(a.test_images, b.test_images)
+    assert not torch.equal(a.test_images, test[:64]), "a seeded sample, not the first images of the file"

@@ -4,6 +4,7 @@ The digits classifier is trained once per test session into a temporary cache di
 (a few seconds on one CPU thread); everything else reuses it.
 """
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from search_spaces import metric_names as mn
 from trainables.quality import classifiers as clf
 from trainables.quality import extractors as fx
 from trainables.cache_files import CACHE_ENV_VAR, resolve_cache_dir
-from trainables.data import load_dataset
+from trainables.data import load_dataset, subset_indices
 from trainables.quality.scores import FewSamplesWarning
 from trainables.quality.reference_stats import ReferenceStatsWarning, reference_statistics, reference_stats_path
 from trainables.quality.evaluate import evaluate_samples
@@ -122,10 +123,15 @@ def test_classifier_is_cached_by_content_hash(digits_extractor, cache_dir):
 
 
 def test_untrained_classifier_is_refused_and_the_refusal_is_cached(tmp_path):
-    untrained = dataclasses.replace(clf.CLASSIFIER_SPECS["digits"], epochs=0)  # ~10% accuracy
+    untrained = dataclasses.replace(clf.CLASSIFIER_SPECS["digits"], max_steps=0)  # ~10% accuracy
     rng_before = torch.get_rng_state()
-    with pytest.raises(clf.ClassifierAccuracyError, match=r"accuracy 0\.\d+ < required 0\.95"):
+    with pytest.raises(clf.ClassifierAccuracyError) as refused:
         clf.load_classifier("digits", cache_dir=tmp_path, spec=untrained, log=lambda _: None)
+    message = str(refused.value)
+    assert "\n" not in message  # one line: the study prints it as its error
+    for part in (r"reached test accuracy 0\.\d{4} on 359 test images", r"below its floor 0\.95",
+                 r"trained on 1294 images, 0 steps", "more training images", "extractor=inception"):
+        assert re.search(part, message), (part, message)
     assert torch.equal(torch.get_rng_state(), rng_before)  # the trial's RNG stream is untouched
     lines = []
     with pytest.raises(clf.ClassifierAccuracyError):
@@ -134,7 +140,7 @@ def test_untrained_classifier_is_refused_and_the_refusal_is_cached(tmp_path):
 
 
 def test_corrupted_classifier_cache_is_retrained(tmp_path):
-    cheap = dataclasses.replace(clf.CLASSIFIER_SPECS["digits"], epochs=0, min_accuracy=0.0)
+    cheap = dataclasses.replace(clf.CLASSIFIER_SPECS["digits"], max_steps=0, min_accuracy=0.0)
     first = clf.load_classifier("digits", cache_dir=tmp_path, spec=cheap, log=lambda _: None)
     first.path.write_bytes(b"not a checkpoint")
     with pytest.warns(UserWarning, match="unreadable classifier cache"):
@@ -144,7 +150,7 @@ def test_corrupted_classifier_cache_is_retrained(tmp_path):
 
 def test_classifier_trains_when_first_needed_inside_no_grad(tmp_path):
     # Sample evaluation runs under torch.no_grad and triggers the first training on a cold cache.
-    one_epoch = dataclasses.replace(clf.CLASSIFIER_SPECS["digits"], epochs=1, min_accuracy=0.0)
+    one_epoch = dataclasses.replace(clf.CLASSIFIER_SPECS["digits"], max_steps=25, eval_every=25, min_accuracy=0.0)
     with torch.no_grad():
         trained = clf.load_classifier("digits", cache_dir=tmp_path, spec=one_epoch, log=lambda _: None)
     assert trained.test_accuracy > 0.5  # it learned: chance is 0.1
@@ -161,8 +167,12 @@ def test_cache_dir_comes_from_the_environment(tmp_path, monkeypatch):
 def test_reference_stats_round_trip_and_corruption_detection(digits_extractor, tmp_path):
     lines = []
     mu, sigma = reference_statistics("digits", digits_extractor, n=100, cache_dir=tmp_path, log=lines.append)
-    path = reference_stats_path(tmp_path, "digits", "test", digits_extractor, 100)
+    test_images = load_dataset("digits", "test")
+    chosen = test_images[torch.from_numpy(subset_indices(len(test_images), 100))]
+    path = reference_stats_path(tmp_path, "digits", "test", digits_extractor, chosen)
     assert path.exists() and "digits-test-digits_cnn-n100-" in path.name and len(lines) == 1
+    other_images = reference_stats_path(tmp_path, "digits", "test", digits_extractor, chosen.flip(0))
+    assert other_images != path  # another folder (or data dir) of the same dataset: another file
     mu2, sigma2 = reference_statistics("digits", digits_extractor, n=100, cache_dir=tmp_path, log=lines.append)
     assert len(lines) == 1  # loaded, not recomputed
     np.testing.assert_array_equal(mu, mu2)
@@ -183,7 +193,7 @@ def test_reference_stats_round_trip_and_corruption_detection(digits_extractor, t
     np.testing.assert_array_equal(mu, mu4)
     # n above the split size is capped and keyed by the n actually used.
     reference_statistics("digits", digits_extractor, n=10**6, cache_dir=tmp_path, log=lines.append)
-    assert reference_stats_path(tmp_path, "digits", "test", digits_extractor, 359).exists()
+    assert reference_stats_path(tmp_path, "digits", "test", digits_extractor, test_images).exists()
 
 
 # --- registry and names ------------------------------------------------------------------------
@@ -191,8 +201,8 @@ def test_reference_stats_round_trip_and_corruption_detection(digits_extractor, t
 def test_registry_defaults_and_metric_names():
     assert set(fx.EXTRACTORS) == {"inception", "digits_cnn", "mnist_cnn", "fashion_mnist_cnn", "cifar10_cnn"}
     assert tuple(fx.EXTRACTORS) == mn.EXTRACTOR_IDS  # a factory for every id the names know
-    assert [fx.default_extractor(d) for d in ("digits", "mnist", "fashion_mnist", "cifar10")] == [
-        "digits_cnn", "mnist_cnn", "fashion_mnist_cnn", "inception"]
+    assert [fx.default_extractor(d) for d in ("digits", "mnist", "fashion_mnist", "cifar10", "celeba", "folder")] == [
+        "digits_cnn", "mnist_cnn", "fashion_mnist_cnn", "inception", "inception", "inception"]
     assert mn.metric_names("digits_cnn") == {"distance": "fd_digits_cnn", "score": "is_digits_cnn",
                                              "score_std": "is_digits_cnn_std"}
     assert mn.metric_names("inception", "onestep") == {
@@ -263,3 +273,52 @@ def test_inception_plumbing_with_random_weights(random_inception_weights, digits
                             "is_inception_se", "num_samples"}
     assert np.isfinite(metrics["fid_inception"]) and metrics["num_samples"] == 3
     assert 1.0 - 1e-9 <= metrics["is_inception"] <= 3.0 + 1e-9  # at most the number of samples per split
+
+
+# --- classifier training: held-out split, early stopping, threads, shifts --------------------
+
+def test_holdout_is_a_seeded_disjoint_part_of_the_training_split():
+    spec = clf.CLASSIFIER_SPECS["digits"]
+    train, held = clf.split_holdout(1438, spec)
+    assert len(held) == 144 and len(train) == 1294
+    assert set(train.tolist()).isdisjoint(held.tolist()) and len(set(train.tolist()) | set(held.tolist())) == 1438
+    assert torch.equal(clf.split_holdout(1438, spec)[1], held)
+    big = clf.split_holdout(200_000, spec)[1]
+    assert len(big) == clf.HOLDOUT_MAX
+
+
+def test_random_shift_translates_each_image_and_fills_with_background():
+    x = torch.arange(2 * 1 * 5 * 5, dtype=torch.float32).view(2, 1, 5, 5)
+    gen = torch.Generator().manual_seed(3)
+    shifted = clf.random_shift(x, 1, gen)
+    dy, dx = torch.randint(0, 3, (2, 2), generator=torch.Generator().manual_seed(3))
+    for i in range(2):  # independent check: shift by (1 - dy, 1 - dx) with -1 where nothing moved in
+        expected = torch.full((1, 5, 5), -1.0)
+        oy, ox = 1 - int(dy[i]), 1 - int(dx[i])
+        for r in range(5):
+            for c in range(5):
+                if 0 <= r - oy < 5 and 0 <= c - ox < 5:
+                    expected[0, r, c] = x[i, 0, r - oy, c - ox]
+        assert torch.equal(shifted[i], expected)
+    assert torch.equal(clf.random_shift(x, 0, gen), x)
+
+
+def test_training_stops_early_on_the_held_out_accuracy_and_uses_the_allowed_cores(tmp_path, monkeypatch):
+    seen = []
+    inner = clf._train_loop
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return inner(*args, **kwargs)
+
+    monkeypatch.setattr(clf, "_train_loop", spy)
+    before = torch.get_num_threads()
+    # lr 0: the weights never change, so no check after the first sets a new best
+    stalled = dataclasses.replace(clf.CLASSIFIER_SPECS["digits"], lr=0.0, max_steps=5000, eval_every=10,
+                                  patience=2, lr_drops=1, min_accuracy=0.0)
+    trained = clf.load_classifier("digits", cache_dir=tmp_path, spec=stalled, log=lambda _: None)
+    record = torch.load(trained.path, weights_only=True)["training"]
+    # first check sets the best, 2 stale checks drop the lr, 2 more stop: 5 checks of 10 steps
+    assert record["steps"] == 50 and record["best_step"] == 10
+    assert (record["num_train"], record["num_holdout"]) == (1294, 144)
+    assert seen == [clf.allowed_cpus()] and torch.get_num_threads() == before

@@ -14,7 +14,7 @@ from typing import Callable, Optional
 import torch
 
 from search_spaces.metric_names import default_extractor, metric_names, standard_error_name
-from trainables.data import IMAGE_SHAPES
+from trainables.data import IMAGE_SHAPES, image_shape
 from trainables.quality.extractors import build_extractor, run_extractor
 from trainables.quality.scores import feature_statistics, frechet_distance, inception_score
 from trainables.quality.reference_stats import reference_statistics
@@ -24,12 +24,13 @@ IS_SPLITS = 10  # the literature's split count; fewer when there are fewer sampl
 SLOW_SECONDS = 10.0  # runs longer than this log a summary line
 
 
-def _checked_images(images: torch.Tensor, dataset: str) -> torch.Tensor:
+def _checked_images(images: torch.Tensor, dataset: str, image_size: int = 0) -> torch.Tensor:
     """(N, C, H, W) float32 clamped to [-1, 1]; shape and finiteness checked against the dataset."""
     if dataset not in IMAGE_SHAPES:
         raise ValueError(f"unknown dataset {dataset!r}; valid: {sorted(IMAGE_SHAPES)}")
-    if images.dim() != 4 or tuple(images.shape[1:]) != IMAGE_SHAPES[dataset]:
-        raise ValueError(f"{dataset} samples must have shape (N, {', '.join(map(str, IMAGE_SHAPES[dataset]))}), "
+    shape = image_shape(dataset, image_size)
+    if images.dim() != 4 or tuple(images.shape[1:]) != shape:
+        raise ValueError(f"{dataset} samples must have shape (N, {', '.join(map(str, shape))}), "
                          f"got {tuple(images.shape)}")
     if len(images) < 2:
         raise ValueError(f"need at least 2 samples, got {len(images)}")
@@ -44,13 +45,14 @@ def _checked_images(images: torch.Tensor, dataset: str) -> torch.Tensor:
 def evaluate_samples(images: torch.Tensor, dataset: str, *, extractor: str = "", sampler: str = "",
                      data_dir: Optional[str] = None, cache_dir=None, inception_weights: Optional[str] = None,
                      reference_size: int = 0, batch_size: int = 256, device=None,
-                     log: Callable = print) -> dict[str, float]:
+                     log: Callable = print, image_size: int = 0) -> dict[str, float]:
     """Sample-quality metrics of generated images (N, C, H, W) in [-1, 1] (clamped here).
 
     extractor: an id of extractors.EXTRACTORS; "" takes the dataset's default.
     sampler: optional suffix of the names (direct | onestep | twostep).
     reference_size: real test images for the reference statistics (0: the whole split).
     device: where the extractor runs (None: the images' device).
+    image_size: the side of celeba/folder images (0: their default; data.image_shape).
     Returns {distance name: Frechet distance to the real test split, score name: IS
     mean over 10 splits, score name + "_std": IS std, "num_samples": N}, names from
     metric_names(extractor, sampler), e.g. fd_digits_cnn, is_digits_cnn, is_digits_cnn_std.
@@ -58,12 +60,13 @@ def evaluate_samples(images: torch.Tensor, dataset: str, *, extractor: str = "",
     start = time.monotonic()
     extractor_id = extractor or default_extractor(dataset)
     names = metric_names(extractor_id, sampler)
-    images = _checked_images(images, dataset)
+    images = _checked_images(images, dataset, image_size)
     device = torch.device(device) if device is not None else images.device
     model = build_extractor(extractor_id, dataset, data_dir=data_dir, cache_dir=cache_dir, device=device,
                             log=log, inception_weights=inception_weights)
     mu_ref, sigma_ref = reference_statistics(dataset, model, n=reference_size, data_dir=data_dir,
-                                             cache_dir=cache_dir, batch_size=batch_size, log=log)
+                                             cache_dir=cache_dir, batch_size=batch_size, log=log,
+                                             image_size=image_size)
     features, probs = run_extractor(model, images, batch_size=batch_size, log=log, what="samples")
     mu, sigma = feature_statistics(features)  # warns when N < feature dim
     splits = min(IS_SPLITS, len(images))

@@ -84,8 +84,9 @@ def _classifier_extractor(trained_on: str, dataset: str, *, data_dir, cache_dir,
                           inception_weights) -> FeatureExtractor:
     del inception_weights  # uniform factory signature; a classifier has its own weights
     if dataset != trained_on:
+        alternatives = sorted({default_extractor(dataset), "inception"})
         raise ValueError(f"{trained_on}_cnn scores {trained_on} images only, not {dataset}; "
-                         f"use {default_extractor(dataset)!r} or 'inception'")
+                         f"use {' or '.join(repr(a) for a in alternatives)}")
     classifier = load_classifier(dataset, data_dir=data_dir, cache_dir=cache_dir, device=device, log=log)
     model = classifier.model
 

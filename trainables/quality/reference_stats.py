@@ -1,6 +1,6 @@
 """Reference statistics (mu, sigma) of a real data split in an extractor's feature space.
 
-Cached per (dataset, split, extractor id, n, extractor fingerprint) as an .npz holding
+Cached per (dataset, split, extractor id, n, extractor fingerprint, sha256 of the images) as an .npz holding
 mu (D,), sigma (D, D) and the sha256 of both; the hash is recomputed on every load and
 a mismatch (a corrupted or edited file) is recomputed with a warning rather than
 silently shifting every distance of a study.
@@ -15,28 +15,21 @@ import numpy as np
 import torch
 
 from trainables.cache_files import atomic_write, resolve_cache_dir, sha256_of_arrays
-from trainables.data import load_dataset
+from trainables.data import load_dataset, subset_indices
 from trainables.quality.extractors import FeatureExtractor, run_extractor
 from trainables.quality.scores import feature_statistics
-
-SUBSET_SEED = 0  # which n images of the split a capped reference uses
-
 
 class ReferenceStatsWarning(UserWarning):
     """A cached reference-statistics file failed verification and is being recomputed."""
 
 
-def reference_stats_path(cache_dir: Path, dataset: str, split: str, extractor: FeatureExtractor, n: int) -> Path:
-    """One file per (dataset, split, extractor id, n); the fingerprint tells retrained weights apart."""
-    name = f"{dataset}-{split}-{extractor.id}-n{n}-{extractor.fingerprint[:12]}.npz"
+def reference_stats_path(cache_dir: Path, dataset: str, split: str, extractor: FeatureExtractor,
+                         images: torch.Tensor) -> Path:
+    """One file per (dataset, split, extractor id, n, weights, images): the fingerprint tells
+    retrained weights apart, the images' hash tells two folders (or data dirs) of one dataset apart."""
+    data = sha256_of_arrays(images.numpy())[:12]
+    name = f"{dataset}-{split}-{extractor.id}-n{len(images)}-{extractor.fingerprint[:12]}-{data}.npz"
     return cache_dir / "reference_stats" / name
-
-
-def subset_indices(total: int, n: int) -> np.ndarray:
-    """All indices when n == total, else a fixed seeded sample of n of them (sorted)."""
-    if n >= total:
-        return np.arange(total)
-    return np.sort(np.random.default_rng(SUBSET_SEED).permutation(total)[:n])
 
 
 def load_verified(path: Path) -> Optional[tuple[np.ndarray, np.ndarray]]:
@@ -64,20 +57,21 @@ def save_stats(path: Path, mu: np.ndarray, sigma: np.ndarray) -> None:
 
 def reference_statistics(dataset: str, extractor: FeatureExtractor, *, split: str = "test", n: int = 0,
                          data_dir: Optional[str] = None, cache_dir=None, batch_size: int = 256,
-                         log: Callable = print) -> tuple[np.ndarray, np.ndarray]:
+                         log: Callable = print, image_size: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Feature mean (D,) and covariance (D, D), float64, of n real images of `split` (0: all).
 
     n above the split's size is capped to it; the cache key holds the n actually used.
+    image_size: the side of celeba/folder images (data.image_shape).
     """
-    images = load_dataset(dataset, split, data_dir)  # (N, C, H, W) in [-1, 1]
+    images = load_dataset(dataset, split, data_dir, image_size=image_size)  # (N, C, H, W) in [-1, 1]
     n_used = len(images) if n <= 0 else min(n, len(images))
-    path = reference_stats_path(resolve_cache_dir(cache_dir), dataset, split, extractor, n_used)
+    images = images[torch.from_numpy(subset_indices(len(images), n_used))]
+    path = reference_stats_path(resolve_cache_dir(cache_dir), dataset, split, extractor, images)
     cached = load_verified(path)
     if cached is not None:
         return cached
     log(f"{extractor.id}: reference statistics of {n_used} {dataset} {split} images -> {path.name}")
-    features, _ = run_extractor(extractor, images[torch.from_numpy(subset_indices(len(images), n_used))],
-                                batch_size=batch_size, log=log, what=f"{dataset} {split} images")
+    features, _ = run_extractor(extractor, images, batch_size=batch_size, log=log, what=f"{dataset} {split} images")
     mu, sigma = feature_statistics(features)
     save_stats(path, mu, sigma)
     return mu, sigma

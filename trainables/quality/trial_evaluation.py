@@ -59,7 +59,8 @@ class SampleEvaluator:
         for sampler, images in self.last_samples.items():
             scores = evaluate_samples(images, cfg.data.dataset, extractor=self.extractor,
                                       data_dir=cfg.data.data_dir, device=self.device, log=self.log,
-                                      inception_weights=cfg.eval.inception_weights or None)
+                                      inception_weights=cfg.eval.inception_weights or None,
+                                      image_size=cfg.data.image_size)
             for key in (self.names["distance"], self.names["score"]):
                 named = {f"{key}_{sampler}": key, **({key: key} if sampler == product else {})}
                 for name, source in named.items():  # the number and its standard error
