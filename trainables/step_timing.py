@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from trainables.config import TrialConfig
-from trainables.data import IMAGE_SHAPES
+from trainables.data import IMAGE_SHAPES, image_shape
 from trainables.losses import DenoiserNLL, SmoothedNLL
 from trainables.pixelcnnpp import PixelCNNpp
 from trainables.sampling.fast import fast_sample
@@ -56,7 +56,7 @@ def measure_step_times(trial: TrialConfig, threads: int = 1, device=None) -> Ste
     if device.type == "cpu":
         torch.set_num_threads(threads)
     try:
-        return _measure(trial, IMAGE_SHAPES[trial.data.dataset], device)
+        return _measure(trial, image_shape(trial.data.dataset, trial.data.image_size), device)
     finally:
         torch.set_num_threads(before)
 
