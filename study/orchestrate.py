@@ -10,7 +10,7 @@ import json
 import time
 from typing import Any
 
-from study import preflight
+from study import extend, preflight
 from study.cli import NON_IDENTITY_FLAGS, DEFAULT_STORAGE_PATH, default_name, identity_diff, resolve
 from study.config import StudyConfig, StudyError
 from study.storage import STUDY_FILE, StudyDir, normalize_storage_path
@@ -38,12 +38,13 @@ def prepare(flags: dict[str, Any]) -> tuple[StudyConfig, bool, dict[str, Any]]:
         return resolve({**flags, **identity}), False, identity
     doc = json.loads(study_dir.read_text(STUDY_FILE))
     stored = StudyConfig.from_json(json.dumps(doc["config"]))
-    asked = resolve({**doc["flags"], **identity})
+    asked, grown = extend.comparable_request(stored, resolve({**doc["flags"], **identity}), flags, doc["flags"])
     diffs = identity_diff(stored, asked)
     if diffs:
         raise StudyError(f"study {name!r} exists with other settings: {'; '.join(diffs)}; "
                          "re-run it unchanged to resume, or choose a new --name")
-    return dataclasses.replace(stored, address=flags.get("address")), True, doc["flags"]
+    cfg = dataclasses.replace(stored, address=flags.get("address"), num_samples=grown or stored.num_samples)
+    return cfg, True, doc["flags"]
 
 
 def optuna_distributions(searched: dict[str, dict]) -> dict:
@@ -105,6 +106,10 @@ def run_study(cfg: StudyConfig, resuming: bool, flags: dict[str, Any], log=print
         if not resuming:
             study_dir.write_text(STUDY_FILE, json.dumps({"config": json.loads(cfg.to_json()), "flags": flags},
                                                         indent=2, sort_keys=True))
+        else:
+            grown_from = extend.record_extension(study_dir, cfg, flags)
+            if grown_from is not None:
+                log(f"extending study {cfg.name!r} from {grown_from} to {cfg.num_samples} searched trials")
         tracker = MlflowTracker(cfg, study_dir)
         tracker.setup()
         spec = tune_spec(cfg, gpus)

@@ -111,8 +111,13 @@ def can_restore(path: str) -> bool:
 
 
 def restore_tuner(spec: TuneSpec, path: str) -> tune.Tuner:
-    """Resume unfinished trials and retry errored ones from their latest checkpoints."""
-    return tune.Tuner.restore(path, trainable=_trainable(spec), resume_unfinished=True, resume_errored=True)
+    """Resume unfinished trials and retry errored ones from their latest checkpoints; create new
+    trials until the spec's total exists (a study extended by a larger --num-samples, extend.py)."""
+    from trainables.tune.extend import extend_restored
+
+    tuner = tune.Tuner.restore(path, trainable=_trainable(spec), resume_unfinished=True, resume_errored=True)
+    extend_restored(tuner, spec.num_samples + len(spec.fixed_trials))
+    return tuner
 
 
 def fit(tuner: tune.Tuner, objective: tuple, mode: tuple) -> list[dict]:
