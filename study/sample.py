@@ -92,8 +92,6 @@ class ProgressBar:
 
 def sample(args, log=print) -> dict[str, Any]:
     """Everything after parsing; StudyError for bad input, raised before anything is written."""
-    import torch
-
     from trainables import generate
 
     if args.n < 1:
@@ -110,7 +108,7 @@ def sample(args, log=print) -> dict[str, Any]:
     sampler = args.sampler or models.samplers[0]
     try:
         models.check_sampler(sampler)
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        device = generate.pick_device(args.device)
         models.to(device)
     except (ValueError, RuntimeError) as err:
         raise StudyError(str(err).splitlines()[0]) from None

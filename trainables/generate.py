@@ -129,6 +129,14 @@ def activation_floats(models: TrialModels) -> int:
     return total
 
 
+def pick_device(name: Optional[str] = None) -> torch.device:
+    """`name` (cpu, cuda, cuda:1), else cuda where available, else cpu; ValueError for a bad name."""
+    device = torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: no CUDA device here")
+    return device
+
+
 def available_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
