@@ -107,7 +107,8 @@ def from_weights(directory) -> TrialModels:
 
 
 def activation_floats(models: TrialModels) -> int:
-    """Floats of every module output in one forward pass of each network on one image."""
+    """Floats of every module output (activations) in one forward pass of each network on one
+    image; nested modules count again, so it overestimates, which a memory budget can afford."""
     total = 0
 
     def count(module, inputs, output):
@@ -118,8 +119,9 @@ def activation_floats(models: TrialModels) -> int:
     shape = (1, *models.image_shape)
     for net in models.networks.values():
         param = next(net.parameters())
-        x = torch.zeros(shape, device=param.device)
-        hooks = [m.register_forward_hook(count) for m in net.modules()]
+        x = torch.zeros(shape, device=param.device, dtype=param.dtype)
+        # parametrization modules output weights (weight norm), not activations: not counted
+        hooks = [m.register_forward_hook(count) for name, m in net.named_modules() if "parametrizations" not in name]
         try:
             with torch.no_grad():
                 net(x, x) if net.conditional else net(x)
