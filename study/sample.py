@@ -59,8 +59,9 @@ def output_dir(args, source: StudySource, run, sampler_hint: str) -> Path:
     if args.out:
         return Path(args.out).expanduser().resolve()
     name = _slug(f"{run.data.tags.get(TRIAL_ID_TAG) or run.info.run_id}-{sampler_hint}")
-    root = Path(source.study_dir.path) if source.study_dir.is_local else Path("samples", source.name)
-    return (root / "samples" / name if source.study_dir.is_local else root / name).resolve()
+    local = source.study_dir.is_local and Path(source.study_dir.path).is_dir()
+    root = Path(source.study_dir.path, "samples") if local else Path("samples", source.name)
+    return (root / name).resolve()
 
 
 def check_out(out: Path) -> None:
