@@ -80,13 +80,15 @@ class ProgressBar:
         self.total, self.done, self.stream, self.width = total, 0, stream, width
         self.start = time.perf_counter()
 
-    def __call__(self, k: int) -> None:
-        self.done += k
+    def __call__(self, k: float) -> None:
+        if self.done >= self.total - 1e-6:
+            return  # drawn and its line ended (the fractions may sum a rounding error past total)
+        self.done = min(self.total, self.done + k)
         elapsed = time.perf_counter() - self.start
         filled = int(self.width * self.done / self.total)
-        self.stream.write(f"\r  [{'#' * filled}{'.' * (self.width - filled)}] {self.done}/{self.total} images "
+        self.stream.write(f"\r  [{'#' * filled}{'.' * (self.width - filled)}] {self.done:.0f}/{self.total} images "
                           f"{elapsed:.1f} s ({self.done / max(elapsed, 1e-9):.1f} img/s)")
-        if self.done >= self.total:
+        if self.done >= self.total - 1e-6:
             self.stream.write("\n")
         self.stream.flush()
 

@@ -99,7 +99,10 @@ def test_draw_reports_progress_and_refuses_what_a_trial_cannot_do():
     seen = []
     with float64():
         generate.draw(models, 5, "direct", batch_size=2, progress=seen.append)
-    assert seen == [2, 2, 1]
+    assert seen == [0.5] * 8 + [0.25] * 4  # 8 rows, a call every 2 rows: quarters of each batch
+    seen = []
+    generate.draw(models_of("smoothed", dtype=torch.float32), 3, "two-step", batch_size=3, progress=seen.append)
+    assert seen == [3 / 8] * 8  # two passes
     with pytest.raises(ValueError, match="a baseline trial samples with direct, not 'two-step'"):
         generate.draw(models, 2, "two-step", batch_size=2)
     with pytest.raises(ValueError, match="a smoothed trial samples with two-step or one-step"):
@@ -117,7 +120,7 @@ def test_uint8_images_invert_the_data_scaling():
 
 def test_batch_size_from_memory():
     assert generate.choose_batch_size(1000, per_image_bytes=1000, available=10_000) == 5  # half of 10 kB
-    assert generate.choose_batch_size(1000, per_image_bytes=10, available=10**9) == generate.MAX_BATCH
+    assert generate.choose_batch_size(5000, per_image_bytes=10, available=10**9) == generate.MAX_BATCH
     assert generate.choose_batch_size(7, per_image_bytes=10, available=10**9) == 7
     assert generate.choose_batch_size(7, per_image_bytes=10**12, available=10**9) == 1
     small, large = models_of("baseline"), models_of("baseline")
