@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler's uniforms (default: 0)")
     p.add_argument("--batch-size", type=int, default=0, help="images per sampler call (default: 0 = from memory)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1, the fastest for the "
+                   "sampler's small per-pixel ops; 0: torch's default)")
     p.add_argument("--out", help="output folder (default: <storage-path>/<study>/samples/<trial>-<sampler>, "
                    "or ./samples/<study>/... when the study folder is not local)")
     p.add_argument("--metrics", action="store_true", help="score the images: distance and IS against the test split")
@@ -99,8 +101,9 @@ def sample(args, log=print) -> dict[str, Any]:
 
     if args.n < 1:
         raise StudyError(f"--n must be >= 1, got {args.n}")
-    if args.batch_size < 0:
-        raise StudyError(f"--batch-size must be >= 0, got {args.batch_size}")
+    if args.batch_size < 0 or args.threads < 0:
+        raise StudyError(f"--batch-size and --threads must be >= 0, got {args.batch_size} and {args.threads}")
+    generate.set_threads(args.threads)
     source = open_study(args.study, args.storage_path, args.mlflow_uri)
     run = choose_trial(source, args.trial)
     with checkpoint_dir(source, run) as (directory, origin):

@@ -28,9 +28,9 @@ from trainables.sampling.naive import gradient_denoise, to_image_range
 SAMPLERS = {"two-step": "twostep", "one-step": "onestep", "direct": "direct"}  # name -> metric suffix
 UNITS = {"baseline": ("baseline",), "smoothed": ("smoothed", "denoiser")}  # networks of a trial kind
 CONFIG_FILE = "config.json"     # beside the weight files: the trial's flat TrialConfig
-# Images per sampler call. The fast sampler's cost per pixel is mostly Python and kernel-launch
-# overhead, so larger batches are faster: 1000 two-step digits took 111 s at batch 1000 and
-# 214 s at 4 x 256 (2-core CPU under load, README). Memory bounds it first for large images.
+# Images per sampler call; memory bounds it first for large images. Larger batches amortize the
+# per-pixel Python overhead a little: 1000 two-step digits, 1 thread, loaded 2-core CPU:
+# 3.8 s in one batch of 1000, 4.2 s in batches of 256 (two runs each, interleaved).
 MAX_BATCH = 1024
 MEMORY_FRACTION = 0.5           # of the available memory a batch may plan to use
 ACTIVATION_FACTOR = 3           # forward activations + their gradients (one-step) + temporaries
@@ -140,6 +140,13 @@ def pick_device(name: Optional[str] = None) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: no CUDA device here")
     return device
+
+
+def set_threads(threads: int) -> None:
+    """torch's intra-op CPU threads (0: leave them). The sampler's per-pixel ops are small: 1000
+    two-step digits took 3.7-4.7 s with 1 thread and 68-84 s with 2 on a loaded 2-core CPU."""
+    if threads > 0:
+        torch.set_num_threads(threads)
 
 
 def available_bytes(device: torch.device) -> int:

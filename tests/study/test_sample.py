@@ -111,6 +111,7 @@ def test_trial_by_id_name_or_run_id(study, capsys, tmp_path, which):
     (["--trial", "nope"], "no trial 'nope' in study 'fake' (trials: baseline base, smoothed pruned, smoothed smooth)"),
     (["--trial", "pruned"], "trial 'smoothed pruned' has no checkpoint"),
     (["--n", "0"], "--n must be >= 1, got 0"),
+    (["--threads", "-1"], "--batch-size and --threads must be >= 0"),
     (["--out", "{file}/sub"], "is not writable (NotADirectoryError"),
     (["--sampler", "direct"], "a smoothed trial samples with two-step or one-step, not 'direct'"),
     (["--study", "other"], "no study 'other': no MLflow store at"),

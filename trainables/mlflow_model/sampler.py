@@ -8,8 +8,9 @@ numpy, not Ray, MLflow's tracking of the study, or the study's checkpoint format
 
 Input: a DataFrame with columns `n` (images) and `seed` (optional, default 0), one row per
 request; params: `sampler` (two-step | one-step | direct; "" = the trial's product) and
-`batch_size` (0 = from the memory available). Output: uint8 images (N, H, W, C), the
-rows' images in order, v = round((x + 1) * 127.5).
+`batch_size` (0 = from the memory available) and `threads` (torch's CPU threads for the
+process; 0 = leave them; 1 is the fastest on small images, see generate.set_threads).
+Output: uint8 images (N, H, W, C), the rows' images in order, v = round((x + 1) * 127.5).
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ class TrialSampler(mlflow.pyfunc.PythonModel):
         from trainables import generate
 
         params = params or {}
+        generate.set_threads(int(params.get("threads") or 0))
         sampler = params.get("sampler") or self.models.samplers[0]
         self.models.check_sampler(sampler)
         rows = model_input.to_dict("records")
@@ -58,7 +60,7 @@ class TrialSampler(mlflow.pyfunc.PythonModel):
 
 
 def signature(models):
-    """Inputs n, seed (long); params sampler, batch_size; output uint8 (-1, H, W, C)."""
+    """Inputs n, seed (long); params sampler, batch_size, threads; output uint8 (-1, H, W, C)."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
@@ -66,7 +68,8 @@ def signature(models):
     return ModelSignature(
         inputs=Schema([ColSpec("long", "n"), ColSpec("long", "seed", required=False)]),
         outputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, h, w, c))]),
-        params=ParamSchema([ParamSpec("sampler", "string", models.samplers[0]), ParamSpec("batch_size", "long", 0)]))
+        params=ParamSchema([ParamSpec("sampler", "string", models.samplers[0]), ParamSpec("batch_size", "long", 0),
+                            ParamSpec("threads", "long", 0)]))
 
 
 def requirements() -> list[str]:
