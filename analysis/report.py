@@ -196,7 +196,8 @@ def log_report(data: StudyData, out: Path, client=None) -> tuple[str, str]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--study", required=True, help="study name (the --name of python -m study.run)")
+    p.add_argument("--study", required=True, action="append", help="study name (the --name of python -m study.run); "
+                   "repeated: the studies side by side in one report (analysis/compare.py)")
     p.add_argument("--storage-path", help="the study's --storage-path (default: ~/smoothing-studies)")
     p.add_argument("--mlflow-uri", help="MLflow tracking URI (default: the study's, from study.json, else "
                    "sqlite:///<storage-path>/<study>/mlflow.db)")
@@ -207,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if len(args.study) > 1:
+        return compare_main(args)
+    args.study = args.study[0]
     try:
         client = client_for(resolve_mlflow_uri(args.study, args.storage_path, args.mlflow_uri))
         data = load_trials(args.study, args.storage_path, args.mlflow_uri, client=client)
@@ -226,6 +230,22 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"report: {report}  (and {out / REPORT_HTML}, tables/, plots/)")
     if logged:
         print(f"logged to MLflow run {logged[0]} ({logged[1]} run) under {ARTIFACT_PATH}/")
+    return 0
+
+
+def compare_main(args) -> int:
+    from analysis.compare import default_out as compare_out, write_comparison
+
+    try:
+        datas = [load_trials(study, args.storage_path, args.mlflow_uri) for study in args.study]
+        report = write_comparison(datas, Path(args.out) if args.out else compare_out(args.study))
+    except (AnalysisError, MlflowException, OSError) as err:
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"python -m analysis.report: error: {message}", file=sys.stderr)
+        return 2
+    for data in datas:
+        print(f"study {data.study!r}: {len(data.trials)} trials ({sections.state_counts(data.trials) or 'none yet'})")
+    print(f"report: {report}  (and {report.with_name(REPORT_HTML)}, tables/, plots/; not logged to MLflow)")
     return 0
 
 

@@ -74,7 +74,8 @@ log every trial to MLflow. Spaces: """ + "; ".join(f"{s.name}: {s.description}" 
 
 _EPILOG = """\
 Re-running the same command (same --name and --storage-path) resumes the study; so does
---resume --name NAME. A resumed study keeps its settings: flags that would change them are refused.
+--resume --name NAME. A resumed study keeps its settings: flags that would change them are refused,
+except a larger --num-samples, which extends the study (study/extend.py).
 Results: <storage-path>/<name>/ holds Ray's experiment, study.json and (by default) mlflow.db.
 Example: python3 -m study.run --space noise_sweep --num-samples 12 --max-epochs 10 --set nr_filters=32"""
 

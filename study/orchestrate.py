@@ -11,7 +11,7 @@ import json
 import time
 from typing import Any
 
-from study import disk_space, leftovers, preflight, state_backup
+from study import disk_space, extend, leftovers, preflight, state_backup
 from study.atomic import sweep_temp_files
 from study.cli import NON_IDENTITY_FLAGS, default_name, identity_diff, option, resolve
 from study.config import StudyConfig, StudyError
@@ -44,12 +44,13 @@ def prepare(flags: dict[str, Any]) -> tuple[StudyConfig, bool, dict[str, Any]]:
             raise StudyError(f"--resume: no study {name!r} under {storage} (no {STUDY_FILE}); nothing to resume")
         return resolve({**flags, **identity}), False, identity
     doc, stored = read_study_file(study_dir)
-    asked = resolve({**doc["flags"], **identity})
+    asked, grown = extend.comparable_request(stored, resolve({**doc["flags"], **identity}), flags, doc["flags"])
     diffs = identity_diff(stored, asked)
     if diffs:
         raise StudyError(f"study {name!r} exists with other settings: {'; '.join(diffs)}; "
                          "re-run it unchanged to resume, or choose a new --name")
-    return dataclasses.replace(stored, address=flags.get("address")), True, doc["flags"]
+    cfg = dataclasses.replace(stored, address=flags.get("address"), num_samples=grown or stored.num_samples)
+    return cfg, True, doc["flags"]
 
 
 def read_study_file(study_dir: StudyDir) -> tuple[dict, StudyConfig]:
@@ -143,6 +144,10 @@ def run_study(cfg: StudyConfig, resuming: bool, flags: dict[str, Any], log=print
         if not resuming:
             study_dir.write_text(STUDY_FILE, json.dumps({"config": json.loads(cfg.to_json()), "flags": flags},
                                                         indent=2, sort_keys=True))
+        else:
+            grown_from = extend.record_extension(study_dir, cfg, flags)
+            if grown_from is not None:
+                log(f"extending study {cfg.name!r} from {grown_from} to {cfg.num_samples} searched trials")
         tracker = MlflowTracker(cfg, study_dir)
         tracker.setup()
         spec = tune_spec(cfg, gpus)

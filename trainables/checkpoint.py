@@ -42,8 +42,9 @@ def save_checkpoint(directory: str | os.PathLike, *, config: dict[str, Any], epo
     return path
 
 
-def load_checkpoint(directory: str | os.PathLike, *, config: dict[str, Any], map_location="cpu") -> dict[str, Any]:
-    """Load and check a checkpoint against the flat `config` it is meant to resume."""
+def load_checkpoint(directory: str | os.PathLike, *, config: dict[str, Any] | None, map_location="cpu") -> dict[str, Any]:
+    """Load and check a checkpoint against the flat `config` it is meant to resume (None: read
+    it as it is, e.g. to sample from it; its own config is payload["config"])."""
     path = Path(directory) / FILE_NAME
     if not path.exists():
         raise FileNotFoundError(f"no {FILE_NAME} in {directory}")
@@ -53,6 +54,8 @@ def load_checkpoint(directory: str | os.PathLike, *, config: dict[str, Any], map
             f"{path}: checkpoint format {payload.get('format_version')} is not the supported {FORMAT_VERSION}"
         )
     saved = payload["config"]
+    if config is None:
+        return payload
     diffs = [f"{k}: checkpoint {saved.get(k)!r} vs config {config.get(k)!r}"
              for k in ARCHITECTURE_KEYS if saved.get(k) != config.get(k)]
     if diffs:

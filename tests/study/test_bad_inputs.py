@@ -76,7 +76,7 @@ def test_file_store_is_refused(capsys, tmp_path):
 def test_changed_settings_on_an_existing_study_touch_nothing(capsys, saved_study):
     storage, study_dir = saved_study
     before = snapshot(study_dir)
-    for argv in (["--num-samples", "5"], ["--mlflow-uri", "http://127.0.0.1:1"], ["--max-epochs", "9"]):
+    for argv in (["--num-samples", "1"], ["--mlflow-uri", "http://127.0.0.1:1"], ["--max-epochs", "9"]):
         code, lines = run_main(capsys, "--resume", "--name", "saved", "--storage-path", str(storage), *argv)
         assert code != 0 and len(lines) == 1 and "exists with other settings" in lines[0], lines
     assert snapshot(study_dir) == before

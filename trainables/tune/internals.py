@@ -2,13 +2,15 @@
 
 Ray's OptunaSearch keeps its Optuna study and trials in private attributes, ASHA keeps its
 rungs in private ones, and neither offers a public way to mark a trial PRUNED or to save
-rungs with the experiment. These accessors are the only code that touches them;
+rungs with the experiment; a Tuner offers no public access to its callbacks (to attach the
+driver's listener after a restore) or to the restored trial total (to extend a study). These accessors are the only code that touches them;
 `check_internals()` (run by tests/trainables/test_tune_internals.py) fails loudly, naming
 the installed versions, when an upgrade moves them. The versions they were written
 against are the upper bounds in pyproject.toml.
 """
 from __future__ import annotations
 
+import tempfile
 from typing import Any
 
 TESTED_WITH = {"ray": "2.60.0", "optuna": "5.0.0"}  # = the upper bounds in pyproject.toml
@@ -54,6 +56,36 @@ def asha_forget(scheduler, trial_id: str) -> None:
 def asha_rungs(scheduler) -> list[tuple[int, dict[str, float]]]:
     """(milestone, {trial id: signed objective}) of every rung of every bracket (`_brackets`, `_rungs`)."""
     return [(milestone, dict(recorded)) for bracket in scheduler._brackets for milestone, recorded in bracket._rungs]
+
+
+# ------------------------------------------------------------------ Ray's Tuner and SearchGenerator
+
+def local_tuner(tuner):
+    """The driver-side Tuner (`Tuner._local_tuner`); None under Ray Client (ray://), where the
+    Tuner runs remotely."""
+    return getattr(tuner, "_local_tuner", None)
+
+
+def tuner_run_callbacks(tuner) -> list:
+    """The callbacks of a built or restored Tuner's RunConfig (`_local_tuner.get_run_config()`)."""
+    return list(local_tuner(tuner).get_run_config().callbacks or [])
+
+
+def tuner_tune_config(tuner):
+    """The (restored) TuneConfig of a Tuner, mutable in place (`_local_tuner._tune_config`)."""
+    return local_tuner(tuner)._tune_config
+
+
+def search_total(generator) -> int:
+    """How many trials a SearchGenerator creates in all (`_total_samples`)."""
+    return generator._total_samples
+
+
+def raise_search_total(generator, total: int) -> None:
+    """Let a SearchGenerator create trials until `total` (`_total_samples`; `_finished` cleared so a
+    searcher that said FINISHED at the old total is asked again)."""
+    generator._total_samples = total
+    generator._finished = False
 
 
 # ------------------------------------------------------------------ Ray's local node
@@ -104,10 +136,40 @@ def check_internals() -> None:
         state = asha_state(asha)
         _expect({"_trial_info", "_brackets"} <= set(state), "ASHA keeps _trial_info and _brackets in __dict__")
         asha_forget(asha, "t0")
+        _check_search_generator()
+        with tempfile.TemporaryDirectory() as tmp_dir:
+            _check_tuner(tmp_dir)
     except InternalsChanged:
         raise
     except Exception as err:  # AttributeError, TypeError, a changed constructor
         _expect(False, f"{type(err).__name__}: {err}")
+
+
+def _check_search_generator() -> None:
+    from ray.tune.search import SearchGenerator, Searcher
+
+    class _Nothing(Searcher):
+        def suggest(self, trial_id):
+            return Searcher.FINISHED
+
+    generator = SearchGenerator(_Nothing())
+    generator.set_finished()
+    _expect(isinstance(search_total(generator), int), "SearchGenerator._total_samples is an int")
+    raise_search_total(generator, 5)
+    _expect(search_total(generator) == 5 and not generator.is_finished(),
+            "SearchGenerator._total_samples/_finished set the total and reopen it")
+
+
+def _check_tuner(tmp_dir: str) -> None:
+    """Exercise local_tuner/tuner_run_callbacks/tuner_tune_config on a real (unfitted) Tuner."""
+    from ray import tune
+
+    callback = tune.Callback()
+    tuner = tune.Tuner(lambda config: None, tune_config=tune.TuneConfig(num_samples=1),
+                       run_config=tune.RunConfig(name="internals", storage_path=tmp_dir, callbacks=[callback]))
+    _expect(local_tuner(tuner) is not None, "Tuner._local_tuner exists in the driver")
+    _expect(callback in tuner_run_callbacks(tuner), "Tuner._local_tuner.get_run_config().callbacks holds the callbacks")
+    _expect(tuner_tune_config(tuner).num_samples == 1, "Tuner._local_tuner._tune_config is the TuneConfig")
 
 
 def _expect(ok: bool, what: str) -> None:

@@ -10,6 +10,7 @@ from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 
 from trainables.tune.events import TrialEvents
+from trainables.tune.internals import local_tuner, tuner_run_callbacks
 from trainables.tune.listener import TrialListener
 from trainables.tune.results import exception_line, reported_metrics
 from trainables.tune.scheduler import FixedTrialsExemptASHA, SchedulerState
@@ -116,9 +117,13 @@ def can_restore(path: str) -> bool:
 
 def restore_tuner(spec: TuneSpec, path: str, listener: TrialListener) -> tune.Tuner:
     """The study's Tuner from `path`: unfinished trials resume and errored ones retry from their
-    latest checkpoints. Tune restores the callbacks from tuner.pkl, the TrialEvents without a
-    listener (it is never pickled); this process's `listener` is attached to it here."""
+    latest checkpoints; new trials are created until the spec's total exists (a study extended by
+    a larger --num-samples, extend.py). Tune restores the callbacks from tuner.pkl, the TrialEvents
+    without a listener (it is never pickled); this process's `listener` is attached to it here."""
+    from trainables.tune.extend import extend_restored
+
     tuner = tune.Tuner.restore(path, trainable=_trainable(spec), resume_unfinished=True, resume_errored=True)
+    extend_restored(tuner, spec.num_samples + len(spec.fixed_trials))
     attach_listener(tuner, listener)
     return tuner
 
@@ -128,11 +133,10 @@ def attach_listener(tuner: tune.Tuner, listener: TrialListener) -> TrialEvents:
 
     The callbacks live in the driver's Tuner (`Tuner._local_tuner`); under Ray Client (ray://)
     the Tuner runs remotely and its events could not reach this process's listener."""
-    local = getattr(tuner, "_local_tuner", None)
-    if local is None:
+    if local_tuner(tuner) is None:
         raise RuntimeError("Ray Client (ray://) is not supported: trial events must reach the driver's "
                            "listener; run the study on a node of the cluster with --address auto")
-    events = [cb for cb in local.get_run_config().callbacks or [] if isinstance(cb, TrialEvents)]
+    events = [cb for cb in tuner_run_callbacks(tuner) if isinstance(cb, TrialEvents)]
     if len(events) != 1:
         raise RuntimeError(f"expected one TrialEvents callback in the Tuner, found {len(events)}")
     events[0].attach(listener)
