@@ -10,6 +10,7 @@ from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 
 from trainables.tune.events import TrialEvents
+from trainables.tune.progress import StudyProgress
 from trainables.tune.results import exception_line, reported_metrics
 from trainables.tune.scheduler import FixedTrialsExemptASHA, SchedulerState
 from trainables.tune.search import FixedTrialsFirst, PruneAwareOptunaSearch, _NothingToSearch
@@ -50,6 +51,7 @@ class TuneSpec:
     max_concurrent: int          # 0: unlimited
     max_failures: int
     num_to_keep: int
+    optuna_storage: Optional[str] = None  # Optuna RDB URL (sqlite:///<study dir>/optuna.db); None: in memory
 
 
 def connect(address: Optional[str]) -> dict[str, float]:
@@ -74,19 +76,49 @@ def _trainable(spec: TuneSpec):
     return tune.with_resources(train_trial, {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial})
 
 
-def build_tuner(spec: TuneSpec, listener) -> tune.Tuner:
+def _quiet_optuna() -> None:
+    """Optuna logs "A new study created in memory/RDB with name: ..." at INFO; the study prints its own lines."""
     import optuna
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _fresh_optuna_storage(spec: TuneSpec):
+    """The RDB storage with no study of this name: a Tuner built anew (nothing Tune could restore) searches
+    anew, so trials an attempt killed before Tune's first checkpoint left there must not seed TPE."""
+    import optuna
+
+    if not spec.optuna_storage:
+        return None
+    storage = optuna.storages.RDBStorage(spec.optuna_storage)
+    try:
+        optuna.delete_study(study_name=spec.name, storage=storage)
+    except KeyError:
+        pass
+    return storage
+
+
+def build_tuner(spec: TuneSpec, listener, progress=None) -> tune.Tuner:
+    """A new Tuner: the searcher, the scheduler, and the callbacks: trial events to `listener`
+    (TrialEvents), the study's status to `progress.study_progress(status)` at each trial event
+    and at least every minute (trainables/tune/progress.py)."""
+    import optuna
+
+    _quiet_optuna()
     single = len(spec.objective) == 1
     if spec.distributions:
         sampler = optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=spec.n_startup_trials)
         inner = PruneAwareOptunaSearch(
             space=spec.distributions, metric=spec.objective[0] if single else list(spec.objective),
-            mode=spec.mode[0] if single else list(spec.mode), sampler=sampler)
+            mode=spec.mode[0] if single else list(spec.mode), sampler=sampler,
+            storage=_fresh_optuna_storage(spec), study_name=spec.name)
     else:
         inner = _NothingToSearch()
     searcher = FixedTrialsFirst(list(spec.fixed_trials), inner)
+    total = spec.num_samples + len(spec.fixed_trials)
     callbacks = [TrialEvents(listener, searcher)]
+    if progress is not None:
+        callbacks.append(StudyProgress(progress, total, spec.max_epochs, spec.objective[0], spec.mode[0]))
     if spec.scheduler == "asha":
         scheduler = FixedTrialsExemptASHA(searcher, time_attr="epoch", metric=spec.objective[0], mode=spec.mode[0],
                                           max_t=spec.max_epochs, grace_period=spec.grace_period, reduction_factor=2)
@@ -111,7 +143,9 @@ def can_restore(path: str) -> bool:
 
 
 def restore_tuner(spec: TuneSpec, path: str) -> tune.Tuner:
-    """Resume unfinished trials and retry errored ones from their latest checkpoints."""
+    """Resume unfinished trials and retry errored ones from their latest checkpoints (the callbacks,
+    the searcher and its Optuna storage come back from the study directory)."""
+    _quiet_optuna()
     return tune.Tuner.restore(path, trainable=_trainable(spec), resume_unfinished=True, resume_errored=True)
 
 
