@@ -169,7 +169,7 @@ def finish(cfg, study_dir, tracker, records, wall, gpus, log) -> dict[str, Any]:
         keys = dict.fromkeys(("kind", "noise_std", "num_mixtures", *cfg.searched))
         log("  config: " + " ".join(f"{k}={row[k]:.4g}" if isinstance(row[k], float) else f"{k}={row[k]}"
                                     for k in keys if k in row))
-    log(f"\nresults: {study_dir.path}  (study.json, results.csv, optuna_trials.json, Ray experiment"
+    log(f"\nresults: {study_dir.path}  (study.json, results.csv, optuna_trials.json, optuna.db, Ray experiment"
         + (", mlflow.db)" if cfg.mlflow_uri.startswith("sqlite:") else ")"))
     log(ui_hint(cfg, tracker.experiment_id, _existing_optuna_storage(cfg)))
     return {"rows": rows, "best": best, "interrupted": interrupted, "summary_run_id": summary_run}
