@@ -69,8 +69,9 @@ def _series_vs(ax, trials: pd.DataFrame, x: str, metric: str, color: str, marker
                             marker=marker, ls=style, capsize=3, label=f"{name} (mean ± std)")
         ax.scatter(done[x].astype(float), done[metric], color=color, alpha=0.35, s=14,
                    label=None if len(groups) <= len(LINE_STYLES) else f"{label} (per trial)")
-        label_close(ax, done[x].astype(float).to_numpy(), done[metric].to_numpy(float),
-                    [_short_name(r) for r in done["run_name"]] if "run_name" in done else None, color)
+        names = [_short_name(r) for r in done["run_name"]] if "run_name" in done else [""] * len(done)
+        ax.__dict__.setdefault("_points", []).extend(
+            zip(done[x].astype(float), done[metric].astype(float), names, [color] * len(done)))
     if len(other):
         ax.scatter(other[x].astype(float), other[metric], facecolors="none", edgecolors=color, marker=marker, s=40,
                    label=f"{label}: not completed ({', '.join(sorted(other['state'].unique()))})")
@@ -96,13 +97,17 @@ def _short_name(run_name) -> str:
     return text.split(" ", 1)[0] if text.startswith("#") else text
 
 
-def label_close(ax, x: np.ndarray, y: np.ndarray, names: Optional[list[str]], color: str) -> None:
-    """Label points too close to tell apart with their trial and x value (`#4 0.4814`), alternately
-    above and below so that two labels of one spot do not cover each other."""
+def label_close(ax) -> None:
+    """Label the completed-trial points of an axes (collected by _series_vs, every series together) that are
+    too close to tell apart with their trial and x value (`#4 0.4814`), alternately above and below."""
+    points = ax.__dict__.pop("_points", [])
+    if not points:
+        return
+    x, y = np.array([p[0] for p in points]), np.array([p[1] for p in points])
     for i, idx in enumerate(np.flatnonzero(close_points(x, y))):
-        text = f"{names[idx]} {x[idx]:.4g}" if names else f"{x[idx]:.4g}"
-        ax.annotate(text, (x[idx], y[idx]), fontsize=6, color=color, textcoords="offset points",
-                    xytext=(4, 6 if i % 2 == 0 else -10))
+        name, color = points[idx][2], points[idx][3]
+        ax.annotate(f"{name} {x[idx]:.4g}".strip(), (x[idx], y[idx]), fontsize=6, color=color,
+                    textcoords="offset points", xytext=(4, 6 if i % 2 == 0 else -10))
 
 
 def _baseline_line(ax, trials: pd.DataFrame, metric: str, label: str) -> bool:
@@ -143,6 +148,7 @@ def distance_vs(trials: pd.DataFrame, extractor: str, x: str = "noise_std") -> F
         ax.set_ylabel(f"{name} ({better} is better)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
+        label_close(ax)
     fig.suptitle(f"Sample quality in the feature space of `{extractor}` vs {x}")
     return fig
 
@@ -157,7 +163,7 @@ def bpd_vs_sigma(trials: pd.DataFrame) -> Figure:
     drawn |= _baseline_line(left, trials, "test_bpd", "σ = 0 baseline test_bpd (exact)")
     if drawn:
         left.set(xlabel="noise_std σ", ylabel="bits/dim of clean test data (lower is better)")
-        left.legend(fontsize=7), left.grid(alpha=0.3)
+        left.legend(fontsize=7), left.grid(alpha=0.3), label_close(left)
     else:
         _empty(left, "no bpd_bound values yet")
     drawn = False
@@ -166,7 +172,7 @@ def bpd_vs_sigma(trials: pd.DataFrame) -> Figure:
         drawn |= _series_vs(right, smoothed, "noise_std", metric, color, "o", f"{metric}: {label}", hue)
     if drawn:
         right.set(xlabel="noise_std σ", ylabel="bits/dim")
-        right.legend(fontsize=7), right.grid(alpha=0.3)
+        right.legend(fontsize=7), right.grid(alpha=0.3), label_close(right)
     else:
         _empty(right, "no smoothed trials with bits/dim yet")
     fig.suptitle("Bits/dim vs σ")
