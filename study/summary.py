@@ -7,7 +7,7 @@ import json
 from typing import Any, Optional
 
 from study.config import StudyConfig
-from study.tracking import OPTUNA_FILE, MlflowTracker, run_name
+from study.tracking import OPTUNA_FILE, VIEW_KEY, MlflowTracker, run_name
 from study.storage import STUDY_FILE, StudyDir
 
 RESULTS_FILE = "results.csv"
@@ -118,10 +118,12 @@ def write_summary(cfg: StudyConfig, study_dir: StudyDir, tracker: MlflowTracker,
 
 
 def runs_page(base_url: str, experiment_id: Optional[str]) -> str:
-    """The runs table of the experiment in MLflow's model-training view. MLflow 3's UI keeps a workflow
+    """The runs table of the experiment in MLflow's model-training view, in the study's shared view
+    (tracking.trials_view: the trials with their parameters, best first). MLflow 3's UI keeps a workflow
     type apart from the experiment's kind tag (URL parameter `workflowType`, default `genai`, which opens
     the GenAI overview); `machine_learning` is the training view (read from mlflow/server/js, 3.17)."""
-    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    return (f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+            f"&viewStateShareKey={VIEW_KEY}")
 
 
 def ui_hint(cfg: StudyConfig, experiment_id: Optional[str], optuna_storage: Optional[str] = None) -> str:

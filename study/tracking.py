@@ -31,6 +31,12 @@ STATE_TAG = "state"             # running | completed | pruned | errored | inter
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI nests a run under this run
 NUMBER_TAG = "trial_number"     # 1, 2, ...: the order the study started its trials in (unique per study)
 OPTUNA_FILE = "optuna_trials.json"
+# MLflow 3's UI opens a "shared view" of the runs table from the experiment tag
+# mlflow.sharedViewState.<key> (JSON: columns, sort) when the URL says viewStateShareKey=<key>
+# (read from mlflow/server/js, 3.17). Runs sorted by a metric are listed flat (nested under their
+# parent only when sorted by start time), so this view shows every trial with its parameters.
+VIEW_KEY = "trials"
+VIEW_TAG = "mlflow.sharedViewState." + VIEW_KEY
 
 
 def run_name(config: dict[str, Any], searched: list[str], study_seed: int, number: Optional[int] = None) -> str:
@@ -43,6 +49,16 @@ def run_name(config: dict[str, Any], searched: list[str], study_seed: int, numbe
     if config.get("seed", study_seed) != study_seed:
         parts.append(f"seed={config['seed']}")
     return " ".join(parts)
+
+
+def trials_view(cfg: StudyConfig) -> dict:
+    """The shared runs-table view of a study: state, the hyperparameters, the objective and the bound as
+    columns, sorted by the first objective, best first."""
+    params = dict.fromkeys(("noise_std", "num_mixtures", *cfg.searched))
+    metrics = dict.fromkeys((*cfg.objective, "bpd_bound"))
+    return {"selectedColumns": [f"tags.`{STATE_TAG}`", *(f"params.`{k}`" for k in params),
+                                *(f"metrics.`{m}`" for m in metrics)],
+            "orderByKey": f"metrics.`{cfg.objective[0]}`", "orderByAsc": cfg.mode[0] == "min"}
 
 
 def _fmt(value: Any, digits: int) -> str:
@@ -105,6 +121,7 @@ class MlflowTracker:
         else:
             self.experiment_id = exp.experiment_id
         self.client.set_experiment_tag(self.experiment_id, *EXPERIMENT_KIND)
+        self.client.set_experiment_tag(self.experiment_id, VIEW_TAG, json.dumps(trials_view(self.cfg)))
         for key, value in (("space", self.cfg.space), ("objective", ",".join(self.cfg.objective)),
                            ("dataset", self.cfg.trial["dataset"]), ("extractor", self.cfg.extractor)):
             self.client.set_experiment_tag(self.experiment_id, key, value)

@@ -3,14 +3,19 @@ store read back directly and through an `mlflow server`'s REST API."""
 from __future__ import annotations
 
 import csv
+import html
 import json
 import re
+import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import urllib.request
 
 import pytest
+
+from pathlib import Path
 
 from tests.study.helpers import REPO, free_port, kill_session, run_cli, steps, study_cmd, study_runs, wait_for
 
@@ -80,8 +85,9 @@ def test_smoke_study_logs_one_run_per_trial(smoke_study):
     assert [t.params for t in stored.trials] == [t["params"] for t in history], "Optuna's own tools see the search"
 
 
-@pytest.mark.timeout(480)
-def test_mlflow_server_filters_runs_by_noise_std(smoke_study):
+@pytest.fixture(scope="module")
+def mlflow_server(smoke_study):
+    """A real `mlflow server` on a free port of 127.0.0.1 over the smoke study's store; yields its base URL."""
     study_dir, _ = smoke_study
     port = free_port()
     server = subprocess.Popen(
@@ -91,17 +97,59 @@ def test_mlflow_server_filters_runs_by_noise_std(smoke_study):
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _get(f"{base}/health") == "OK", timeout=120, what="mlflow server")
-        exp = json.loads(_get(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name={NAME}"))
-        exp_id = exp["experiment"]["experiment_id"]
-        baseline = _search(base, exp_id, "params.noise_std = '0.0'")
-        assert [re.sub(r"^#\d ", "", r["info"]["run_name"]) for r in baseline] == ["baseline s=0 K=3"]
-        smoothed = _search(base, exp_id, "params.noise_std != '0.0' and tags.run_role = 'trial'")
-        assert len(smoothed) == 2 and all(re.match(r"#\d smoothed s=", r["info"]["run_name"]) for r in smoothed)
-        run_id = smoothed[0]["info"]["run_id"]
-        listed = json.loads(_get(f"{base}/api/2.0/mlflow/artifacts/list?run_id={run_id}&path=samples"))
-        assert any(f["path"].endswith("twostep_epoch0002.png") for f in listed["files"])
+        yield base
     finally:
         kill_session(server.pid)
+
+
+@pytest.mark.timeout(480)
+def test_mlflow_server_filters_runs_by_noise_std(smoke_study, mlflow_server):
+    base = mlflow_server
+    exp = json.loads(_get(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name={NAME}"))
+    exp_id = exp["experiment"]["experiment_id"]
+    baseline = _search(base, exp_id, "params.noise_std = '0.0'")
+    assert [re.sub(r"^#\d ", "", r["info"]["run_name"]) for r in baseline] == ["baseline s=0 K=3"]
+    smoothed = _search(base, exp_id, "params.noise_std != '0.0' and tags.run_role = 'trial'")
+    assert len(smoothed) == 2 and all(re.match(r"#\d smoothed s=", r["info"]["run_name"]) for r in smoothed)
+    run_id = smoothed[0]["info"]["run_id"]
+    listed = json.loads(_get(f"{base}/api/2.0/mlflow/artifacts/list?run_id={run_id}&path=samples"))
+    assert any(f["path"].endswith("twostep_epoch0002.png") for f in listed["files"])
+
+
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--window-size=1600,900")
+
+
+def render(url: str, budget_ms: int) -> str:
+    """The page's text after its scripts ran, by headless Chromium (a fresh profile each time)."""
+    with tempfile.TemporaryDirectory() as profile:
+        dom = subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
+                              f"--virtual-time-budget={budget_ms}", "--dump-dom", url],
+                             capture_output=True, text=True, timeout=240).stdout
+    text = re.sub(r"<script.*?</script>|<style.*?</style>", " ", dom, flags=re.S)
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", text)))
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install -y chromium; .ci/run does)")
+@pytest.mark.timeout(600)
+def test_the_printed_link_shows_the_trials_in_the_training_view(smoke_study, mlflow_server):
+    """The link the study prints, opened in a real browser against a real server: MLflow's model-training
+    view (not the GenAI overview) lists every trial run with its noise_std."""
+    study_dir, out = smoke_study
+    path = re.search(r"then open http://127\.0\.0\.1:5000(/#/experiments/\S+?)\)", out).group(1)
+    client, _, trials, _ = study_runs(study_dir, NAME)
+    wanted = [r.info.run_name for r in trials] + [r.data.params["noise_std"] for r in trials]
+    for budget in (30_000, 90_000):  # virtual time: the UI's requests to the server are real, on a loaded machine
+        text = render(mlflow_server + path, budget)
+        if all(w in text for w in wanted):
+            break
+    assert "Model training" in text and "Runs" in text, text[:2000]
+    assert "No data available" not in text and "Sort: fd_digits_cnn" in text, text[:2000]
+    assert "noise_std" in text and "4 matching runs" in text, "the 3 trials and the study run"
+    missing = [w for w in wanted if w not in text]
+    assert not missing, f"not on the page: {missing}\n{text[:3000]}"
 
 
 def _get(url: str) -> str:

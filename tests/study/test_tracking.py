@@ -1,4 +1,5 @@
 """The MLflow tracker against a real SQLite store, driven as Tune's callback would drive it (no Ray)."""
+import json
 import pickle
 
 import pytest
@@ -71,6 +72,9 @@ def test_one_run_per_trial_across_resumes(study):
     assert run.data.tags["hardware"] == "cpu: test CPU (1 torch threads)"
     exp = client.get_experiment(second.experiment_id)
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    view = json.loads(exp.tags["mlflow.sharedViewState.trials"])
+    assert view["orderByKey"] == "metrics.`fd_digits_cnn`" and view["orderByAsc"] is True
+    assert "params.`noise_std`" in view["selectedColumns"] and "tags.`state`" in view["selectedColumns"]
     assert exp.artifact_location.startswith("file://") and "mlartifacts" in exp.artifact_location
 
 
@@ -144,9 +148,10 @@ def test_ui_hint_opens_the_training_views_runs_table(study):
     from study.summary import runs_page, ui_hint
 
     cfg, _ = study
-    assert runs_page("http://h:5000/", "7") == "http://h:5000/#/experiments/7/runs?workflowType=machine_learning"
+    page = "#/experiments/7/runs?workflowType=machine_learning&viewStateShareKey=trials"
+    assert runs_page("http://h:5000/", "7") == "http://h:5000/" + page
     hint = ui_hint(cfg, "7", "sqlite:////s/unit/optuna.db").splitlines()
     assert hint[0].startswith(f"MLflow UI: mlflow ui --backend-store-uri {cfg.mlflow_uri} --port 5000")
-    assert hint[0].endswith("(then open http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning)")
+    assert hint[0].endswith(f"(then open http://127.0.0.1:5000/{page})")
     assert hint[1].startswith("Optuna:    optuna-dashboard sqlite:////s/unit/optuna.db")
     assert len(ui_hint(cfg, "7")) and "\n" not in ui_hint(cfg, "7")
