@@ -10,6 +10,7 @@ passed). Standard library only: it runs before anything is installed.
 """
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -55,7 +56,7 @@ def missing(pinned: dict[str, str]) -> list[str]:
     return wrong
 
 
-def pip(*args: str) -> None:
+def pip_install(*args: str) -> None:
     cmd = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", *args]
     print("+", " ".join(cmd), flush=True)
     if subprocess.call(cmd, cwd=ROOT) != 0:
@@ -71,12 +72,10 @@ def main() -> int:
     if not todo:
         return 0  # everything pinned is there: nothing to do (this check takes well under a second)
     print(f"tools/install.py: installing into {sys.prefix}: " + "; ".join(todo), flush=True)
-    try:
-        import pip  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("pip") is None:
         subprocess.check_call([sys.executable, "-m", "ensurepip", "--upgrade"])
-    pip("-c", str(CONSTRAINTS), *TORCH)
-    pip("-c", str(CONSTRAINTS), "-e", ".[test]")
+    pip_install("-c", str(CONSTRAINTS), *TORCH)
+    pip_install("-c", str(CONSTRAINTS), "-e", ".[test]")
     left = missing(pinned)
     if left:
         print(f"tools/install.py: error: still not as pinned after pip: {'; '.join(left)}", file=sys.stderr)
