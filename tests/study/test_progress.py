@@ -41,3 +41,37 @@ def test_the_line_reads_in_a_plain_log():
     assert out.getvalue().count("\n") == 1 and "best fd_digits_cnn=120 (d)" in out.getvalue()
     first = format_status(study_status([], 3, 4, "min", 0, 5.0), "fd_digits_cnn")
     assert first.endswith("elapsed 5 s, time left: after the first epoch")
+
+
+class _Trial:
+    def __init__(self, trial_id, status, epoch=0, best=None):
+        self.trial_id, self.status = trial_id, status
+        self.last_result = {"epoch": epoch} if epoch else {}
+        self.metric_analysis = {"fd": {"min": best, "max": best}} if best is not None else {}
+
+
+def test_the_tune_callback_reports_at_events_and_every_minute(monkeypatch):
+    import trainables.tune.progress as progress
+
+    clock = [1000.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    seen = []
+    listener = type("L", (), {"study_progress": lambda self, status: seen.append(status)})()
+    callback = progress.StudyProgress(listener, total=3, max_epochs=4, metric="fd", mode="min")
+    callback.setup()
+    starting = _Trial("a", "PENDING")
+    callback.on_trial_start(0, [starting], starting)   # Tune may set RUNNING after the hook
+    assert (seen[-1].running, seen[-1].pending) == (1, 2)
+    running = _Trial("a", "RUNNING", epoch=2, best=5.0)
+    for _ in range(2):
+        callback.on_trial_result(0, [running], running, {})
+    clock[0] += 59.0
+    callback.on_step_end(0, [running])
+    assert len(seen) == 1, "no line before a minute without events"
+    clock[0] += 1.0
+    callback.on_step_end(0, [running])
+    status = seen[-1]
+    assert len(seen) == 2 and status.best_value == 5.0 and status.elapsed_s == 60.0
+    assert status.eta_s == (2 + 4 + 4) * 60.0 / 2, "(4-2) + two trials not proposed, at 2 epochs per 60 s"
+    callback.on_trial_complete(0, [running], running)
+    assert seen[-1].completed == 0 and seen[-1].pruned == 1, "ended before max_epochs: pruned"
