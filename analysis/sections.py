@@ -75,9 +75,10 @@ def _without_completed(paper: pd.DataFrame, running: bool) -> list[Block]:
     if empty.empty:
         return []
     listed = "; ".join(f"{r['model']}: {r['not_included']}" for _, r in empty.iterrows())
-    lead = ("No completed trial yet" if running else
-            "Not in the table, no trial of theirs completed (pruned trials stopped early by design)")
-    return [("p", f"{lead} (see the trials table for their latest numbers): {listed}.")]
+    if running:
+        return [("p", f"No completed trial yet (see the trials table for their latest numbers): {listed}.")]
+    return [("p", "Not in the table: configurations none of whose trials completed, and the study has ended "
+                  f"(the trials table has their latest numbers): {listed}.")]
 
 
 def importance_section(named: dict[str, pd.DataFrame], plot_paths: dict[str, Path], root: Path,

@@ -100,7 +100,7 @@ def test_constant_parameter_plot_is_left_out_with_a_reason(data, tmp_path):
     assert "The study held `num_mixtures` at 5 for every smoothed trial, so no plot over it" in text
     assert "bin of width 0.05" in text and "| [0.3, 0.35) |" in text
     assert "No completed trial yet" not in text, "a finished study's pruned trials will not complete"
-    assert "no trial of theirs completed (pruned trials stopped early by design)" in text
+    assert "Not in the table: configurations none of whose trials completed, and the study has ended" in text
     assert "smoothed (σ=[0.7, 0.75), K=5): 1 pruned" in text
     assert "Not computed: The study searched `noise_std`" in text
 
