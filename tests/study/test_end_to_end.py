@@ -12,10 +12,9 @@ import subprocess
 import sys
 import tempfile
 import urllib.request
+from pathlib import Path
 
 import pytest
-
-from pathlib import Path
 
 from tests.study.helpers import REPO, free_port, kill_session, run_cli, steps, study_cmd, study_runs, wait_for
 
@@ -139,7 +138,7 @@ def test_the_printed_link_shows_the_trials_in_the_training_view(smoke_study, mlf
     view (not the GenAI overview) lists every trial run with its noise_std."""
     study_dir, out = smoke_study
     path = re.search(r"then open http://127\.0\.0\.1:5000(/#/experiments/\S+?)\)", out).group(1)
-    client, _, trials, _ = study_runs(study_dir, NAME)
+    _, _, trials, _ = study_runs(study_dir, NAME)
     wanted = [r.info.run_name for r in trials] + [r.data.params["noise_std"] for r in trials]
     for budget in (30_000, 90_000):  # virtual time: the UI's requests to the server are real, on a loaded machine
         text = render(mlflow_server + path, budget)
