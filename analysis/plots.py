@@ -22,6 +22,7 @@ MODEL_BPD = {"test_bpd": ("C2", "baseline p(x)"), "test_bpd_smoothed": ("C0", "s
 LINE_STYLES = ("-", "--", ":", "-.")
 MAX_GRID_TRIALS = 36     # learning-curve panels per figure
 MAX_GRID_COLUMNS = 12    # sigma columns of the sample grid
+CLOSE_FRACTION = 0.03    # points nearer than this fraction of both axes' data ranges overlap: they get labels
 
 
 def save(fig: Figure, path: Path) -> Path:
@@ -81,10 +82,45 @@ def _series_vs(ax, trials: pd.DataFrame, x: str, metric: str, color: str, marker
         ax.scatter(done[x].astype(float), done[metric], color=color, alpha=0.35, s=14,
                    label=f"{label} (per trial ± SE)" if standard_error_name(metric) in done else
                    None if len(groups) <= len(LINE_STYLES) else f"{label} (per trial)")
+        names = [_short_name(r) for r in done["run_name"]] if "run_name" in done else [""] * len(done)
+        ax.__dict__.setdefault("_points", []).extend(
+            zip(done[x].astype(float), done[metric].astype(float), names, [color] * len(done)))
     if len(other):
         ax.scatter(other[x].astype(float), other[metric], facecolors="none", edgecolors=color, marker=marker, s=40,
                    label=f"{label}: not completed ({', '.join(sorted(other['state'].unique()))})")
     return True
+
+
+def close_points(x: np.ndarray, y: np.ndarray, fraction: float = CLOSE_FRACTION) -> np.ndarray:
+    """True for each point that lies within `fraction` of the data's x range and of its y range of another
+    point (a range of 0 counts as 1: on a flat axis only equal values are close)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) < 2:
+        return np.zeros(len(x), dtype=bool)
+    dx = np.abs(x[:, None] - x[None, :]) / (np.ptp(x) or 1.0)
+    dy = np.abs(y[:, None] - y[None, :]) / (np.ptp(y) or 1.0)
+    close = (dx <= fraction) & (dy <= fraction)
+    np.fill_diagonal(close, False)
+    return close.any(axis=1)
+
+
+def _short_name(run_name) -> str:
+    """The trial's number of a run name (`#4 smoothed s=0.48 K=5` -> `#4`), else the name."""
+    text = str(run_name)
+    return text.split(" ", 1)[0] if text.startswith("#") else text
+
+
+def label_close(ax) -> None:
+    """Label the completed-trial points of an axes (collected by _series_vs, every series together) that are
+    too close to tell apart with their trial and x value (`#4 0.4814`), alternately above and below."""
+    points = ax.__dict__.pop("_points", [])
+    if not points:
+        return
+    x, y = np.array([p[0] for p in points]), np.array([p[1] for p in points])
+    for i, idx in enumerate(np.flatnonzero(close_points(x, y))):
+        name, color = points[idx][2], points[idx][3]
+        ax.annotate(f"{name} {x[idx]:.4g}".strip(), (x[idx], y[idx]), fontsize=6, color=color,
+                    textcoords="offset points", xytext=(4, 6 if i % 2 == 0 else -10))
 
 
 def _baseline_line(ax, trials: pd.DataFrame, metric: str, label: str) -> bool:
@@ -129,6 +165,7 @@ def distance_vs(trials: pd.DataFrame, extractor: str, x: str = "noise_std") -> F
         ax.set_ylabel(f"{name} ({better} is better)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
+        label_close(ax)
     fig.suptitle(f"Sample quality in the feature space of `{extractor}` vs {x} "
                  f"({sample_counts(trials)} generated samples per point; bars: ± SE)")
     return fig
@@ -144,7 +181,7 @@ def bpd_vs_sigma(trials: pd.DataFrame) -> Figure:
     drawn |= _baseline_line(left, trials, "test_bpd", "σ = 0 baseline test_bpd (exact)")
     if drawn:
         left.set(xlabel="noise_std σ", ylabel="bits/dim of clean test data (lower is better)")
-        left.legend(fontsize=7), left.grid(alpha=0.3)
+        left.legend(fontsize=7), left.grid(alpha=0.3), label_close(left)
     else:
         _empty(left, "no bpd_bound values yet")
     drawn = False
@@ -153,7 +190,7 @@ def bpd_vs_sigma(trials: pd.DataFrame) -> Figure:
         drawn |= _series_vs(right, smoothed, "noise_std", metric, color, "o", f"{metric}: {label}", hue)
     if drawn:
         right.set(xlabel="noise_std σ", ylabel="bits/dim")
-        right.legend(fontsize=7), right.grid(alpha=0.3)
+        right.legend(fontsize=7), right.grid(alpha=0.3), label_close(right)
     else:
         _empty(right, "no smoothed trials with bits/dim yet")
     fig.suptitle("Bits/dim vs σ")
@@ -311,4 +348,19 @@ def time_bars(table: pd.DataFrame) -> Figure:
         ax.bar(labels, table[column].astype(float), yerr=table[f"{column}:std"].astype(float).fillna(0),
                color=["C2" if k == "baseline" else "C1" for k in table["kind"]], capsize=3)
         ax.set_title(title), ax.tick_params(labelsize=7), ax.grid(alpha=0.3, axis="y")
+    return fig
+
+
+def importance_bars(table: pd.DataFrame, objective: str) -> Figure:
+    """Optuna fANOVA importance per searched parameter (analysis.importance.importance_table)."""
+    fig = Figure(figsize=(6.5, 0.6 * max(2, len(table)) + 1.2))
+    ax = fig.subplots()
+    ordered = table.sort_values("importance")
+    ax.barh(ordered["parameter"], ordered["importance"], color="C0")
+    for y, value in enumerate(ordered["importance"]):
+        ax.annotate(f"{value:.2f}", (value, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=8)
+    ax.set_xlim(0, 1.1), ax.grid(alpha=0.3, axis="x")
+    n = int(table["n_trials"].iloc[0]) if len(table) else 0
+    ax.set(xlabel=f"fraction of the variance of {objective} (fANOVA, {n} completed trials)")
+    ax.set_title("Hyperparameter importance")
     return fig

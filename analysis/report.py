@@ -19,7 +19,7 @@ from typing import Optional
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
-from analysis import plots, render, sections, tables
+from analysis import importance, plots, render, sections, tables
 from analysis.conventions import FINISHED_STATES, REPORT_ROLE, ROLE_TAG, SAMPLE_PNG, SAMPLES_ARTIFACT_DIR
 from analysis.load import AnalysisError, StudyData, client_for, load_trials, resolve_mlflow_uri, study_dir
 
@@ -42,13 +42,42 @@ def extractor_ids(data: StudyData) -> list[str]:
     return list(dict.fromkeys([e for e in (data.extractor,) if e] + found))
 
 
+def study_bins(data: StudyData) -> dict:
+    """Bins of the continuous searched hyperparameters (tables.searched_bins), from study.json."""
+    return tables.searched_bins(data.study_config.get("searched") or {})
+
+
+def objective(data: StudyData) -> tuple[Optional[str], str]:
+    """(the study's first objective metric, its mode) from the experiment tag and the summary run or study.json."""
+    name = (data.experiment_tags.get("objective") or ",".join(data.study_config.get("objective", []))).split(",")[0]
+    mode = (data.summary_params.get("mode") or ",".join(data.study_config.get("mode", [])) or "min").split(",")[0]
+    return name or None, mode
+
+
+def importance_or_reason(data: StudyData) -> tuple[Optional[pd.DataFrame], str]:
+    """(importance table, "") when the study searched two or more parameters, else (None, why not)."""
+    if "searched" not in data.study_config:
+        return None, "study.json does not list the searched parameters (an older or moved study)."
+    searched = data.study_config["searched"] or {}
+    metric, mode = objective(data)
+    reason = importance.why_not(data.trials, searched, metric)
+    if reason:
+        return None, reason
+    return importance.importance_table(data.trials, searched, metric, mode), ""
+
+
 def study_tables(data: StudyData) -> dict[str, pd.DataFrame]:
     hardware, _ = hardware_note(data)
-    return {"trials": data.trials, "epochs": data.epochs,
-            "paper_table": tables.paper_table(data.trials, extractor_ids=extractor_ids(data)),
-            "trend_noise_std": tables.trend_table(data.trials, "noise_std"),
-            "trend_num_mixtures": tables.trend_table(data.trials, "num_mixtures"),
-            "time": tables.time_table(data.trials, data.epochs, hardware)}
+    bins = study_bins(data)
+    named = {"trials": data.trials, "epochs": data.epochs,
+             "paper_table": tables.paper_table(data.trials, extractor_ids=extractor_ids(data), bins=bins),
+             "trend_noise_std": tables.trend_table(data.trials, "noise_std", bins=bins),
+             "trend_num_mixtures": tables.trend_table(data.trials, "num_mixtures", bins=bins),
+             "time": tables.time_table(data.trials, data.epochs, hardware)}
+    found, _ = importance_or_reason(data)
+    if found is not None:
+        named["importance"] = found
+    return named
 
 
 def export_tables(named: dict[str, pd.DataFrame], out: Path) -> list[Path]:
@@ -56,7 +85,7 @@ def export_tables(named: dict[str, pd.DataFrame], out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, table in named.items():
-        flat = tables.flatten(table) if isinstance(table.columns, pd.MultiIndex) else table
+        flat = tables.flatten(table) if isinstance(table.columns, pd.MultiIndex) else tables.bins_as_text(table)
         flat.to_parquet(out / f"{name}.parquet", index=False)
         flat.to_csv(out / f"{name}.csv", index=False)
         paths += [out / f"{name}.parquet", out / f"{name}.csv"]
@@ -133,14 +162,21 @@ def _no_progress_bars():
             os.environ[PROGRESS_BAR_ENV] = old
 
 
-def make_plots(data: StudyData, out: Path, client=None, time_table: Optional[pd.DataFrame] = None) -> dict[str, Path]:
-    """Every plot as out/<name>.png; returns name -> path."""
+def make_plots(data: StudyData, out: Path, client=None, time_table: Optional[pd.DataFrame] = None,
+               importance_table: Optional[pd.DataFrame] = None) -> dict[str, Path]:
+    """Every plot as out/<name>.png; returns name -> path. A plot over a hyperparameter the study held
+    constant (sections.held_constant) is left out: it would be one column of points."""
     extractor = data.extractor or "unknown"
     trials, paths = data.trials, {}
-    figures = {"distance_vs_sigma": plots.distance_vs(trials, extractor, "noise_std"),
-               "bpd_vs_sigma": plots.bpd_vs_sigma(trials),
-               "distance_vs_mixtures": plots.distance_vs(trials, extractor, "num_mixtures"),
-               "pareto_distance_vs_bpd_bound": plots.pareto(trials, extractor)}
+    figures, searched = {}, data.study_config.get("searched")
+    if sections.held_constant(trials, "noise_std", searched) is None:
+        figures["distance_vs_sigma"] = plots.distance_vs(trials, extractor, "noise_std")
+        figures["bpd_vs_sigma"] = plots.bpd_vs_sigma(trials)
+    if sections.held_constant(trials, "num_mixtures", searched) is None:
+        figures["distance_vs_mixtures"] = plots.distance_vs(trials, extractor, "num_mixtures")
+    figures["pareto_distance_vs_bpd_bound"] = plots.pareto(trials, extractor)
+    if importance_table is not None:
+        figures["importance"] = plots.importance_bars(importance_table, objective(data)[0])
     for i, fig in enumerate(plots.learning_curves(data.epochs, trials, data.extractor)):
         figures["learning_curves" + (f"_{i + 1}" if i else "")] = fig
     if time_table is None:
@@ -162,8 +198,10 @@ def write_report(data: StudyData, out: Path, client=None) -> tuple[Path, dict[st
     out.mkdir(parents=True, exist_ok=True)
     named = study_tables(data)
     files = export_tables(named, out / TABLES_DIR)
-    plot_paths = make_plots(data, out / PLOTS_DIR, client, named["time"])
-    blocks = sections.report_blocks(data, named, plot_paths, extractor_ids(data), hardware_note(data)[1], out, files)
+    plot_paths = make_plots(data, out / PLOTS_DIR, client, named["time"], named.get("importance"))
+    _, no_importance = importance_or_reason(data)
+    blocks = sections.report_blocks(data, named, plot_paths, extractor_ids(data), hardware_note(data)[1], out, files,
+                                    study_bins(data), no_importance)
     (out / REPORT_MD).write_text(render.to_markdown(blocks))
     (out / REPORT_HTML).write_text(render.to_html(blocks, out, f"Study {data.study}"))
     return out / REPORT_MD, named

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Optional
 
 import pandas as pd
 
@@ -69,6 +70,23 @@ def data_settings(trials: pd.DataFrame) -> str:
     return "Data: " + "; ".join(parts) + " (subsets: one fixed seeded choice, the same in every trial)."
 
 
+def held_constant(trials: pd.DataFrame, key: str, searched: Optional[dict] = None) -> Optional[list]:
+    """[the value] where the study held `key` constant for its smoothed trials (a plot over it would be one
+    column of points), else None: a searched key (study.json's `searched`), more than one value, or, where
+    the searched keys are unknown, fewer than two smoothed trials to tell."""
+    if key not in trials or trials.empty or (searched is not None and key in searched):
+        return None
+    smoothed = trials[trials["kind"] == "smoothed"] if "kind" in trials else trials
+    if searched is None and len(smoothed) < 2:
+        return None
+    values = list(smoothed[key].dropna().unique())
+    return values if len(values) == 1 else None
+
+
+def _running(trials: pd.DataFrame) -> bool:
+    return bool(len(trials)) and bool((trials["state"] == "running").any())
+
+
 def main_result(data: StudyData, paper: pd.DataFrame, extractor_ids: list[str]) -> list[Block]:
     comparable = ("" if extractor_ids == ["inception"] else
                   f" Distances and scores are in the feature space of `{', '.join(extractor_ids)}`: comparable "
@@ -78,30 +96,55 @@ def main_result(data: StudyData, paper: pd.DataFrame, extractor_ids: list[str]) 
                   "averaged) " + UNCERTAINTY_NOTE + " Baseline: direct samples and its exact `test_bpd`. Smoothed: one-step "
                   "(gradient-denoised) and two-step samples; bits/dim `≤ bpd_bound`, the two-step upper bound on "
                   "clean test data (one-step denoising defines no likelihood)." + comparable),
-            paper_view(paper[paper["n"] > 0], extractor_ids)] + _without_completed(paper)
+            paper_view(paper[paper["n"] > 0], extractor_ids)] + _without_completed(paper, _running(data.trials))
 
 
-def _without_completed(paper: pd.DataFrame) -> list[Block]:
-    """The configurations no completed trial speaks for yet: named with their trials' states."""
+def _without_completed(paper: pd.DataFrame, running: bool) -> list[Block]:
+    """The configurations no completed trial speaks for: named with their trials' states. While the study
+    runs they may still complete; after it they will not (pruned, errored or interrupted for good)."""
     empty = paper[paper["n"] == 0].drop_duplicates("model")
     if empty.empty:
         return []
     listed = "; ".join(f"{r['model']}: {r['not_included']}" for _, r in empty.iterrows())
-    return [("p", f"No completed trial yet (see the trials table for their latest numbers): {listed}.")]
+    if running:
+        return [("p", f"No completed trial yet (see the trials table for their latest numbers): {listed}.")]
+    return [("p", "Not in the table: configurations none of whose trials completed, and the study has ended "
+                  f"(the trials table has their latest numbers): {listed}.")]
+
+
+def importance_section(named: dict[str, pd.DataFrame], plot_paths: dict[str, Path], root: Path,
+                       reason: str, objective: Optional[str]) -> list[Block]:
+    blocks: list[Block] = [("h2", "Hyperparameter importance")]
+    table = named.get("importance")
+    if table is None:
+        return blocks + [("p", f"Not computed: {reason}")]
+    blocks.append(("p", f"Optuna's fANOVA evaluator (seeded) on the {int(table['n_trials'].iloc[0])} completed "
+                        f"searched trials: the fraction of the variance of `{objective}` each searched parameter "
+                        "explains (summing to 1). Few trials make it a rough guide, not a measurement."))
+    blocks.append(Table(["parameter", "importance"], [[r["parameter"], f"{r['importance']:.3f}"]
+                                                      for _, r in table.iterrows()]))
+    if "importance" in plot_paths:
+        blocks.append(Image(str(plot_paths["importance"].relative_to(root)), "hyperparameter importance (fANOVA)"))
+    return blocks
 
 
 def trend_section(data: StudyData, by: str, trend: pd.DataFrame, extractor_ids: list[str],
-                  plot_paths: dict[str, Path], plot_names: list[str], root: Path) -> list[Block]:
+                  plot_paths: dict[str, Path], plot_names: list[str], root: Path,
+                  bins: Optional[dict] = None) -> list[Block]:
     blocks: list[Block] = [("h2", f"Trends vs {by}")]
-    trials = data.trials
-    values = trials[by].dropna().unique() if by in trials else []
-    smoothed_values = trials.loc[trials["kind"] == "smoothed", by].dropna().unique() if by in trials else []
-    if len(smoothed_values) <= 1:
-        blocks.append(("p", f"`{by}` is fixed at {', '.join(fmt(v) for v in values) or '?'} for the smoothed "
-                            "trials of this study; the table below lists its configurations."))
+    constant = held_constant(data.trials, by, data.study_config.get("searched"))
+    if constant is not None:
+        value = ", ".join(fmt(v) for v in constant) or "?"
+        blocks.append(("p", f"The study held `{by}` at {value} for every smoothed trial, so no plot over it (it "
+                            "would be one column of points); the table below lists the configurations."))
     blocks.append(("p", f"Rows: configurations (every hyperparameter that varies except `seed`), sorted by `{by}`; "
-                        f"mean over repeats; n = completed trials; {sample_counts(trials)} generated samples per "
+                        f"mean over repeats; n = completed trials; {sample_counts(data.trials)} generated samples per "
                         "distance. " + UNCERTAINTY_NOTE))
+    for key, (low, high, width, log) in (bins or {}).items():
+        unit = " decades (log scale)" if log else ""
+        blocks.append(("p", f"`{key}` was searched continuously in [{fmt(low)}, {fmt(high)}], so no two trials share "
+                            f"a value: repeats are trials in one bin of width {fmt(width)}{unit}, written "
+                            "[low, high); values outside the range (the σ = 0 baseline) stay exact."))
     blocks.append(trend_view(trend, sample_columns(extractor_ids)))
     blocks.append(trend_view(trend, list(BPD_METRICS)))
     blocks += [Image(str(plot_paths[n].relative_to(root)), caption) for n, caption in plot_names if n in plot_paths]
@@ -137,17 +180,20 @@ def time_section(data: StudyData, time: pd.DataFrame, note: str, plot_paths: dic
 
 
 def report_blocks(data: StudyData, named: dict[str, pd.DataFrame], plot_paths: dict[str, Path],
-                  extractor_ids: list[str], hardware_note: str, root: Path, files: list[Path]) -> list[Block]:
+                  extractor_ids: list[str], hardware_note: str, root: Path, files: list[Path],
+                  bins: Optional[dict] = None, no_importance: str = "") -> list[Block]:
     extractor = extractor_ids[0] if extractor_ids else "unknown"
     image = lambda name, caption: Image(str(plot_paths[name].relative_to(root)), caption)  # noqa: E731
     blocks = header(data) + main_result(data, named["paper_table"], extractor_ids)
+    objective = (data.experiment_tags.get("objective") or "").split(",")[0] or None
+    blocks += importance_section(named, plot_paths, root, no_importance, objective)
     blocks += [("h2", "Trials"),
                ("p", "Every trial of the study with its state (`state` tag of the study: completed, pruned by "
                      "ASHA, errored, interrupted, running) and MLflow `status`; metrics at its latest epoch."),
                trials_view(data.trials, extractor)]
     blocks += trend_section(data, "noise_std", named["trend_noise_std"], extractor_ids, plot_paths,
                             [("distance_vs_sigma", "sample quality vs σ; dashed: the σ = 0 baseline"),
-                             ("bpd_vs_sigma", "bits/dim vs σ")], root)
+                             ("bpd_vs_sigma", "bits/dim vs σ")], root, bins)
     blocks += trend_section(data, "num_mixtures", named["trend_num_mixtures"], extractor_ids, plot_paths,
                             [("distance_vs_mixtures", "sample quality vs num_mixtures")], root)
     blocks += pareto_section(data, extractor, plot_paths, root)

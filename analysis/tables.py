@@ -9,9 +9,15 @@ A sample-quality metric also gets `se`: the standard error of the mean that come
 the finite sample count alone, sqrt(sum_i se_i^2) / n over the n repeats' logged
 standard errors `<metric>_se` (the bootstrap / split SE of each trial; NaN where a trial
 logged none). `std` is the spread over repeats (seeds), which also holds training noise.
+
+A continuous searched hyperparameter never repeats exactly (TPE proposes sigma 0.4814 and
+0.4842): with `bins` its values are grouped into stated bins (`Bin`, e.g. [0.45, 0.5)) so
+that mean, std and n are over trials that differ by rounding only.
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
@@ -73,6 +79,54 @@ def repeat_keys(trials: pd.DataFrame, by: Optional[str] = None) -> list[str]:
     return keys + [k for k in ordered if k not in keys]
 
 
+@dataclass(frozen=True, order=True)
+class Bin:
+    """[lo, hi) of a binned hyperparameter; lo == hi: a value outside the searched domain, kept exact
+    (the sigma = 0 baseline)."""
+    lo: float
+    hi: float
+
+    def __str__(self) -> str:
+        return f"{self.lo:.4g}" if self.lo == self.hi else f"[{self.lo:.3g}, {self.hi:.3g})"
+
+
+def searched_bins(searched: dict) -> dict[str, tuple[float, float, float, bool]]:
+    """key -> (low, high, width, log) for every continuous (float) searched key of study.json's `searched`.
+
+    Width: half the power of ten below the domain's span (in decades where log), e.g.
+    [0.1, 0.8] -> 0.05 (14 bins), [1e-4, 1e-2] log -> half a decade."""
+    out = {}
+    for key, domain in (searched or {}).items():
+        if domain.get("type") != "float":
+            continue
+        low, high, log = float(domain["low"]), float(domain["high"]), bool(domain.get("log"))
+        span = math.log10(high / low) if log else high - low
+        out[key] = (low, high, 10 ** math.floor(math.log10(span)) / 2, log)
+    return out
+
+
+def to_bin(value: float, low: float, high: float, width: float, log: bool) -> Bin:
+    """The bin of `value` on the grid low, low + width, ... (in log10 where log); high is in the last bin."""
+    if value is None or pd.isna(value) or not low <= value <= high:
+        return Bin(value, value)
+    to, back = (math.log10, lambda v: 10 ** v) if log else (float, float)
+    count = max(1, math.ceil(round((to(high) - to(low)) / width, 9)))
+    k = min(math.floor(round((to(value) - to(low)) / width, 9)), count - 1)
+    lo, hi = to(low) + k * width, min(to(low) + (k + 1) * width, to(high))
+    return Bin(float(f"{back(lo):.10g}"), float(f"{back(hi):.10g}"))
+
+
+def binned(trials: pd.DataFrame, bins: Optional[dict]) -> pd.DataFrame:
+    """The trials with each binned column's values replaced by their Bin (a copy; the columns keep their names)."""
+    if not bins:
+        return trials
+    out = trials.copy()
+    for key, (low, high, width, log) in bins.items():
+        if key in out:
+            out[key] = [to_bin(v, low, high, width, log) for v in out[key].astype(float)]
+    return out
+
+
 def value_metrics(trials: pd.DataFrame) -> list[str]:
     """The metrics aggregated over repeats (standard errors enter as their metric's `se`)."""
     return metric_order(c for c in trials.columns if is_metric(c) and standard_error_of(c) is None)
@@ -85,10 +139,11 @@ def _note(states: pd.Series, included: Sequence[str]) -> str:
 
 
 def trend_table(trials: pd.DataFrame, by: str = "noise_std", metrics: Optional[Iterable[str]] = None,
-                states: Sequence[str] = FINISHED_STATES) -> pd.DataFrame:
+                states: Sequence[str] = FINISHED_STATES, bins: Optional[dict] = None) -> pd.DataFrame:
     """Every metric against `by` (noise_std | num_mixtures | any hyperparameter), over repeats.
 
-    Rows: one per configuration, indexed by repeat_keys(trials, by) and sorted by them.
+    Rows: one per configuration, indexed by repeat_keys(trials, by) and sorted by them; a key
+    in `bins` (searched_bins) is indexed by its Bin.
     Columns: (metric, "mean" | "std" | "n") in metric_order (one-step next to two-step),
     sample-quality metrics also (metric, "se") (pooled_se), then ("trials", "n") counted
     in the mean and ("trials", "not_included").
@@ -99,6 +154,7 @@ def trend_table(trials: pd.DataFrame, by: str = "noise_std", metrics: Optional[I
         raise ValueError(f"no column {by!r} in the trials table; hyperparameters: {param_columns(trials)}")
     metrics = list(metrics) if metrics is not None else value_metrics(trials)
     keys = repeat_keys(trials, by)
+    trials = binned(trials, bins)
     rows = {}
     for key, group in trials.groupby(keys, dropna=False, sort=True):
         used = group[group["state"].isin(states)]
@@ -123,7 +179,16 @@ def flatten(table: pd.DataFrame) -> pd.DataFrame:
     """A trend table with `metric:stat` columns and the keys as columns (CSV, Parquet)."""
     flat = table.copy()
     flat.columns = [f"{metric}:{stat}" for metric, stat in flat.columns]
-    return flat.reset_index()
+    return bins_as_text(flat.reset_index())
+
+
+def bins_as_text(table: pd.DataFrame) -> pd.DataFrame:
+    """Bin cells as their text ([0.45, 0.5)): Parquet and CSV take no Python objects."""
+    out = table.copy()
+    for column in out.columns:
+        if out[column].dtype == object and out[column].map(lambda v: isinstance(v, Bin)).any():
+            out[column] = out[column].map(str)
+    return out
 
 
 # ---------------------------------------------------------------- the paper's table
@@ -157,7 +222,7 @@ def config_labels(firsts: list[pd.Series], keys: Sequence[str]) -> list[str]:
 
 
 def paper_table(trials: pd.DataFrame, states: Sequence[str] = FINISHED_STATES,
-                extractor_ids: Optional[Sequence[str]] = None) -> pd.DataFrame:
+                extractor_ids: Optional[Sequence[str]] = None, bins: Optional[dict] = None) -> pd.DataFrame:
     """Meng et al.'s comparison: per configuration and sampler, IS, distance and bits/dim.
 
     Rows: the baseline's direct samples; a smoothed configuration's one-step and two-step
@@ -165,7 +230,8 @@ def paper_table(trials: pd.DataFrame, states: Sequence[str] = FINISHED_STATES,
     (or `fid_inception`), `fd_E:std`, `fd_E:se` (se: pooled_se); `bpd`, `bpd:std` with
     `bpd_metric` saying which: the baseline's exact `test_bpd`, the two-step upper bound
     `bpd_bound`, none for one-step (gradient denoising defines no likelihood); `n`;
-    `samples` (generated images per distance, sample_counts); `not_included`.
+    `samples` (generated images per distance, sample_counts); `not_included`. Keys in
+    `bins` group by their bin (its text in the key column).
     """
     found = list(dict.fromkeys(m.extractor for m in sample_metrics(trials.columns)))
     extractor_ids = list(extractor_ids) if extractor_ids is not None else found
@@ -173,6 +239,7 @@ def paper_table(trials: pd.DataFrame, states: Sequence[str] = FINISHED_STATES,
     rows = []
     if trials.empty:
         return pd.DataFrame(columns=["model", "sampler", "n", "samples", "not_included"])
+    trials = binned(trials, bins)
     groups = list(trials.groupby(keys, dropna=False, sort=True))
     labels = config_labels([group.iloc[0] for _, group in groups], ["noise_std", "num_mixtures", *keys])
     for (_, group), label in zip(groups, labels):
@@ -185,8 +252,8 @@ def paper_table(trials: pd.DataFrame, states: Sequence[str] = FINISHED_STATES,
         if not samplers:
             samplers = [PRODUCT_SAMPLER.get(kind, "")]
         for sampler in samplers:
-            row = {"model": label, **{k: first[k] for k in keys}, "sampler": sampler,
-                   "n": len(used), "samples": sample_counts(used)}
+            row = {"model": label, **{k: str(first[k]) if isinstance(first[k], Bin) else first[k] for k in keys},
+                   "sampler": sampler, "n": len(used), "samples": sample_counts(used)}
             for e in extractor_ids:
                 for family in ("score", "distance"):
                     name, column = sample_metric_name(family, e), sample_metric_name(family, e, sampler)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import time
 from typing import Any
 
@@ -16,9 +17,9 @@ from study.atomic import sweep_temp_files
 from study.cli import NON_IDENTITY_FLAGS, default_name, identity_diff, option, resolve
 from study.config import StudyConfig, StudyError
 from study.reconcile import reconcile
-from study.storage import STUDY_FILE, StudyDir, normalize_storage_path
+from study.storage import OPTUNA_DB, STUDY_FILE, StudyDir, normalize_storage_path
 from study.summary import best_rows, format_table, sample_count, table_rows, ui_hint, with_se, write_summary
-from study.progress import ProgressPrinter
+from study.progress import ProgressPrinter, StudyLine
 from study.trust import check_trusted
 from study.tracking import MlflowTracker
 from trainables.tune.listener import Fanout
@@ -92,7 +93,21 @@ def tune_spec(cfg: StudyConfig, gpus_per_trial: float):
         max_epochs=cfg.trial["max_epochs"], seed=cfg.seed,
         n_startup_trials=max(2, min(N_STARTUP_MAX, cfg.num_samples // 3)),
         cpus_per_trial=cfg.cpus_per_trial, gpus_per_trial=gpus_per_trial,
-        max_concurrent=cfg.max_concurrent, max_failures=cfg.max_failures, num_to_keep=cfg.num_to_keep)
+        max_concurrent=cfg.max_concurrent, max_failures=cfg.max_failures, num_to_keep=cfg.num_to_keep,
+        optuna_storage=optuna_storage(cfg))
+
+
+def optuna_storage(cfg: StudyConfig):
+    """The Optuna study's RDB storage in the study directory (optuna-dashboard and optuna.load_study read it,
+    also while the study runs); None for a remote storage path (the search stays in memory there)."""
+    study_dir = StudyDir(cfg.storage_path, cfg.name)
+    return f"sqlite:///{study_dir.path}/{OPTUNA_DB}" if study_dir.is_local and cfg.searched else None
+
+
+def _existing_optuna_storage(cfg: StudyConfig):
+    """optuna_storage where the file exists (a study from before it, or one that searches nothing, has none)."""
+    url = optuna_storage(cfg)
+    return url if url and os.path.exists(url[len("sqlite:///"):]) else None
 
 
 def warm_extractor(cfg: StudyConfig) -> None:
@@ -149,9 +164,9 @@ def run_study(cfg: StudyConfig, resuming: bool, flags: dict[str, Any], log=print
             if grown_from is not None:
                 log(f"extending study {cfg.name!r} from {grown_from} to {cfg.num_samples} searched trials")
         tracker = MlflowTracker(cfg, study_dir)
-        tracker.setup()
+        tracker.setup(gpus)
         spec = tune_spec(cfg, gpus)
-        printer = ProgressPrinter(list(cfg.searched), cfg.seed, cfg.objective, cfg.trial["max_epochs"])
+        printer = ProgressPrinter(list(cfg.searched), cfg.seed, cfg.objective, cfg.trial["max_epochs"], tracker.name)
         listener = Fanout(tracker, printer)
         if study_dir.is_local:
             state_backup.recover(study_dir.path, log)  # a state cut by a full disk or a kill: its last good copy
@@ -159,11 +174,13 @@ def run_study(cfg: StudyConfig, resuming: bool, flags: dict[str, Any], log=print
         log(f"{'resuming' if restorable else 'starting'} study {cfg.name!r} in {study_dir.path} "
             f"({cfg.space}: {cfg.num_samples} searched + {len(cfg.fixed_trials)} fixed trials, "
             f"{cfg.cpus_per_trial:g} CPU / {gpus:g} GPU per trial)")
+        log(ui_hint(cfg, tracker.experiment_id, optuna_storage(cfg)))
         tracker.mark_interrupted()  # runs a killed driver left RUNNING (the lock says none is alive); resumed ones reopen
-        if restorable:  # Tune's restored TrialEvents callback gets this process's listener
-            tuner = tune_adapter.restore_tuner(spec, study_dir.path, listener)
+        study_line = StudyLine(cfg.objective[0], tracker.name)
+        if restorable:  # Tune's restored callbacks get this process's listeners
+            tuner = tune_adapter.restore_tuner(spec, study_dir.path, listener, study_line)
         else:
-            tuner = tune_adapter.build_tuner(spec, listener)
+            tuner = tune_adapter.build_tuner(spec, listener, study_line)
         start = time.time()
         with state_backup.Snapshotter(study_dir.path, log=log) if study_dir.is_local else contextlib.nullcontext():
             records = tune_adapter.fit(tuner, cfg.objective, cfg.mode)
@@ -184,11 +201,11 @@ def finish(cfg, study_dir, tracker, records, wall, gpus, log) -> dict[str, Any]:
     if interrupted:
         tracker.mark_interrupted()
         states = tracker.states()
-    rows = table_rows(cfg, records, states)
+    rows = table_rows(cfg, records, states, tracker.names())
     best = best_rows(cfg, rows)
     if cfg.checkpoint_artifact == "best" and not interrupted:
         _log_best_checkpoints(tracker, records)
-    summary_run = write_summary(cfg, study_dir, tracker, rows, best, wall, gpus)
+    summary_run = write_summary(cfg, study_dir, tracker, rows, best, wall, interrupted)
     log("")
     log(f"study {cfg.name!r}: {len(rows)} trials in {wall / 60:.1f} min "
         + ", ".join(f"{sum(r['state'] == s for r in rows)} {s}" for s in ("completed", "pruned", "errored")))
@@ -205,9 +222,9 @@ def finish(cfg, study_dir, tracker, records, wall, gpus, log) -> dict[str, Any]:
         keys = dict.fromkeys(("kind", "noise_std", "num_mixtures", *cfg.searched))
         log("  config: " + " ".join(f"{k}={row[k]:.4g}" if isinstance(row[k], float) else f"{k}={row[k]}"
                                     for k in keys if k in row))
-    log(f"\nresults: {study_dir.path}  (study.json, results.csv, optuna_trials.json, Ray experiment"
+    log(f"\nresults: {study_dir.path}  (study.json, results.csv, optuna_trials.json, optuna.db, Ray experiment"
         + (", mlflow.db)" if cfg.mlflow_uri.startswith("sqlite:") else ")"))
-    log(ui_hint(cfg, tracker.experiment_id))
+    log(ui_hint(cfg, tracker.experiment_id, _existing_optuna_storage(cfg)))
     return {"rows": rows, "best": best, "interrupted": interrupted, "summary_run_id": summary_run}
 
 

@@ -14,8 +14,9 @@ from trainables.tune.listener import TrialListener
 
 
 class ProgressPrinter(TrialListener):
-    def __init__(self, searched: list[str], seed: int, objective: tuple[str, ...], max_epochs: int):
+    def __init__(self, searched: list[str], seed: int, objective: tuple[str, ...], max_epochs: int, namer=None):
         self.searched, self.seed, self.objective, self.max_epochs = searched, seed, objective, max_epochs
+        self.namer = namer  # trial id -> its MLflow run name (`#3 smoothed s=0.48 K=5`), or None
         self.names: dict[str, str] = {}
         self.hardware: dict[str, str] = {}
         self.samples: dict[str, Any] = {}  # trial id -> generated images behind its distances
@@ -25,7 +26,8 @@ class ProgressPrinter(TrialListener):
         print(f"{time.strftime('%H:%M:%S')}  {name:<24} {text}", file=sys.stdout, flush=True)
 
     def trial_started(self, trial_id: str, config: dict[str, Any], fixed: bool) -> None:
-        self.names[trial_id] = run_name(config, self.searched, self.seed)
+        named = getattr(self, "namer", None)  # a printer pickled by an older study has none
+        self.names[trial_id] = (named and named(trial_id)) or run_name(config, self.searched, self.seed)
         self.samples[trial_id] = config.get("num_eval_samples")
         self._say(trial_id, f"started (trial {trial_id}{', fixed' if fixed else ''})")
 
@@ -53,3 +55,37 @@ class ProgressPrinter(TrialListener):
         if optuna:
             tail += f" (Optuna trial {optuna['number']}: {optuna['state']})"
         self._say(trial_id, f"{state}{tail}")
+
+
+class StudyLine:
+    """The study-wide line (`trainables.tune.progress.StudyProgress` calls `study_progress`), e.g.
+
+    10:02:13  study: 3/7 done (2 completed, 1 pruned, 0 errored), 2 running, 2 pending | best
+    fd_digits_cnn=157.7 (#4 smoothed s=0.48 K=5) | elapsed 3.1 min, at most ~4.0 min left
+    """
+
+    def __init__(self, objective: str, namer=None, out=None):
+        self.objective, self.namer, self.out = objective, namer, out
+
+    def study_progress(self, status) -> None:
+        print(f"{time.strftime('%H:%M:%S')}  {format_status(status, self.objective, self.namer)}",
+              file=self.out or sys.stdout, flush=True)
+
+
+def format_status(status, objective: str, namer=None) -> str:
+    s = status
+    text = (f"study: {s.finished}/{s.total} done ({s.completed} completed, {s.pruned} pruned, {s.errored} errored), "
+            f"{s.running} running, {s.pending} pending")
+    if s.best_value is not None:
+        who = (namer and namer(s.best_trial)) or s.best_trial
+        text += f" | best {objective}={s.best_value:.4g} ({who})"
+    text += f" | elapsed {_minutes(s.elapsed_s)}"
+    if s.finished == s.total:
+        return text
+    if s.eta_s is None:
+        return text + ", time left: after the first epoch"
+    return text + f", at most ~{_minutes(s.eta_s)} left"
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"

@@ -14,6 +14,7 @@ from pathlib import Path
 STUDY_FILE = "study.json"           # the resolved StudyConfig, written once before the first trial
 MLFLOW_DB = "mlflow.db"             # default MLflow tracking store (local storage paths only)
 MLFLOW_ARTIFACTS = "mlartifacts"    # artifact root of the default store
+OPTUNA_DB = "optuna.db"             # the Optuna study's RDB storage (local storage paths only)
 
 
 def is_uri(path: str) -> bool:

@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 from search_spaces.metric_names import metric_names, standard_error_name
 from study.config import StudyConfig
-from study.tracking import OPTUNA_FILE, ROLE_TAG, MlflowTracker, run_name
+from study.tracking import OPTUNA_FILE, VIEW_KEY, MlflowTracker, run_name
 from study.storage import STUDY_FILE, StudyDir
 from trainables.tune.listener import ERRORED, ended_state
 
@@ -23,8 +23,10 @@ def trial_state(record: dict, max_epochs: int) -> str:
     return ended_state(int(record["metrics"].get("epoch", 0)), max_epochs)
 
 
-def table_rows(cfg: StudyConfig, records: list[dict], states: dict[str, str]) -> list[dict[str, Any]]:
-    """One row per trial: what it is, how it ended, and its final metrics (names as logged)."""
+def table_rows(cfg: StudyConfig, records: list[dict], states: dict[str, str],
+               names: Optional[dict[str, str]] = None) -> list[dict[str, Any]]:
+    """One row per trial: what it is (its MLflow run name where given), how it ended, and its final metrics."""
+    names = names or {}
     rows = []
     for rec in sorted(records, key=lambda r: (r["config"].get("kind") != "baseline", r["config"].get("noise_std", 0),
                                               r["config"].get("num_mixtures", 0), r["trial_id"])):
@@ -32,7 +34,8 @@ def table_rows(cfg: StudyConfig, records: list[dict], states: dict[str, str]) ->
         # A trial Tune created but the searcher had not configured yet (Ctrl-C at the start) has no config.
         started = all(k in cfg_ for k in ("kind", "noise_std", "num_mixtures"))
         row = {"trial_id": rec["trial_id"],
-               "run": run_name(cfg_, list(cfg.searched), cfg.seed) if started else "(not started)",
+               "run": names.get(rec["trial_id"]) or (run_name(cfg_, list(cfg.searched), cfg.seed) if started
+                                                     else "(not started)"),
                "kind": cfg_.get("kind"), "noise_std": cfg_.get("noise_std"), "num_mixtures": cfg_.get("num_mixtures"),
                "state": states.get(rec["trial_id"]) or (trial_state(rec, int(cfg_.get("max_epochs", 0)))
                                                          if started else "pending"),
@@ -102,22 +105,13 @@ def with_se(row: dict, key: str, fmt: str = ".4g") -> str:
 
 
 def write_summary(cfg: StudyConfig, study_dir: StudyDir, tracker: MlflowTracker, rows: list[dict],
-                  best: list[dict], wall_seconds: float, gpus_per_trial: float) -> Optional[str]:
-    """results.csv in the study dir and the study's one summary run in MLflow (found again on resume)."""
-    from mlflow.entities import Metric, Param
+                  best: list[dict], wall_seconds: float, interrupted: bool = False) -> Optional[str]:
+    """results.csv in the study dir, and the summary into the study's run in MLflow (the trials' parent)."""
+    from mlflow.entities import Metric
 
     study_dir.write_text(RESULTS_FILE, to_csv(rows))
     client = tracker.client
-    run_id = tracker.find_run("summary")
-    if run_id is None:
-        run = client.create_run(tracker.experiment_id, run_name="summary",
-                                tags={ROLE_TAG: "summary", "study": cfg.name, "space": cfg.space})
-        run_id = run.info.run_id
-        params = {"space": cfg.space, "num_samples": cfg.num_samples, "objective": ",".join(cfg.objective),
-                  "mode": ",".join(cfg.mode), "scheduler": cfg.scheduler, "extractor": cfg.extractor,
-                  "seed": cfg.seed, "storage_path": cfg.storage_path, "gpus_per_trial": gpus_per_trial,
-                  "cpus_per_trial": cfg.cpus_per_trial}
-        client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+    run_id = tracker.parent_run_id
     counts = {f"n_{s}": sum(r["state"] == s for r in rows) for s in ("completed", "pruned", "errored")}
     metrics = {"n_trials": len(rows), **counts, "wall_seconds_last_session": wall_seconds}
     if len(best) == 1:
@@ -138,11 +132,26 @@ def write_summary(cfg: StudyConfig, study_dir: StudyDir, tracker: MlflowTracker,
         client.log_text(run_id, study_dir.read_text(OPTUNA_FILE), OPTUNA_FILE)
     if cfg.multi_objective:
         client.log_text(run_id, json.dumps(best, indent=1, default=str), "pareto_front.json")
-    client.set_terminated(run_id, status="FINISHED")
+    client.set_terminated(run_id, status="KILLED" if interrupted else "FINISHED")
     return run_id
 
 
-def ui_hint(cfg: StudyConfig, experiment_id: Optional[str]) -> str:
+def runs_page(base_url: str, experiment_id: Optional[str]) -> str:
+    """The runs table of the experiment in MLflow's model-training view, in the study's shared view
+    (tracking.trials_view: the trials with their parameters, best first). MLflow 3's UI keeps a workflow
+    type apart from the experiment's kind tag (URL parameter `workflowType`, default `genai`, which opens
+    the GenAI overview); `machine_learning` is the training view (read from mlflow/server/js, 3.17)."""
+    return (f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+            f"&viewStateShareKey={VIEW_KEY}")
+
+
+def ui_hint(cfg: StudyConfig, experiment_id: Optional[str], optuna_storage: Optional[str] = None) -> str:
     if cfg.mlflow_uri.startswith(("http://", "https://")):
-        return f"MLflow: {cfg.mlflow_uri.rstrip('/')}/#/experiments/{experiment_id}"
-    return f"MLflow UI: mlflow ui --backend-store-uri {cfg.mlflow_uri}   (then open http://127.0.0.1:5000)"
+        lines = [f"MLflow: {runs_page(cfg.mlflow_uri, experiment_id)}"]
+    else:
+        lines = [f"MLflow UI: mlflow ui --backend-store-uri {cfg.mlflow_uri} --port 5000   "
+                 f"(then open {runs_page('http://127.0.0.1:5000', experiment_id)})"]
+    if optuna_storage:
+        lines.append(f"Optuna:    optuna-dashboard {optuna_storage}   (pip install optuna-dashboard; "
+                     f"or optuna.load_study(study_name={cfg.name!r}, storage={optuna_storage!r}))")
+    return "\n".join(lines)

@@ -86,8 +86,11 @@ def _grid_png(path: Path, level: float) -> None:
     mpimg.imsave(path, rng.random((34, 34)) * level, cmap="gray", vmin=0, vmax=1)
 
 
-def write_study(storage: Path, name: str = STUDY, with_summary: bool = True) -> dict:
-    """The study directory `storage/name` with study.json and mlflow.db; returns run ids by trial id."""
+def write_study(storage: Path, name: str = STUDY, with_summary: bool = True, nested: bool = False) -> dict:
+    """The study directory `storage/name` with study.json and mlflow.db; returns run ids by trial id.
+
+    nested: today's layout (the summary run is the study's parent run, created first, every trial run
+    its child); else the layout of older studies (the summary run beside the trial runs, created last)."""
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
@@ -104,12 +107,17 @@ def write_study(storage: Path, name: str = STUDY, with_summary: bool = True) -> 
                        ("objective", f"fd_{EXTRACTOR}"), ("dataset", "digits"), ("extractor", EXTRACTOR)):
         client.set_experiment_tag(exp, key, value)
     run_ids = {}
+    if nested:
+        parent = client.create_run(exp, run_name=name, tags={"run_role": "summary", "study": name,
+                                                             "space": "noise_sweep"})
+        run_ids["summary"] = parent.info.run_id
     for t in TRIALS:
         params = {**SHARED_PARAMS, "kind": t.kind, "noise_std": t.noise_std, "num_mixtures": t.num_mixtures,
                   "seed": t.seed}
         tags = {"run_role": "trial", "ray_trial_id": t.trial_id, "study": name, "space": "noise_sweep",
                 "kind": t.kind, "dataset": "digits", "extractor": EXTRACTOR,
-                "trial_origin": "fixed" if t.kind == "baseline" else "optuna", "state": t.state}
+                "trial_origin": "fixed" if t.kind == "baseline" else "optuna", "state": t.state,
+                **({"mlflow.parentRunId": run_ids["summary"]} if nested else {})}
         run = client.create_run(exp, run_name=f"{t.kind} s={t.noise_std} K={t.num_mixtures} seed={t.seed}", tags=tags)
         run_id = run_ids[t.trial_id] = run.info.run_id
         client.log_batch(run_id, params=[Param(k, str(v)) for k, v in sorted(params.items())])
@@ -131,8 +139,9 @@ def write_study(storage: Path, name: str = STUDY, with_summary: bool = True) -> 
     # A running trial's next epoch half-written when the analysis reads it (no `epoch` yet at step 2).
     client.log_batch(run_ids["s06run"], metrics=[Metric("test_bpd_smoothed", 4.0, now + 9, 2)])
     if with_summary:
-        summary = client.create_run(exp, run_name="summary", tags={"run_role": "summary", "study": name,
-                                                                   "space": "noise_sweep"})
+        summary = (client.get_run(run_ids["summary"]) if nested else
+                   client.create_run(exp, run_name="summary", tags={"run_role": "summary", "study": name,
+                                                                    "space": "noise_sweep"}))
         params = {"space": "noise_sweep", "objective": f"fd_{EXTRACTOR}", "mode": "min", "extractor": EXTRACTOR,
                   "cpus_per_trial": 2.0, "gpus_per_trial": 0.25}
         client.log_batch(summary.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])

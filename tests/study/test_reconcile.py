@@ -26,7 +26,8 @@ def test_runs_follow_tunes_trials(tmp_path):
 
     counts = reconcile(tracker, records, study_ended=True)
     assert counts == {"abandoned": 0, "ended": 3}
-    runs = {r.data.tags["ray_trial_id"]: r for r in tracker.client.search_runs([tracker.experiment_id])}
+    runs = {r.data.tags["ray_trial_id"]: r for r in tracker.client.search_runs([tracker.experiment_id])
+            if "ray_trial_id" in r.data.tags}  # not the study's (parent) run
     got = {tid: (r.data.tags["state"], r.info.status, r.data.tags["run_role"]) for tid, r in runs.items()}
     assert got == {"done": ("completed", "FINISHED", "trial"), "stopped": ("pruned", "FINISHED", "trial"),
                    "broken": ("errored", "FAILED", "trial"), "lost": ("abandoned", "KILLED", "abandoned")}

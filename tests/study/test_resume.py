@@ -56,7 +56,13 @@ def test_sigkill_then_resume(tmp_path):
         assert steps(client, run) == [1, 2, 3], run.info.run_name
         assert steps(client, run, "bpd_bound") == [1, 2, 3]
         assert run.data.tags["state"] == "completed" and run.info.status == "FINISHED"
+    assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {summaries[0].info.run_id}
     history = json.loads((study_dir / "optuna_trials.json").read_text())
     assert [(t["number"], t["state"]) for t in history] == [(0, "COMPLETE")]
+    import optuna
+
+    stored = optuna.load_study(study_name=NAME, storage=f"sqlite:///{study_dir}/optuna.db")
+    assert [(t.number, t.state.name, t.params) for t in stored.trials] == [
+        (t["number"], t["state"], t["params"]) for t in history], "Optuna's storage holds the resumed search"
     state_files = list(study_dir.glob("searcher-state-*.pkl"))
     assert state_files, "Optuna's state resumes with Tune's searcher checkpoint"

@@ -77,3 +77,19 @@ def test_training_subset_and_test_cap_are_the_same_seeded_images_in_every_trial(
     torch.testing.assert_close(a.test_images, test[torch.from_numpy(subset_indices(len(test), 64))])
     assert torch.equal(a.train_images, b.train_images) and torch.equal(a.test_images, b.test_images)
     assert not torch.equal(a.test_images, test[:64]), "a seeded sample, not the first images of the file"
+
+
+def test_sample_grids_are_upscaled_without_smoothing():
+    from torchvision.utils import make_grid
+
+    from trainables.quality.trial_evaluation import GRID_MIN_WIDTH, upscaled_grid
+
+    images = torch.rand(64, 1, 8, 8)
+    plain = make_grid(images, nrow=8)                       # (3, 82, 82): what was logged before
+    big = upscaled_grid(images)
+    k = 4                                                   # ceil(256 / 82)
+    assert plain.shape[-1] == 82 and big.shape == (3, 82 * k, 82 * k) and big.shape[-1] >= GRID_MIN_WIDTH
+    assert torch.equal(big[:, ::k, ::k], plain), "every k-th pixel is the original"
+    blocks = big.reshape(3, 82, k, 82, k)
+    assert torch.equal(blocks, plain[:, :, None, :, None].expand_as(blocks)), "k x k blocks of one value"
+    assert upscaled_grid(torch.rand(4, 3, 128, 128)).shape[-1] == 2 + 2 * 130, "wide enough: k = 1"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from torchvision.utils import save_image
+from torchvision.utils import make_grid, save_image
 
 from search_spaces.metric_names import PRODUCT_SAMPLER, default_extractor, metric_names, standard_error_name
 from trainables.config import TrialConfig
@@ -26,6 +26,15 @@ from trainables.sampling.naive import gradient_denoise, to_image_range, two_step
 SAMPLE_STREAM = 2  # generator stream of evaluation samples: never the training streams
 # The sampler of every evaluation: the exact fast one (naive.sample is its tested reference).
 SAMPLER = fast_sample
+GRID_MIN_WIDTH = 256  # px: a grid of 8x8 digits is 82 px wide, too small to see in MLflow's artifact view
+
+
+def upscaled_grid(images: torch.Tensor, min_width: int = GRID_MIN_WIDTH) -> torch.Tensor:
+    """(N, C, H, W) in [0, 1] -> the (C, H', W') grid, each pixel repeated k x k times (nearest, no
+    smoothing: the model's pixels stay visible) with the smallest integer k that makes it min_width wide."""
+    grid = make_grid(images, nrow=int(len(images) ** 0.5 + 0.999))  # (C, Hg, Wg), 2 px padding
+    k = -(-min_width // grid.shape[-1])  # ceil
+    return grid.repeat_interleave(k, dim=-2).repeat_interleave(k, dim=-1)
 
 
 class SampleEvaluator:
@@ -75,7 +84,6 @@ class SampleEvaluator:
         paths = []
         for sampler, images in self.last_samples.items():
             path = directory / f"samples_{sampler}_epoch{self.last_epoch:04d}.png"
-            grid = images[:64]
-            save_image((grid + 1) / 2, path, nrow=int(len(grid) ** 0.5 + 0.999))
+            save_image(upscaled_grid((images[:64] + 1) / 2), path)
             paths.append(path)
         return paths

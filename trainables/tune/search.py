@@ -15,13 +15,36 @@ class PruneAwareOptunaSearch(OptunaSearch):
     Ray's OptunaSearch tells every trial with a result as COMPLETE, so an ASHA-stopped
     trial enters TPE's history as a finished one with a part-trained value. Here a trial
     that ends before `max_epochs` is PRUNED (Optuna keeps its last intermediate value).
+
+    With an RDB `storage` the database runs ahead of Tune's searcher checkpoint, which a
+    resume restores: `restore` brings the two back together (see there).
     """
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Tune's searcher checkpoint, reconciled with a storage that kept going after it was taken:
+        trials the storage finished are not told again (Optuna refuses to update a finished trial),
+        steps it holds are not reported again, and trials asked after the checkpoint (Tune forgot
+        them with it, so nothing will ever finish them) end FAIL instead of RUNNING forever."""
+        super().restore(checkpoint_path)
+        if self._ot_study is None:
+            return
+        stored = {t.number: t for t in self._ot_study.get_trials(deepcopy=False)}
+        known = {trial.number: trial_id for trial_id, trial in self._ot_trials.items()}
+        reported = self.__dict__.setdefault("_reported_steps", set())
+        for number, frozen in stored.items():
+            if number not in known:
+                if not frozen.state.is_finished():
+                    self._ot_study._storage.set_trial_state_values(frozen._trial_id, state=optuna_state("FAIL"))
+                continue
+            reported.update((known[number], step) for step in frozen.intermediate_values)
+            if frozen.state.is_finished():
+                self._completed_trials.add(known[number])
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if isinstance(self.metric, list) or self.metric not in result:
             return  # multi-objective Optuna takes no intermediate values; non-evaluation epochs lack it
         reported = self.__dict__.setdefault("_reported_steps", set())  # a resumed trial repeats epochs
-        if (trial_id, int(result["epoch"])) not in reported:
+        if trial_id not in told_trials(self) and (trial_id, int(result["epoch"])) not in reported:
             optuna_trials(self)[trial_id].report(float(result[self.metric]), int(result["epoch"]))
             reported.add((trial_id, int(result["epoch"])))
 

@@ -12,6 +12,7 @@ from ray.tune.schedulers import FIFOScheduler
 from trainables.tune.events import TrialEvents
 from trainables.tune.internals import local_tuner, tuner_run_callbacks
 from trainables.tune.listener import TrialListener
+from trainables.tune.progress import StudyProgress
 from trainables.tune.results import exception_line, reported_metrics
 from trainables.tune.scheduler import FixedTrialsExemptASHA, SchedulerState
 from trainables.tune.search import FixedTrialsFirst, PruneAwareOptunaSearch, _NothingToSearch
@@ -52,6 +53,7 @@ class TuneSpec:
     max_concurrent: int          # 0: unlimited
     max_failures: int
     num_to_keep: int
+    optuna_storage: Optional[str] = None  # Optuna RDB URL (sqlite:///<study dir>/optuna.db); None: in memory
 
 
 def connect(address: Optional[str]) -> dict[str, float]:
@@ -76,20 +78,47 @@ def _trainable(spec: TuneSpec):
     return tune.with_resources(train_trial, {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial})
 
 
-def build_tuner(spec: TuneSpec, listener: TrialListener) -> tune.Tuner:
-    """A new Tuner of the study, its trial events going to `listener`."""
+def _quiet_optuna() -> None:
+    """Optuna logs "A new study created in memory/RDB with name: ..." at INFO; the study prints its own lines."""
     import optuna
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _fresh_optuna_storage(spec: TuneSpec):
+    """The RDB storage with no study of this name: a Tuner built anew (nothing Tune could restore) searches
+    anew, so trials an attempt killed before Tune's first checkpoint left there must not seed TPE."""
+    import optuna
+
+    if not spec.optuna_storage:
+        return None
+    storage = optuna.storages.RDBStorage(spec.optuna_storage)
+    try:
+        optuna.delete_study(study_name=spec.name, storage=storage)
+    except KeyError:
+        pass
+    return storage
+
+
+def build_tuner(spec: TuneSpec, listener: TrialListener, progress=None) -> tune.Tuner:
+    """A new Tuner: the searcher, the scheduler, and the callbacks: trial events to `listener`
+    (TrialEvents), the study's status to `progress.study_progress(status)` at each trial event
+    and at least every minute (trainables/tune/progress.py)."""
+    import optuna
+
+    _quiet_optuna()
     single = len(spec.objective) == 1
     if spec.distributions:
         sampler = optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=spec.n_startup_trials)
         inner = PruneAwareOptunaSearch(
             space=spec.distributions, metric=spec.objective[0] if single else list(spec.objective),
-            mode=spec.mode[0] if single else list(spec.mode), sampler=sampler)
+            mode=spec.mode[0] if single else list(spec.mode), sampler=sampler,
+            storage=_fresh_optuna_storage(spec), study_name=spec.name)
     else:
         inner = _NothingToSearch()
     searcher = FixedTrialsFirst(list(spec.fixed_trials), inner)
-    callbacks = [TrialEvents(searcher)]
+    total = spec.num_samples + len(spec.fixed_trials)
+    callbacks = [TrialEvents(searcher), StudyProgress(total, spec.max_epochs, spec.objective[0], spec.mode[0])]
     if spec.scheduler == "asha":
         scheduler = FixedTrialsExemptASHA(searcher, time_attr="epoch", metric=spec.objective[0], mode=spec.mode[0],
                                           max_t=spec.max_epochs, grace_period=spec.grace_period, reduction_factor=2)
@@ -107,7 +136,7 @@ def build_tuner(spec: TuneSpec, listener: TrialListener) -> tune.Tuner:
                                                 checkpoint_score_order=spec.mode[0]))
     tuner = tune.Tuner(_trainable(spec), param_space=dict(spec.param_space), tune_config=tune_config,
                        run_config=run_config)
-    attach_listener(tuner, listener)
+    attach_listener(tuner, listener, progress, total)
     return tuner
 
 
@@ -115,31 +144,38 @@ def can_restore(path: str) -> bool:
     return tune.Tuner.can_restore(path)
 
 
-def restore_tuner(spec: TuneSpec, path: str, listener: TrialListener) -> tune.Tuner:
+def restore_tuner(spec: TuneSpec, path: str, listener: TrialListener, progress=None) -> tune.Tuner:
     """The study's Tuner from `path`: unfinished trials resume and errored ones retry from their
     latest checkpoints; new trials are created until the spec's total exists (a study extended by
     a larger --num-samples, extend.py). Tune restores the callbacks from tuner.pkl, the TrialEvents
     without a listener (it is never pickled); this process's `listener` is attached to it here."""
     from trainables.tune.extend import extend_restored
 
+    _quiet_optuna()
     tuner = tune.Tuner.restore(path, trainable=_trainable(spec), resume_unfinished=True, resume_errored=True)
-    extend_restored(tuner, spec.num_samples + len(spec.fixed_trials))
-    attach_listener(tuner, listener)
+    total = spec.num_samples + len(spec.fixed_trials)
+    extend_restored(tuner, total)
+    attach_listener(tuner, listener, progress, total)
     return tuner
 
 
-def attach_listener(tuner: tune.Tuner, listener: TrialListener) -> TrialEvents:
-    """Give the Tuner's TrialEvents callback (built or restored) the driver's listener.
+def attach_listener(tuner: tune.Tuner, listener: TrialListener, progress=None, total: int = 0) -> TrialEvents:
+    """Give the Tuner's callbacks (built or restored) the driver's listeners: TrialEvents its trial
+    events listener, StudyProgress (absent in studies from before it) the study-wide `progress`.
 
     The callbacks live in the driver's Tuner (`Tuner._local_tuner`); under Ray Client (ray://)
     the Tuner runs remotely and its events could not reach this process's listener."""
     if local_tuner(tuner) is None:
         raise RuntimeError("Ray Client (ray://) is not supported: trial events must reach the driver's "
                            "listener; run the study on a node of the cluster with --address auto")
-    events = [cb for cb in tuner_run_callbacks(tuner) if isinstance(cb, TrialEvents)]
+    callbacks = tuner_run_callbacks(tuner)
+    events = [cb for cb in callbacks if isinstance(cb, TrialEvents)]
     if len(events) != 1:
         raise RuntimeError(f"expected one TrialEvents callback in the Tuner, found {len(events)}")
     events[0].attach(listener)
+    for cb in callbacks:
+        if isinstance(cb, StudyProgress):
+            cb.attach(progress, total)
     return events[0]
 
 
