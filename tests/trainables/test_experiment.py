@@ -30,10 +30,11 @@ def test_resume_gives_the_same_metrics_as_not_stopping(tmp_path, kind, noise_std
     resumed.restore(tmp_path)
     assert resumed.epoch == 1
     final = resumed.run_epoch()
-    timing = {"images_per_s", "epoch_seconds", "sample_seconds"}
+    timing = {"images_per_s", "epoch_seconds", "sample_seconds", "bpd_seconds", "feature_seconds"}
     assert {k: v for k, v in final.items() if k not in timing} == {
         k: v for k, v in expected[1].items() if k not in timing}
     assert resumed.done
+    assert all(final[k] > 0 for k in timing)  # an evaluation's time split: sampling, bits/dim, features
     assert "fd_digits_cnn" in final and ("fd_digits_cnn_twostep" in final) == (kind == "smoothed")
     grids = resumed.write_sample_grids(tmp_path / "grids")
     assert grids and all(p.stat().st_size > 0 for p in grids)

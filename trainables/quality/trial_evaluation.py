@@ -55,6 +55,7 @@ class SampleEvaluator:
         metrics = {"sample_seconds": time.perf_counter() - start}
         self.last_samples = {k: to_image_range(v).cpu() for k, v in samples.items()}
         self.last_epoch = epoch
+        start = time.perf_counter()
         for sampler, images in self.last_samples.items():
             scores = evaluate_samples(images, cfg.data.dataset, extractor=self.extractor,
                                       data_dir=cfg.data.data_dir, device=self.device, log=self.log,
@@ -63,6 +64,7 @@ class SampleEvaluator:
                 metrics[f"{key}_{sampler}"] = scores[key]
                 if sampler == product:
                     metrics[key] = scores[key]
+        metrics["feature_seconds"] = time.perf_counter() - start  # features of the samples and their scores
         return metrics
 
     def write_grids(self, directory) -> list[Path]:
