@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus-per-trial", type=float, help="CPUs per trial, also its torch threads (default: 1)")
     p.add_argument("--gpus-per-trial", type=float, help="GPUs per trial; fractions share a GPU, e.g. 0.25 "
                    "(default: 0 without GPUs; with GPUs 0.25 on digits, else 1)")
+    p.add_argument("--workers-per-trial", type=int, help="data-parallel workers per trial (Ray Train DDP), each with "
+                   "--cpus-per-trial CPUs and --gpus-per-trial GPUs; batch_size stays the global batch (default: 1)")
     p.add_argument("--max-concurrent", type=int, help="trials running at once (default: 0 = as resources allow)")
     p.add_argument("--objective", help=f"comma-separated objectives among {', '.join(OBJECTIVE_MODES)}; two make a "
                    "multi-objective (Pareto) study, e.g. distance,bpd_bound (default: the space's, distance)")
@@ -93,7 +95,7 @@ def resolve(flags: dict[str, Any]) -> StudyConfig:
         raise StudyError(f"unknown dataset {dataset!r}; valid datasets: {', '.join(DATASETS)}")
     smoke = bool(flags.get("smoke_test"))
     cli_trial = parse_assignments(flags.get("assignments") or [])
-    for flag in ("data_dir", "max_epochs", "noise_std", "num_mixtures", "seed", "inception_weights"):
+    for flag in ("data_dir", "max_epochs", "noise_std", "num_mixtures", "seed", "inception_weights", "workers_per_trial"):
         if flags.get(flag) is not None:
             cli_trial[flag] = flags[flag]
     trial = shared_trial_values(space, dataset, smoke, cli_trial)

@@ -33,26 +33,41 @@ def _train(shard, loss, noise_std):
     return [s.step_losses for s in stats], [(s.nll_nats, s.num_dims, s.num_images) for s in stats], params
 
 
-def _worker(rank, init_file, out_file, loss, noise_std):
+CASES = [(DiscretizedNLL(), 0.0), (SmoothedNLL(), 0.3)]
+
+
+def _cfg(workers):
+    return TrialConfig(ModelConfig(nr_filters=8, nr_resnet=1, num_mixtures=3), DataConfig(noise_std=0.3),
+                       TrainConfig(batch_size=64, max_epochs=3, workers_per_trial=workers),
+                       EvalConfig(eval_every=5, max_eval_images=64))
+
+
+def _worker(rank, init_file, out_file):
+    """One rank: the steps of every case and one Experiment epoch, in one process group
+    (one spawn for the whole module keeps the test short)."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     try:
-        result = _train(Shard.from_process_group(), loss, noise_std)
-        torch.save(result, f"{out_file}.{rank}")
+        shard = Shard.from_process_group()
+        steps = [_train(shard, loss, noise_std) for loss, noise_std in CASES]
+        exp = Experiment(_cfg(WORLD), device="cpu", log=lambda m: None, shard=shard)
+        torch.save({"steps": steps, "epoch": exp.run_epoch()}, f"{out_file}.{rank}")
     finally:
         dist.destroy_process_group()
 
 
-def _run_two(tmp_path, loss, noise_std):
-    out = tmp_path / "result"
-    mp.spawn(_worker, args=(str(tmp_path / "init"), str(out), loss, noise_std), nprocs=WORLD, join=True)
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ddp")
+    out = tmp / "result"
+    mp.spawn(_worker, args=(str(tmp / "init"), str(out)), nprocs=WORLD, join=True)
     return [torch.load(f"{out}.{r}", weights_only=False) for r in range(WORLD)]
 
 
-@pytest.mark.parametrize("loss,noise_std", [(DiscretizedNLL(), 0.0), (SmoothedNLL(), 0.3)])
-def test_two_processes_take_the_same_steps_as_one(tmp_path, loss, noise_std):
-    one_losses, one_stats, one_params = _train(Shard(), loss, noise_std)
-    ranks = _run_two(tmp_path, loss, noise_std)
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_two_processes_take_the_same_steps_as_one(two_ranks, case):
+    one_losses, one_stats, one_params = _train(Shard(), *CASES[case])
+    ranks = [r["steps"][case] for r in two_ranks]
     for losses, stats, params in ranks:  # every rank holds the global numbers
         for one, two, batch in zip(one_losses, losses, (STEPS_BATCH, ODD_BATCH)):
             assert len(one) == len(two) == -(-IMAGES // batch)
@@ -66,6 +81,15 @@ def test_two_processes_take_the_same_steps_as_one(tmp_path, loss, noise_std):
     assert torch.equal(ranks[0][2], ranks[1][2])  # DDP keeps the replicas identical
 
 
+def test_an_experiment_epoch_on_two_processes_reports_the_one_process_metrics(two_ranks):
+    one = Experiment(_cfg(1), device="cpu", log=lambda m: None).run_epoch()
+    main, other = (r["epoch"] for r in two_ranks)
+    for key in ("train_bpd_smoothed", "train_bpd_denoiser", "test_bpd_smoothed", "test_bpd_denoiser", "bpd_bound"):
+        assert main[key] == pytest.approx(one[key], abs=1e-4), key
+    assert "test_bpd_smoothed" not in other  # rank 1 trains only
+    assert other["train_bpd_smoothed"] == main["train_bpd_smoothed"]
+
+
 def test_rows_split_every_global_batch_without_overlap():
     x = torch.arange(7).view(7, 1)
     parts = [Shard(r, 3).rows((x,))[0].flatten().tolist() for r in range(3)]
@@ -74,33 +98,6 @@ def test_rows_split_every_global_batch_without_overlap():
     # mean over ranks of world * (slice sum) / B equals the global mean
     scaled = [Shard(r, 3).loss_scale(len(p), 7) * sum(p) for r, p in enumerate(parts)]
     assert sum(scaled) / 3 == pytest.approx(sum(range(7)) / 7)
-
-
-def _experiment_worker(rank, init_file, out_file):
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
-    try:
-        exp = Experiment(_cfg(WORLD), device="cpu", log=lambda m: None, shard=Shard.from_process_group())
-        torch.save(exp.run_epoch(), f"{out_file}.{rank}")
-    finally:
-        dist.destroy_process_group()
-
-
-def _cfg(workers):
-    return TrialConfig(ModelConfig(nr_filters=8, nr_resnet=1, num_mixtures=3), DataConfig(noise_std=0.3),
-                       TrainConfig(batch_size=64, max_epochs=3, workers_per_trial=workers),
-                       EvalConfig(eval_every=5, max_eval_images=64))
-
-
-def test_an_experiment_epoch_on_two_processes_reports_the_one_process_metrics(tmp_path):
-    one = Experiment(_cfg(1), device="cpu", log=lambda m: None).run_epoch()
-    out = tmp_path / "metrics"
-    mp.spawn(_experiment_worker, args=(str(tmp_path / "init"), str(out)), nprocs=WORLD, join=True)
-    main, other = (torch.load(f"{out}.{r}", weights_only=False) for r in range(WORLD))
-    for key in ("train_bpd_smoothed", "train_bpd_denoiser", "test_bpd_smoothed", "test_bpd_denoiser", "bpd_bound"):
-        assert main[key] == pytest.approx(one[key], abs=1e-4), key
-    assert "test_bpd_smoothed" not in other  # rank 1 trains only
-    assert other["train_bpd_smoothed"] == main["train_bpd_smoothed"]
 
 
 def test_a_batch_the_workers_do_not_divide_is_refused():

@@ -1,0 +1,171 @@
+"""Data-parallel trials: the Tune trial drives a Ray Train TorchTrainer (DDP) and relays its results.
+
+Ray 2.60's supported pattern for Train inside Tune (docs: train/user-guides/
+hyperparameter-optimization, "Train V2"): the Tune function trainable builds a TorchTrainer
+and calls `fit()`; the Train workers run `trainables.experiment.Experiment` with the
+`trainables.distributed.Shard` of their process group. Tune, Optuna, ASHA and MLflow see one
+trial as before, because:
+
+- rank 0 reports every epoch (the others report nothing) and checkpoints at evaluations;
+- a Train callback on Train's controller hands each report (metrics, checkpoint path) through
+  a Ray queue to this trial function, which reports it to Tune *with* the checkpoint
+  (`TuneReportCallback` relays metrics only; Tune's checkpoints are what ranks checkpoints,
+  logs sample grids to MLflow and resumes trials here, as for one-worker trials);
+- Tune's checkpoint is the one source of truth: a retry or a resumed study passes it to the
+  workers (in `train_loop_config`, Train V2's replacement of `resume_from_checkpoint`) and
+  every rank restores it. Train itself does not
+  retry (FailureConfig(max_failures=0)): a failed worker fails the trial, and Tune retries
+  it `--max-failures` times from its latest checkpoint, the policy of one-worker trials.
+  Each attempt is a fresh Train run (its own name), so Train never restores a run of its own.
+
+The trial process itself holds no CPU (it waits on the queue): it asks Tune for a little
+memory only, so that N workers of C CPUs fit on a cluster of N x C CPUs.
+"""
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+
+import ray.train
+from ray import tune
+
+from trainables.config import TrialConfig
+
+DRIVER_MEMORY = 256 * 2**20  # bytes of Ray's logical "memory" resource the trial process asks for
+COLLECTIVE_TIMEOUT_S = 4 * 3600  # ranks 1..N-1 wait in an all-reduce while rank 0 evaluates
+
+
+def data_parallel_trainable(workers: int, cpus_per_worker: float, gpus_per_worker: float):
+    """The Tune trainable of trials with `workers` DDP workers, each holding these resources."""
+
+    def data_parallel_trial(config: dict) -> None:
+        _drive(config, workers, cpus_per_worker, gpus_per_worker)
+
+    return tune.with_resources(data_parallel_trial, {"cpu": 0, "memory": DRIVER_MEMORY})
+
+
+def _drive(config: dict, workers: int, cpus: float, gpus: float) -> None:
+    """Run one trial's TorchTrainer to its end, reporting rank 0's results to Tune as they come."""
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.util.queue import Queue
+
+    from trainables.tune.trainable import raise_if_diverged
+
+    cfg = TrialConfig.from_flat(config)
+    if cfg.train.workers_per_trial != workers:
+        raise ValueError(f"trial asks workers_per_trial={cfg.train.workers_per_trial}, the Tuner runs {workers}")
+    raise_if_diverged()
+    storage = tune.get_context().get_storage()
+    queue = Queue(maxsize=1, actor_options={"num_cpus": 0})  # maxsize 1: Train waits until Tune took a result
+    previous = tune.get_checkpoint()
+    resources = {"CPU": cpus, **({"GPU": gpus} if gpus > 0 else {})}
+    attempt = f"ddp_attempt_{time.time_ns()}"  # a fresh Train run per attempt: it never restores itself
+    trainer = TorchTrainer(
+        _worker_loop, train_loop_config={"trial": dict(config), "threads": max(1, int(cpus)), "restore": previous},
+        torch_config=TorchConfig(backend="nccl" if gpus > 0 else "gloo", timeout_s=COLLECTIVE_TIMEOUT_S),
+        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=gpus > 0, resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name=attempt, storage_path=storage.trial_fs_path,
+            storage_filesystem=storage.storage_filesystem, callbacks=[_RelayToTune(queue)],
+            failure_config=ray.train.FailureConfig(max_failures=0, max_preemption_failures=0),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1)))
+    outcome: dict = {}
+    thread = threading.Thread(target=_fit, args=(trainer, queue, outcome), daemon=True)
+    thread.start()
+    try:
+        _relay_results(queue)
+    finally:
+        thread.join()
+        _remove(storage.storage_filesystem, f"{storage.trial_fs_path}/{attempt}")
+    if "error" in outcome:
+        raise _trial_error(outcome["error"])
+
+
+def _fit(trainer, queue, outcome: dict) -> None:
+    """In a thread: TorchTrainer.fit(); the queue's last item (None) says it ended."""
+    try:
+        trainer.fit()
+    except BaseException as err:  # handed to the trial's thread, which raises it to Tune
+        outcome["error"] = err
+    finally:
+        queue.put(None)
+
+
+def _relay_results(queue) -> None:
+    """Report each (metrics, checkpoint path) that rank 0 reported to Tune, checkpoint included."""
+    while (item := queue.get(block=True)) is not None:
+        metrics, path, filesystem = item
+        if path is None:
+            tune.report(metrics)
+            continue
+        with ray.train.Checkpoint(path, filesystem).as_directory() as directory:
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+
+
+def _remove(filesystem, run_path: str) -> None:
+    """Train's copy of the checkpoints is redundant once Tune holds them."""
+    try:
+        filesystem.delete_dir(run_path)
+    except OSError:  # never created, or already gone
+        pass
+
+
+def _trial_error(err: BaseException) -> BaseException:
+    """A worker's DivergenceError becomes the trial's own (marked, so that it is not retried);
+    other failures pass through as Train raised them."""
+    from trainables.training import DivergenceError
+    from trainables.tune.trainable import mark_diverged
+
+    failures = getattr(err, "worker_failures", None) or {}
+    for failure in failures.values():
+        text = str(failure)
+        if isinstance(failure, DivergenceError) or "DivergenceError" in text:
+            line = next((ln for ln in text.splitlines() if "loss is" in ln), text.splitlines()[-1])
+            message = line.split("DivergenceError:", 1)[-1].strip()
+            mark_diverged(message)
+            return DivergenceError(message)
+    return err
+
+
+def _worker_loop(loop_config: dict) -> None:
+    """One Train worker: an Experiment on this rank's shard; rank 0 reports and checkpoints."""
+    import ray.train.torch
+    import torch
+
+    from trainables.distributed import Shard
+    from trainables.experiment import Experiment
+    from trainables.hardware import describe_hardware
+
+    torch.set_num_threads(loop_config["threads"])
+    cfg = TrialConfig.from_flat(loop_config["trial"])
+    shard = Shard.from_process_group()
+    device = ray.train.torch.get_device()
+    exp = Experiment(cfg, device=device, shard=shard)
+    # Tune's latest (Train's resume_from_checkpoint is deprecated); Train's own only if it ever retried
+    checkpoint = ray.train.get_checkpoint() or loop_config["restore"]
+    if checkpoint:  # every rank restores the same state
+        with checkpoint.as_directory() as directory:
+            exp.restore(directory)
+    hardware = f"{describe_hardware(device)}; {shard.world_size} DDP workers"
+    while not exp.done:
+        metrics = exp.run_epoch()
+        if shard.is_main and "sample_seconds" in metrics:  # an evaluation epoch: checkpoint with grids
+            with tempfile.TemporaryDirectory() as directory:
+                exp.save(directory)
+                exp.write_sample_grids(directory)
+                ray.train.report({**metrics, "hardware": hardware},
+                                 checkpoint=ray.train.Checkpoint.from_directory(directory))
+        else:
+            ray.train.report({**metrics, "hardware": hardware} if shard.is_main else {})
+
+
+class _RelayToTune(ray.train.UserCallback):
+    """Ray Train callback (runs on Train's controller): rank 0's report -> the trial's queue."""
+
+    def __init__(self, queue):
+        self.queue = queue
+
+    def after_report(self, run_context, metrics: list, checkpoint) -> None:
+        self.queue.put((dict(metrics[0]), checkpoint.path if checkpoint else None,
+                        checkpoint.filesystem if checkpoint else None), block=True)
