@@ -35,7 +35,7 @@ PRODUCT_SAMPLER = {"baseline": "direct", "smoothed": "twostep"}  # what `fd_E`/`
 
 BPD_METRICS = ("train_bpd", "test_bpd", "train_bpd_smoothed", "test_bpd_smoothed",
                "train_bpd_denoiser", "test_bpd_denoiser", "bpd_bound")
-TIME_METRICS = ("images_per_s", "epoch_seconds", "sample_seconds")
+TIME_METRICS = ("images_per_s", "epoch_seconds", "sample_seconds", "bpd_seconds", "feature_seconds")
 
 
 @dataclass(frozen=True)
