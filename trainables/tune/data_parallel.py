@@ -117,15 +117,27 @@ def _trial_error(err: BaseException) -> BaseException:
     from trainables.training import DivergenceError
     from trainables.tune.trainable import mark_diverged
 
-    failures = getattr(err, "worker_failures", None) or {}
-    for failure in failures.values():
+    message = divergence_message(err)
+    if message is None:
+        return err
+    mark_diverged(message)
+    return DivergenceError(message)
+
+
+def divergence_message(err: BaseException):
+    """"loss is nan at epoch E, step S" when a worker of Train's WorkerGroupError diverged, else None.
+
+    Every rank checks the same all-reduced loss, so all of them raise it; a worker's exception
+    may come wrapped (RayTaskError), hence the match on its text too."""
+    from trainables.training import DivergenceError
+
+    for failure in (getattr(err, "worker_failures", None) or {}).values():
         text = str(failure)
         if isinstance(failure, DivergenceError) or "DivergenceError" in text:
-            line = next((ln for ln in text.splitlines() if "loss is" in ln), text.splitlines()[-1])
-            message = line.split("DivergenceError:", 1)[-1].strip()
-            mark_diverged(message)
-            return DivergenceError(message)
-    return err
+            lines = [ln for ln in text.splitlines() if ln.strip()] or ["loss diverged"]
+            line = next((ln for ln in lines if "loss is" in ln), lines[-1])
+            return line.split("DivergenceError:", 1)[-1].strip()
+    return None
 
 
 def _worker_loop(loop_config: dict) -> None:
