@@ -13,10 +13,12 @@ trial as before, because:
   logs sample grids to MLflow and resumes trials here, as for one-worker trials);
 - Tune's checkpoint is the one source of truth: a retry or a resumed study passes it to the
   workers (in `train_loop_config`, Train V2's replacement of `resume_from_checkpoint`) and
-  every rank restores it. Train itself does not
-  retry (FailureConfig(max_failures=0)): a failed worker fails the trial, and Tune retries
-  it `--max-failures` times from its latest checkpoint, the policy of one-worker trials.
-  Each attempt is a fresh Train run (its own name), so Train never restores a run of its own.
+  every rank restores it. Train itself does not retry (FailureConfig(max_failures=0)): a
+  failed worker fails the trial, and Tune retries it `--max-failures` times from its latest
+  checkpoint, the policy of one-worker trials. Each attempt is a fresh Train run (its own
+  name), so Train never restores a run of its own;
+- `fit()` runs in a Ray task the trial owns; a trial that Tune stops (ASHA) removes its
+  workers' placement group and cancels that task, so the workers are free at once.
 
 The trial process itself holds no CPU (it waits on the queue): it asks Tune for a little
 memory only, so that N workers of C CPUs fit on a cluster of N x C CPUs.
@@ -24,9 +26,9 @@ memory only, so that N workers of C CPUs fit on a cluster of N x C CPUs.
 from __future__ import annotations
 
 import tempfile
-import threading
 import time
 
+import ray
 import ray.train
 from ray import tune
 
@@ -47,7 +49,7 @@ def data_parallel_trainable(workers: int, cpus_per_worker: float, gpus_per_worke
 
 def _drive(config: dict, workers: int, cpus: float, gpus: float) -> None:
     """Run one trial's TorchTrainer to its end, reporting rank 0's results to Tune as they come."""
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.torch import TorchConfig
     from ray.util.queue import Queue
 
     from trainables.tune.trainable import raise_if_diverged
@@ -57,12 +59,13 @@ def _drive(config: dict, workers: int, cpus: float, gpus: float) -> None:
         raise ValueError(f"trial asks workers_per_trial={cfg.train.workers_per_trial}, the Tuner runs {workers}")
     raise_if_diverged()
     storage = tune.get_context().get_storage()
+    _remove_attempts(storage.storage_filesystem, storage.trial_fs_path)  # of attempts that failed or were stopped
     queue = Queue(maxsize=1, actor_options={"num_cpus": 0})  # maxsize 1: Train waits until Tune took a result
     previous = tune.get_checkpoint()
     resources = {"CPU": cpus, **({"GPU": gpus} if gpus > 0 else {})}
     attempt = f"ddp_attempt_{time.time_ns()}"  # a fresh Train run per attempt: it never restores itself
-    trainer = TorchTrainer(
-        _worker_loop, train_loop_config={"trial": dict(config), "threads": max(1, int(cpus)), "restore": previous},
+    trainer_kwargs = dict(
+        train_loop_config={"trial": dict(config), "threads": max(1, int(cpus)), "restore": previous, "queue": queue},
         torch_config=TorchConfig(backend="nccl" if gpus > 0 else "gloo", timeout_s=COLLECTIVE_TIMEOUT_S),
         scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=gpus > 0, resources_per_worker=resources),
         run_config=ray.train.RunConfig(
@@ -70,37 +73,70 @@ def _drive(config: dict, workers: int, cpus: float, gpus: float) -> None:
             storage_filesystem=storage.storage_filesystem, callbacks=[_RelayToTune(queue)],
             failure_config=ray.train.FailureConfig(max_failures=0, max_preemption_failures=0),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1)))
-    outcome: dict = {}
-    thread = threading.Thread(target=_fit, args=(trainer, queue, outcome), daemon=True)
-    thread.start()
+    fit = _fit.options(max_retries=0).remote(trainer_kwargs, queue)  # a task this trial owns
+    placement_group = []  # the workers', sent by rank 0
     try:
-        _relay_results(queue)
-    finally:
-        thread.join()
-        _remove(storage.storage_filesystem, f"{storage.trial_fs_path}/{attempt}")
-    if "error" in outcome:
-        raise _trial_error(outcome["error"])
+        _relay_results(queue, placement_group)
+    except BaseException:  # Tune stopped the trial (ASHA, a stopper) in report(), or reporting failed
+        _abort(placement_group, fit)
+        raise
+    error = ray.get(fit)
+    _remove(storage.storage_filesystem, f"{storage.trial_fs_path}/{attempt}")
+    if error is not None:
+        raise _trial_error(error)
 
 
-def _fit(trainer, queue, outcome: dict) -> None:
-    """In a thread: TorchTrainer.fit(); the queue's last item (None) says it ended."""
+@ray.remote(num_cpus=0)
+def _fit(trainer_kwargs: dict, queue):
+    """TorchTrainer.fit(); returns its exception (None if it ended well). The queue's last item
+    (None) tells the trial that no more results come."""
+    from ray.train.torch import TorchTrainer
+
     try:
-        trainer.fit()
-    except BaseException as err:  # handed to the trial's thread, which raises it to Tune
-        outcome["error"] = err
+        TorchTrainer(_worker_loop, **trainer_kwargs).fit()
+        return None
+    except Exception as err:  # returned, not raised: the trial inspects Train's worker failures
+        return err
     finally:
         queue.put(None)
 
 
-def _relay_results(queue) -> None:
+def _relay_results(queue, placement_group: list) -> None:
     """Report each (metrics, checkpoint path) that rank 0 reported to Tune, checkpoint included."""
     while (item := queue.get(block=True)) is not None:
-        metrics, path, filesystem = item
+        if item[0] == "placement_group":
+            placement_group.append(item[1])
+            continue
+        _, metrics, path, filesystem = item
         if path is None:
             tune.report(metrics)
             continue
         with ray.train.Checkpoint(path, filesystem).as_directory() as directory:
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+
+
+def _abort(placement_group: list, fit) -> None:
+    """End a stopped trial's Train run at once: removing the workers' placement group ends the
+    workers; cancelling the task ends Train's controller. (Train's own cleaner of a dead
+    controller's placement group needs the dashboard's State API, which a local study lacks,
+    and this process may be gone before a graceful abort finished.)"""
+    from ray.util import remove_placement_group
+
+    for group in placement_group:
+        try:
+            remove_placement_group(group)
+        except Exception:  # already removed
+            pass
+    ray.cancel(fit, force=True)
+
+
+def _remove_attempts(filesystem, trial_path: str) -> None:
+    import pyarrow.fs
+
+    found = filesystem.get_file_info(pyarrow.fs.FileSelector(trial_path, allow_not_found=True))
+    for info in found:
+        if info.type == pyarrow.fs.FileType.Directory and info.base_name.startswith("ddp_attempt_"):
+            _remove(filesystem, info.path)
 
 
 def _remove(filesystem, run_path: str) -> None:
@@ -152,6 +188,8 @@ def _worker_loop(loop_config: dict) -> None:
     torch.set_num_threads(loop_config["threads"])
     cfg = TrialConfig.from_flat(loop_config["trial"])
     shard = Shard.from_process_group()
+    if shard.is_main:  # the trial frees it at once when Tune stops the trial
+        loop_config["queue"].put(("placement_group", ray.util.get_current_placement_group()))
     device = ray.train.torch.get_device()
     exp = Experiment(cfg, device=device, shard=shard)
     # Tune's latest (Train's resume_from_checkpoint is deprecated); Train's own only if it ever retried
@@ -179,5 +217,5 @@ class _RelayToTune(ray.train.UserCallback):
         self.queue = queue
 
     def after_report(self, run_context, metrics: list, checkpoint) -> None:
-        self.queue.put((dict(metrics[0]), checkpoint.path if checkpoint else None,
+        self.queue.put(("result", dict(metrics[0]), checkpoint.path if checkpoint else None,
                         checkpoint.filesystem if checkpoint else None), block=True)
