@@ -37,7 +37,7 @@ SAMPLER_LABELS = {"onestep": "one-step", "twostep": "two-step", "direct": "direc
 
 BPD_METRICS = ("train_bpd", "test_bpd", "train_bpd_smoothed", "test_bpd_smoothed",
                "train_bpd_denoiser", "test_bpd_denoiser", "bpd_bound")
-TIME_METRICS = ("images_per_s", "epoch_seconds", "sample_seconds")
+TIME_METRICS = ("images_per_s", "epoch_seconds", "sample_seconds", "bpd_seconds", "feature_seconds")
 
 
 FD_BOOTSTRAP_RESAMPLES = 200  # trainables/quality/uncertainty.py: B of the distance's bootstrap standard error

@@ -122,18 +122,27 @@ def paper_view(table: pd.DataFrame, extractor_ids: Sequence[str]) -> Table:
     return Table(header, rows)
 
 
+def _shares(row) -> str:
+    """'69% / 8% / 23%' of an evaluation's time; blank for studies that did not log the split."""
+    values = [row.get(k) for k in ("eval_share_sampling", "eval_share_bpd", "eval_share_features")]
+    if any(v is None or v != v for v in values):
+        return ""
+    return " / ".join(f"{100 * v:.0f}%" for v in values)
+
+
 def time_view(table: pd.DataFrame) -> Table:
     keys = [k for k in ("dataset", "kind", "nr_filters", "nr_resnet", "batch_size", "mixed_precision", "compile")
             if k in table.columns]
     header = [*keys, "trials", "epochs", "evaluations",
-              "training h / 100 epochs", "images/s", "generation h / 2000 images", "hardware"]
+              "training h / 100 epochs", "images/s", "generation h / 2000 images",
+              "evaluation: sampling / bits/dim / features", "hardware"]
     rows = []
     for _, r in table.iterrows():
         rows.append([fmt(r[k]) for k in keys] + [str(r["trials"]), str(r["epochs"]), str(r["evaluations"]),
                      mean_std(r["train_hours_per_100_epochs"], r["train_hours_per_100_epochs:std"]),
                      fmt(r["images_per_s"]),
                      mean_std(r["gen_hours_per_2000_images"], r["gen_hours_per_2000_images:std"]),
-                     str(r["hardware"])])
+                     _shares(r), str(r["hardware"])])
     return Table(header, rows)
 
 

@@ -279,14 +279,33 @@ def _mean_std(frame: pd.DataFrame, column: str) -> tuple[float, float]:
 TIME_GROUPS = ("dataset", "kind", "nr_filters", "nr_resnet", "batch_size", "mixed_precision", "compile", "hardware")
 
 
+EVAL_SPLIT = {"eval_share_sampling": "sample_seconds", "eval_share_bpd": "bpd_seconds",
+              "eval_share_features": "feature_seconds"}  # share column -> the metric of that part
+EVAL_SHARES = tuple(EVAL_SPLIT)
+
+
+def _evaluation_shares(rows: pd.DataFrame) -> dict[str, float]:
+    """Mean share of sampling, bits/dim and feature extraction in a trial's evaluations."""
+    if not set(EVAL_SPLIT.values()) <= set(rows.columns):
+        return dict.fromkeys(EVAL_SHARES, np.nan)
+    parts = rows[list(EVAL_SPLIT.values())].dropna()
+    if parts.empty:
+        return dict.fromkeys(EVAL_SHARES, np.nan)
+    shares = parts.div(parts.sum(axis=1), axis=0).mean()
+    return {share: float(shares[metric]) for share, metric in EVAL_SPLIT.items()}
+
+
 def time_table(trials: pd.DataFrame, epochs: pd.DataFrame, hardware: str = "") -> pd.DataFrame:
     """Training hours per 100 epochs and generation hours per 2000 images, per dataset and kind.
 
     Per trial: mean `epoch_seconds` over its logged epochs (all models of the trial: a
     smoothed trial trains p(x~) and its denoiser) and mean `sample_seconds /
     num_eval_samples` over its evaluations (a smoothed trial's evaluation draws x~ and
-    the two-step samples; the one-step samples reuse x~). Then mean and std over the
-    trials of a group. Every trial with timings counts, whatever its state: an
+    the two-step samples; the one-step samples reuse x~). The shares of an evaluation's
+    time (`eval_share_sampling`, `_bpd`, `_features`: `sample_seconds`, `bpd_seconds` and
+    `feature_seconds` of the evaluation epochs over their sum) are averaged over the
+    evaluations that logged all three (NaN for studies from before them). Then mean and std
+    over the trials of a group. Every trial with timings counts, whatever its state: an
     epoch's time does not depend on how the trial ended. `hardware` fills the column
     where the runs carry no `hardware` tag.
     """
@@ -305,11 +324,12 @@ def time_table(trials: pd.DataFrame, epochs: pd.DataFrame, hardware: str = "") -
             "train_hours_per_100_epochs": epoch_s.mean() * 100 / 3600 if len(epoch_s) else np.nan,
             "images_per_s": rows["images_per_s"].mean() if "images_per_s" in rows else np.nan,
             "gen_hours_per_2000_images": (sample_s / n_images).mean() * 2000 / 3600 if len(sample_s) else np.nan,
+            **_evaluation_shares(rows),
         })
     keys = [k for k in TIME_GROUPS if k in trials.columns or k == "hardware"]  # older studies lack some keys
     columns = [*keys, "trials", "epochs", "evaluations", "train_hours_per_100_epochs",
                "train_hours_per_100_epochs:std", "images_per_s", "gen_hours_per_2000_images",
-               "gen_hours_per_2000_images:std"]
+               "gen_hours_per_2000_images:std", *EVAL_SHARES]
     if not per_trial:
         return pd.DataFrame(columns=columns)
     frame = pd.DataFrame(per_trial)
@@ -318,7 +338,8 @@ def time_table(trials: pd.DataFrame, epochs: pd.DataFrame, hardware: str = "") -
                      train_hours_per_100_epochs=("train_hours_per_100_epochs", "mean"),
                      train_std=("train_hours_per_100_epochs", "std"), images_per_s=("images_per_s", "mean"),
                      gen_hours_per_2000_images=("gen_hours_per_2000_images", "mean"),
-                     gen_std=("gen_hours_per_2000_images", "std")).reset_index()
+                     gen_std=("gen_hours_per_2000_images", "std"),
+                     **{k: (k, "mean") for k in EVAL_SHARES}).reset_index()
     out = out.rename(columns={"train_std": "train_hours_per_100_epochs:std",
                               "gen_std": "gen_hours_per_2000_images:std"})
     return out[columns]

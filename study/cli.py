@@ -45,6 +45,7 @@ CLI_DEFAULTS: dict[str, Default] = {
     "cpus_per_trial": Default(1.0),
     "gpus_per_trial": Default(None, "0 without GPUs; with GPUs " + ", ".join(
         f"{g:g} on {d}" for d, g in GPUS_PER_TRIAL_BY_DATASET.items()) + f", else {GPUS_PER_TRIAL_OTHERWISE:g}"),
+    "workers_per_trial": Default(None, "1: one process per trial, without Ray Train"),
     "max_concurrent": Default(0, note="as resources allow"),
     "objective": Default(None, "the space's, distance"),
     "scheduler": Default("auto"),
@@ -110,6 +111,8 @@ _FLAGS = [
     ("--address", {}, "Ray cluster to join from one of its nodes, e.g. auto or HEAD_IP:6379"),
     ("--cpus-per-trial", {"type": finite_float}, "CPUs per trial, also its torch threads"),
     ("--gpus-per-trial", {"type": finite_float}, "GPUs per trial; fractions share a GPU, e.g. 0.25"),
+    ("--workers-per-trial", {"type": int}, "data-parallel workers per trial (Ray Train DDP), each with "
+                                           "--cpus-per-trial CPUs and --gpus-per-trial GPUs; batch_size stays the global batch"),
     ("--max-concurrent", {"type": int}, "trials running at once"),
     ("--objective", {}, f"comma-separated objectives among {', '.join(OBJECTIVE_MODES)}; two make a "
                         "multi-objective (Pareto) study, e.g. distance,bpd_bound"),
@@ -158,7 +161,7 @@ def resolve(flags: dict[str, Any]) -> StudyConfig:
         raise StudyError(f"unknown dataset {dataset!r}; valid datasets: {', '.join(DATASETS)}")
     smoke = bool(flags.get("smoke_test"))
     cli_trial = parse_assignments(flags.get("assignments") or [])
-    for flag in ("data_dir", "max_epochs", "noise_std", "num_mixtures", "seed", "inception_weights"):
+    for flag in ("data_dir", "max_epochs", "noise_std", "num_mixtures", "seed", "inception_weights", "workers_per_trial"):
         if flags.get(flag) is not None:
             cli_trial[flag] = flags[flag]
     trial = shared_trial_values(space, dataset, smoke, cli_trial)

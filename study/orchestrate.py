@@ -82,7 +82,7 @@ def optuna_distributions(searched: dict[str, dict]) -> dict:
     return out
 
 
-def tune_spec(cfg: StudyConfig, gpus_per_trial: float):
+def tune_spec(cfg: StudyConfig, gpus_per_trial: float, max_concurrent: int = 0):
     from trainables.tune.tuner import TuneSpec
 
     return TuneSpec(
@@ -93,7 +93,8 @@ def tune_spec(cfg: StudyConfig, gpus_per_trial: float):
         max_epochs=cfg.trial["max_epochs"], seed=cfg.seed,
         n_startup_trials=max(2, min(N_STARTUP_MAX, cfg.num_samples // 3)),
         cpus_per_trial=cfg.cpus_per_trial, gpus_per_trial=gpus_per_trial,
-        max_concurrent=cfg.max_concurrent, max_failures=cfg.max_failures, num_to_keep=cfg.num_to_keep,
+        max_concurrent=max_concurrent or cfg.max_concurrent, max_failures=cfg.max_failures,
+        num_to_keep=cfg.num_to_keep, workers_per_trial=cfg.trial.get("workers_per_trial", 1),
         optuna_storage=optuna_storage(cfg))
 
 
@@ -165,7 +166,7 @@ def run_study(cfg: StudyConfig, resuming: bool, flags: dict[str, Any], log=print
                 log(f"extending study {cfg.name!r} from {grown_from} to {cfg.num_samples} searched trials")
         tracker = MlflowTracker(cfg, study_dir)
         tracker.setup(gpus)
-        spec = tune_spec(cfg, gpus)
+        spec = tune_spec(cfg, gpus, preflight.max_concurrent(cfg, cluster, gpus))
         printer = ProgressPrinter(list(cfg.searched), cfg.seed, cfg.objective, cfg.trial["max_epochs"], tracker.name)
         listener = Fanout(tracker, printer)
         if study_dir.is_local:
@@ -173,7 +174,9 @@ def run_study(cfg: StudyConfig, resuming: bool, flags: dict[str, Any], log=print
         restorable = tune_adapter.can_restore(study_dir.path)
         log(f"{'resuming' if restorable else 'starting'} study {cfg.name!r} in {study_dir.path} "
             f"({cfg.space}: {cfg.num_samples} searched + {len(cfg.fixed_trials)} fixed trials, "
-            f"{cfg.cpus_per_trial:g} CPU / {gpus:g} GPU per trial)")
+            f"{cfg.cpus_per_trial:g} CPU / {gpus:g} GPU per trial"
+            + (f" worker, {cfg.trial['workers_per_trial']} DDP workers)" if cfg.trial.get("workers_per_trial", 1) > 1
+               else ")"))
         log(ui_hint(cfg, tracker.experiment_id, optuna_storage(cfg)))
         tracker.mark_interrupted()  # runs a killed driver left RUNNING (the lock says none is alive); resumed ones reopen
         study_line = StudyLine(cfg.objective[0], tracker.name)

@@ -65,21 +65,42 @@ def _auth_headers() -> dict[str, str]:
 
 
 def resolve_gpus(cfg: StudyConfig, cluster: dict[str, float]) -> float:
-    """GPUs per trial on this cluster; a GPU request where the cluster has none fails at once
-    (Tune would otherwise leave the trials PENDING forever)."""
+    """GPUs per trial (per worker of a data-parallel trial) on this cluster; a GPU request the
+    cluster can never place fails at once (Tune would otherwise leave the trials PENDING forever)."""
     available = cluster.get("GPU", 0.0)
+    workers = int(cfg.trial.get("workers_per_trial", 1))
     asked: Optional[float] = cfg.gpus_per_trial
     if asked is None:
         if available == 0:
             return 0.0
-        return GPUS_PER_TRIAL_BY_DATASET.get(cfg.trial["dataset"], GPUS_PER_TRIAL_OTHERWISE)
-    if asked > 0 and available < asked:
-        raise StudyError(f"--gpus-per-trial {asked:g} but the Ray cluster has {available:g} GPUs "
+        asked = GPUS_PER_TRIAL_BY_DATASET.get(cfg.trial["dataset"], GPUS_PER_TRIAL_OTHERWISE) if workers == 1 else 1.0
+    if asked > 0 and available < asked * workers:
+        need = f"--workers-per-trial {workers} x --gpus-per-trial {asked:g}" if workers > 1 else f"--gpus-per-trial {asked:g}"
+        raise StudyError(f"{need} but the Ray cluster has {available:g} GPUs "
                          "(trials would stay pending); use --gpus-per-trial 0 or join a GPU cluster with --address")
+    if workers > 1 and 0 < asked < 1:
+        raise StudyError(f"--gpus-per-trial {asked:g} with --workers-per-trial {workers}: each data-parallel worker "
+                         "needs a whole GPU (NCCL runs one rank per GPU)")
     return asked
 
 
 def check_cpus(cfg: StudyConfig, cluster: dict[str, float]) -> None:
-    if cluster.get("CPU", 0.0) < cfg.cpus_per_trial:
-        raise StudyError(f"--cpus-per-trial {cfg.cpus_per_trial:g} but the Ray cluster has "
-                         f"{cluster.get('CPU', 0.0):g} CPUs (trials would stay pending)")
+    workers = int(cfg.trial.get("workers_per_trial", 1))
+    need = cfg.cpus_per_trial * workers
+    if cluster.get("CPU", 0.0) < need:
+        asked = (f"--workers-per-trial {workers} x --cpus-per-trial {cfg.cpus_per_trial:g}" if workers > 1
+                 else f"--cpus-per-trial {cfg.cpus_per_trial:g}")
+        raise StudyError(f"{asked} but the Ray cluster has {cluster.get('CPU', 0.0):g} CPUs (trials would stay pending)")
+
+
+def max_concurrent(cfg: StudyConfig, cluster: dict[str, float], gpus_per_trial: float) -> int:
+    """Trials at once: the flag's value, or for data-parallel trials as many as the cluster
+    holds all workers of (their Tune trials hold no CPU, so Tune alone would start them all
+    and leave the Train runs waiting for workers, as Ray's Train-in-Tune guide warns)."""
+    workers = int(cfg.trial.get("workers_per_trial", 1))
+    if cfg.max_concurrent or workers == 1:
+        return cfg.max_concurrent
+    fits = cluster.get("CPU", 0.0) // (cfg.cpus_per_trial * workers)
+    if gpus_per_trial > 0:
+        fits = min(fits, cluster.get("GPU", 0.0) // (gpus_per_trial * workers))
+    return max(1, int(fits))

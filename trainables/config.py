@@ -49,6 +49,7 @@ class TrainConfig:
     seed: int = 0                   # seeds init, data order, noise and sampling
     mixed_precision: str = "auto"   # auto: bf16 autocast on CUDA, fp32 elsewhere | bf16 | off
     compile: bool = False           # torch.compile the training forward pass (worth it on GPUs)
+    workers_per_trial: int = 1      # data-parallel processes per trial (Ray Train DDP when > 1); batch_size stays global
 
     def unit_batch_size(self, unit: str) -> int:
         """Images per optimizer step of model `unit` (baseline | smoothed | denoiser)."""
@@ -122,6 +123,9 @@ class TrialConfig:
             (t.grad_clip >= 0, f"grad_clip must be >= 0, got {t.grad_clip}"),
             (t.max_epochs >= 1, f"max_epochs must be >= 1, got {t.max_epochs}"),
             (t.mixed_precision in PRECISIONS, f"mixed_precision must be one of {PRECISIONS}"),
+            (t.workers_per_trial >= 1, f"workers_per_trial must be >= 1, got {t.workers_per_trial}"),
+            (t.batch_size % t.workers_per_trial == 0, f"batch_size {t.batch_size} must be divisible by "
+             f"workers_per_trial {t.workers_per_trial} (each worker trains on batch_size / workers_per_trial images)"),
             (e.eval_every >= 1, f"eval_every must be >= 1, got {e.eval_every}"),
             (e.num_eval_samples >= 2, f"num_eval_samples must be >= 2, got {e.num_eval_samples}"),
             (e.bound_noise_draws >= 1, f"bound_noise_draws must be >= 1, got {e.bound_noise_draws}"),

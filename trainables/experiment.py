@@ -6,6 +6,7 @@ continue exactly as if never stopped.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -14,6 +15,7 @@ import torch
 from trainables.quality.bpd import bits_per_dim, two_step_bound_nats
 from trainables.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from trainables.config import TrialConfig
+from trainables.distributed import SINGLE, Shard, dropout_seed
 from trainables.data import epoch_batches, epoch_generator, load_dataset
 from trainables.quality.trial_evaluation import SampleEvaluator
 from trainables.losses import DenoiserNLL, DiscretizedNLL, SmoothedNLL
@@ -28,11 +30,16 @@ def default_device() -> torch.device:
 
 
 class Experiment:
-    """Train and evaluate the models of one trial configuration."""
+    """Train and evaluate the models of one trial configuration.
 
-    def __init__(self, cfg: TrialConfig, device=None, log: Callable[[str], None] = print):
+    Data-parallel (`shard` of an initialized process group, one Experiment per process):
+    every rank trains on its rows of each global batch; rank 0 alone evaluates (bits/dim of
+    the test split, samples), and its `run_epoch` metrics are the trial's.
+    """
+
+    def __init__(self, cfg: TrialConfig, device=None, log: Callable[[str], None] = print, shard: Shard = SINGLE):
         cfg.validate()
-        self.cfg, self.log = cfg, log
+        self.cfg, self.log, self.shard = cfg, log, shard
         self.device = torch.device(device) if device is not None else default_device()
         d = cfg.data
         # Subsets are one fixed seeded choice (data.SUBSET_SEED), not the trial's seed: every
@@ -57,7 +64,7 @@ class Experiment:
             net = PixelCNNpp(self.image_shape[0], m.nr_filters, m.nr_resnet, m.num_mixtures, m.dropout, conditional)
             units[name] = TrainUnit.create(net.to(self.device), loss, lr=t.lr, lr_decay=t.lr_decay,
                                            ema_decay=t.ema_decay, grad_clip=t.grad_clip,
-                                           mixed_precision=t.mixed_precision, compile=t.compile)
+                                           mixed_precision=t.mixed_precision, compile=t.compile, shard=self.shard)
         return units
 
     @property
@@ -70,16 +77,24 @@ class Experiment:
         noise_std = self.cfg.data.noise_std
         metrics: dict[str, float] = {"epoch": epoch}
         seconds = images = 0.0
+        if self.shard.distributed:  # the ranks' dropout masks differ; a resumed epoch redraws the same
+            torch.manual_seed(dropout_seed(t.seed, epoch, self.shard.rank))
         for name, unit in self.units.items():
             batches = epoch_batches(self.train_images, t.unit_batch_size(name), noise_std, t.seed, epoch)
-            stats = train_epoch(unit, batches, epoch=epoch, device=self.device)
+            stats = train_epoch(unit, batches, epoch=epoch, device=self.device, shard=self.shard)
             seconds, images = seconds + stats.seconds, images + stats.num_images
             metrics[self._bpd_name("train", name)] = stats.bpd(unit.loss.continuous)
+        metrics["images_per_s"] = images / seconds
+        metrics["epoch_seconds"] = seconds
+        if not self.shard.is_main:  # evaluation is rank 0's; the others wait at the next step's all-reduce
+            self.epoch = epoch
+            return metrics
+        start = time.perf_counter()
+        for name, unit in self.units.items():
             test = evaluate_nll(unit, self._test_batches(), device=self.device)
             metrics[self._bpd_name("test", name)] = test.bpd(unit.loss.continuous)
         metrics["bpd_bound"] = metrics["test_bpd"] if t.kind == "baseline" else self._two_step_bound()
-        metrics["images_per_s"] = images / seconds
-        metrics["epoch_seconds"] = seconds
+        metrics["bpd_seconds"] = time.perf_counter() - start  # test bits/dim and the two-step bound
         if epoch % self.cfg.eval.eval_every == 0 or epoch == t.max_epochs:
             eval_models = {name: unit.eval_model for name, unit in self.units.items()}
             metrics.update(self.evaluator.evaluate(eval_models, epoch))

@@ -7,12 +7,14 @@ loss (`trainables.losses`). `train_epoch` and `evaluate_nll` take any unit.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
 import torch
 
+from trainables.distributed import SINGLE, Shard
 from trainables.quality.bpd import bits_per_dim
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]  # (x, x_noisy), each (B, C, H, W)
@@ -60,16 +62,18 @@ class TrainUnit:
 
     @classmethod
     def create(cls, model, loss, *, lr: float, lr_decay: float, ema_decay: float = 0.0, grad_clip: float = 0.0,
-               mixed_precision: str = "off", compile: bool = False):
+               mixed_precision: str = "off", compile: bool = False, shard: Shard = SINGLE):
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
         scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=lr_decay)
         ema = EMA(model, ema_decay) if ema_decay > 0 else None
         on_cuda = next(model.parameters()).is_cuda
         use_bf16 = mixed_precision == "bf16" or (mixed_precision == "auto" and on_cuda)
-        # The compiled module shares the parameters; state_dicts come from `model`, so
-        # checkpoints do not depend on whether training was compiled.
-        forward = torch.compile(model) if compile else None
-        return cls(model, optimizer, scheduler, loss, ema, grad_clip, torch.bfloat16 if use_bf16 else None, forward)
+        # The DDP wrapper and the compiled module share the parameters; state_dicts come from
+        # `model`, so checkpoints do not depend on how many processes trained or on compiling.
+        forward = shard.wrap(model)
+        forward = torch.compile(forward) if compile else forward
+        return cls(model, optimizer, scheduler, loss, ema, grad_clip, torch.bfloat16 if use_bf16 else None,
+                   None if forward is model else forward)
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -97,6 +101,7 @@ class EpochStats:
     num_dims: int  # images x C x H x W
     num_images: int
     seconds: float
+    step_losses: tuple = ()  # training only: the global batch's loss (nats/dim) of every step
 
     def bpd(self, continuous: bool) -> float:
         return float(bits_per_dim(self.nll_nats, self.num_dims, continuous=continuous))
@@ -106,23 +111,37 @@ def _to_device(batch, device):
     return tuple(t.to(device, non_blocking=True) for t in batch)
 
 
-def train_epoch(unit: TrainUnit, batches: Batches, *, epoch: int, device) -> EpochStats:
-    """One pass over `batches` with one optimizer and lr step per batch."""
+def train_epoch(unit: TrainUnit, batches: Batches, *, epoch: int, device, shard: Shard = SINGLE) -> EpochStats:
+    """One pass over `batches` with one optimizer and lr step per batch.
+
+    Data-parallel (shard.world_size > 1, unit built with the same shard): `batches` are the
+    global batches, every rank trains on its rows, and the statistics and step losses are
+    those of the global batches, the same on every rank (trainables/distributed.py).
+    """
     unit.model.train()
     total = torch.zeros((), dtype=torch.float64, device=device)
     dims = images = 0
+    losses = []
     start = time.perf_counter()
     for step, batch in enumerate(batches, start=1):
-        x, x_noisy = _to_device(batch, device)
+        global_rows = batch[0].shape[0]
+        x, x_noisy = _to_device(shard.rows(batch), device)  # (b, C, H, W); b = B / world_size
         with torch.autocast(x.device.type, dtype=unit.autocast_dtype or torch.float32,
                             enabled=unit.autocast_dtype is not None):
             forward = unit.train_forward if unit.train_forward is not None else unit.model
-            nll = unit.loss(forward, x, x_noisy)  # (B,) nats, float32
-        loss = nll.mean() / x[0].numel()  # nats per dimension: lr does not depend on image size
-        if not torch.isfinite(loss):  # one host sync per step; negligible next to a PixelCNN++ step
-            raise DivergenceError(f"loss is {loss.item()} at epoch {epoch}, step {step}")
+            nll = unit.loss(forward, x, x_noisy)  # (b,) nats, float32
+        # nats per dimension: lr does not depend on image size
+        per_dim = math.prod(x.shape[1:])
+        if shard.distributed:
+            loss = nll.sum() * shard.loss_scale(x.shape[0], global_rows) / per_dim
+            step_loss = float(shard.all_reduce(loss.detach())) / shard.world_size  # the global batch's
+        else:
+            loss = nll.mean() / per_dim
+            step_loss = float(loss.detach())  # one host sync per step; negligible next to a PixelCNN++ step
+        if not math.isfinite(step_loss):  # every rank sees the same global loss: all stop together
+            raise DivergenceError(f"loss is {step_loss} at epoch {epoch}, step {step}")
         unit.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # DDP: averages the ranks' gradients here
         if unit.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(unit.model.parameters(), unit.grad_clip)
         unit.optimizer.step()
@@ -132,7 +151,13 @@ def train_epoch(unit: TrainUnit, batches: Batches, *, epoch: int, device) -> Epo
         total += nll.detach().sum()
         dims += x.numel()
         images += x.shape[0]
-    return EpochStats(float(total), dims, images, time.perf_counter() - start)
+        losses.append(step_loss)
+    seconds = time.perf_counter() - start
+    if shard.distributed:
+        counts = shard.all_reduce(torch.tensor([float(total), dims, images], dtype=torch.float64, device=device))
+        total, dims, images = counts[0], int(counts[1]), int(counts[2])
+        seconds = float(shard.all_reduce(torch.tensor(seconds, dtype=torch.float64, device=device), op="max"))
+    return EpochStats(float(total), dims, images, seconds, tuple(losses))
 
 
 @torch.no_grad()

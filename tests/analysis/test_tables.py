@@ -98,6 +98,16 @@ def test_time_table(data):
     assert smooth["train_hours_per_100_epochs"] == pytest.approx(2.0)
     assert (smooth["trials"], smooth["evaluations"]) == (8, 11), "every state counts for timings"
     assert set(t["hardware"]) == {"2 CPU"} and set(t["dataset"]) == {"digits"}
+    # an evaluation's time split: 180 s sampling, 20 s bits/dim, 60 s features
+    assert base["eval_share_sampling"] == pytest.approx(180 / 260)
+    assert base["eval_share_bpd"] == pytest.approx(20 / 260)
+    assert base["eval_share_features"] == pytest.approx(60 / 260)
+    from analysis.render import time_view
+
+    view = time_view(t.reset_index())
+    assert "evaluation: sampling / bits/dim / features" in view.header
+    assert ["69% / 8% / 23%"] * 2 == [row[view.header.index("evaluation: sampling / bits/dim / features")]
+                                      for row in view.rows]
 
 
 def test_empty_study_tables_have_their_columns(data):

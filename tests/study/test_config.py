@@ -109,5 +109,25 @@ def test_gpus_per_trial_from_the_cluster():
         check_cpus(cfg_of("--space", "noise_sweep", "--cpus-per-trial", "4"), {"CPU": 2.0})
 
 
+def test_data_parallel_workers_the_cluster_can_never_place_are_refused():
+    from study.preflight import check_cpus, max_concurrent, resolve_gpus
+
+    two = cfg_of("--space", "noise_sweep", "--workers-per-trial", "2")
+    assert two.trial["workers_per_trial"] == 2
+    check_cpus(two, {"CPU": 2.0})  # 2 workers x 1 CPU fit
+    with pytest.raises(StudyError, match=r"^--workers-per-trial 3 x --cpus-per-trial 1 but the Ray cluster has 2 CPUs"):
+        check_cpus(cfg_of("--space", "noise_sweep", "--workers-per-trial", "3", "--set", "batch_size=63"), {"CPU": 2.0})
+    with pytest.raises(StudyError, match="--workers-per-trial 2 x --gpus-per-trial 1 but the Ray cluster has 1 GPUs"):
+        resolve_gpus(two, {"CPU": 8.0, "GPU": 1.0})
+    assert resolve_gpus(two, {"CPU": 8.0, "GPU": 2.0}) == 1.0, "a DDP worker defaults to a whole GPU"
+    with pytest.raises(StudyError, match="needs a whole GPU"):
+        resolve_gpus(cfg_of("--space", "noise_sweep", "--workers-per-trial", "2", "--gpus-per-trial", "0.5"),
+                     {"GPU": 4.0})
+    assert max_concurrent(two, {"CPU": 5.0}, 0.0) == 2  # two trials of 2 x 1 CPU fit in 5 CPUs
+    assert max_concurrent(two, {"CPU": 16.0, "GPU": 2.0}, 1.0) == 1
+    with pytest.raises(StudyError, match="batch_size 64 must be divisible by workers_per_trial 3"):
+        cfg_of("--space", "noise_sweep", "--workers-per-trial", "3")
+
+
 def test_smoke_test_of_a_space_without_search_runs_its_fixed_trials_once():
     assert len(cfg_of("--space", "paper", "--smoke-test").fixed_trials) == 2

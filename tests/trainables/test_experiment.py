@@ -30,10 +30,11 @@ def test_resume_gives_the_same_metrics_as_not_stopping(tmp_path, kind, noise_std
     resumed.restore(tmp_path)
     assert resumed.epoch == 1
     final = resumed.run_epoch()
-    timing = {"images_per_s", "epoch_seconds", "sample_seconds"}
+    timing = {"images_per_s", "epoch_seconds", "sample_seconds", "bpd_seconds", "feature_seconds"}
     assert {k: v for k, v in final.items() if k not in timing} == {
         k: v for k, v in expected[1].items() if k not in timing}
     assert resumed.done
+    assert all(final[k] > 0 for k in timing)  # an evaluation's time split: sampling, bits/dim, features
     assert "fd_digits_cnn" in final and ("fd_digits_cnn_twostep" in final) == (kind == "smoothed")
     samplers = ("onestep", "twostep") if kind == "smoothed" else ("direct",)
     expected_names = {f"{m}{s}{se}" for m in ("fd_digits_cnn", "is_digits_cnn") for s in ("", *(f"_{x}" for x in samplers))

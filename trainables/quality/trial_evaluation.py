@@ -65,6 +65,7 @@ class SampleEvaluator:
         metrics = {"sample_seconds": time.perf_counter() - start}
         self.last_samples = {k: to_image_range(v).cpu() for k, v in samples.items()}
         self.last_epoch = epoch
+        start = time.perf_counter()
         for sampler, images in self.last_samples.items():
             scores = evaluate_samples(images, cfg.data.dataset, extractor=self.extractor,
                                       data_dir=cfg.data.data_dir, device=self.device, log=self.log,
@@ -75,6 +76,7 @@ class SampleEvaluator:
                 for name, source in named.items():  # the number and its standard error
                     metrics[name] = scores[source]
                     metrics[standard_error_name(name)] = scores[standard_error_name(source)]
+        metrics["feature_seconds"] = time.perf_counter() - start  # features of the samples and their scores
         return metrics
 
     def write_grids(self, directory) -> list[Path]:

@@ -25,7 +25,7 @@ def train_trial(config: dict) -> None:
     cfg = TrialConfig.from_flat(config)
     cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))
-    _raise_if_diverged()
+    raise_if_diverged()
     exp = Experiment(cfg)
     hardware = describe_hardware(exp.device)  # a string beside the metrics; the tracker tags the run with it
     checkpoint = tune.get_checkpoint()
@@ -36,7 +36,7 @@ def train_trial(config: dict) -> None:
         try:
             metrics = exp.run_epoch()
         except DivergenceError as err:
-            _mark_diverged(str(err))
+            mark_diverged(str(err))
             raise
         if "sample_seconds" in metrics:  # an evaluation epoch (docs/architecture.md): it has the objective
             with tempfile.TemporaryDirectory() as directory:
@@ -53,13 +53,13 @@ def _trial_storage():
     return storage.storage_filesystem, f"{storage.trial_fs_path}/{DIVERGED_FILE}"
 
 
-def _mark_diverged(reason: str) -> None:
+def mark_diverged(reason: str) -> None:
     fs, path = _trial_storage()
     with fs.open_output_stream(path) as f:
         f.write(reason.encode())
 
 
-def _raise_if_diverged() -> None:
+def raise_if_diverged() -> None:
     """A retry of a diverged trial would diverge again at the same step: fail at once instead."""
     import pyarrow.fs
     from trainables.training import DivergenceError

@@ -9,6 +9,7 @@ import ray
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 
+from trainables.tune.data_parallel import data_parallel_trainable
 from trainables.tune.events import TrialEvents
 from trainables.tune.internals import local_tuner, tuner_run_callbacks
 from trainables.tune.listener import TrialListener
@@ -54,6 +55,8 @@ class TuneSpec:
     max_failures: int
     num_to_keep: int
     optuna_storage: Optional[str] = None  # Optuna RDB URL (sqlite:///<study dir>/optuna.db); None: in memory
+    workers_per_trial: int = 1   # > 1: each trial is a Ray Train DDP run of this many workers, each
+                                 # holding cpus_per_trial CPUs and gpus_per_trial GPUs (data_parallel.py)
 
 
 def connect(address: Optional[str]) -> dict[str, float]:
@@ -75,6 +78,8 @@ def shutdown() -> None:
 
 
 def _trainable(spec: TuneSpec):
+    if spec.workers_per_trial > 1:
+        return data_parallel_trainable(spec.workers_per_trial, spec.cpus_per_trial, spec.gpus_per_trial)
     return tune.with_resources(train_trial, {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial})
 
 
