@@ -53,7 +53,8 @@ Cost: per pixel one matmul per conv at level 0 (and at levels 1, 2 on 1/4 and 1/
 the pixels) plus the draw, instead of a full forward pass. Memory: every cached map
 (two per gated resnet) keeps only the band of rows its readers need, two rows (the
 current one and the one above), so the caches take about 2 / H of the activations of
-one forward pass. Effective weight-normalised weights are computed once per call.
+one forward pass; the denoiser adds its encoder's features, kept whole (4/3 of one
+F-channel map). Effective weight-normalised weights are computed once per call.
 """
 from __future__ import annotations
 
