@@ -15,7 +15,7 @@ import torch
 FORMAT_VERSION = 1
 FILE_NAME = "checkpoint.pt"
 # Fields that change the tensors' shapes or meaning: a checkpoint must match them exactly.
-ARCHITECTURE_KEYS = ("kind", "dataset", "nr_filters", "nr_resnet", "num_mixtures")
+ARCHITECTURE_KEYS = ("kind", "dataset", "nr_filters", "nr_resnet", "num_mixtures", "denoiser_conditioning")
 
 
 class CheckpointMismatchError(ValueError):

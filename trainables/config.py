@@ -15,6 +15,7 @@ DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "celeba", "folder")
 GRADIENT_MODES = ("full", "fixed_output")
 PRECISIONS = ("auto", "bf16", "off")
 DENOISER_LIKELIHOODS = ("discretized", "continuous")  # trainables/losses.py: DenoiserNLL
+DENOISER_CONDITIONINGS = ("encoder",)  # x~ through a non-causal encoder into every gated resnet
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class ModelConfig:
     nr_resnet: int = 2          # gated resnets per up-pass stage (down pass: n, n+1, n+1)
     num_mixtures: int = 5       # logistic mixture components per pixel
     dropout: float = 0.0        # channel-wise dropout inside gated resnets (authors: 0.5 on every dataset)
+    denoiser_conditioning: str = "encoder"  # how x~ enters p(x | x~) (pixelcnnpp.py); checkpoints record it
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,8 @@ class TrialConfig:
             (m.num_mixtures >= 1, f"num_mixtures must be >= 1, got {m.num_mixtures}"),
             (m.nr_filters >= 1 and m.nr_resnet >= 1, "nr_filters and nr_resnet must be >= 1"),
             (0 <= m.dropout < 1, f"dropout must be in [0, 1), got {m.dropout}"),
+            (m.denoiser_conditioning in DENOISER_CONDITIONINGS,
+             f"denoiser_conditioning must be one of {DENOISER_CONDITIONINGS}, got {m.denoiser_conditioning!r}"),
             (t.batch_size >= 1, f"batch_size must be >= 1, got {t.batch_size}"),
             (t.denoiser_batch_size >= 0, f"denoiser_batch_size must be >= 0, got {t.denoiser_batch_size}"),
             (t.denoiser_likelihood in DENOISER_LIKELIHOODS,

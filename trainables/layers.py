@@ -101,23 +101,29 @@ class DownRightShiftedDeconv2d(nn.Module):
 
 
 class GatedResnet(nn.Module):
-    """x + gate(conv(concat_elu(conv(concat_elu(x)) + nin(concat_elu(skip))))), PixelCNN++ eq. (3).
+    """x + gate(conv(concat_elu(conv(concat_elu(x)) + nin(concat_elu(skip)))) [+ nin(concat_elu(cond))]),
+    PixelCNN++ eq. (3).
 
     `conv` is a shifted conv class; `skip_streams` is how many F-channel tensors the
-    skip input `a` concatenates (0: no skip input).
+    skip input `a` concatenates (0: no skip input). `cond_channels` > 0 adds a
+    conditioning input `cond` (N, cond_channels, H, W), projected to the 2F pre-gate
+    channels and added there (the official code's `h` conditioning, here per pixel).
     """
 
-    def __init__(self, num_filters: int, conv, skip_streams: int = 0, dropout: float = 0.0):
+    def __init__(self, num_filters: int, conv, skip_streams: int = 0, dropout: float = 0.0, cond_channels: int = 0):
         super().__init__()
         self.conv_input = conv(2 * num_filters, num_filters)
         self.nin_skip = NetworkInNetwork(2 * skip_streams * num_filters, num_filters) if skip_streams else None
         self.dropout = nn.Dropout2d(dropout)  # channel-wise, as the authors' gated_resnet (Dropout2d(0.5))
         self.conv_out = conv(2 * num_filters, 2 * num_filters)
+        self.nin_cond = NetworkInNetwork(2 * cond_channels, 2 * num_filters) if cond_channels else None
 
-    def forward(self, x: torch.Tensor, a: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, a: torch.Tensor | None = None, cond: torch.Tensor | None = None) -> torch.Tensor:
         h = self.conv_input(concat_elu(x))
         if a is not None:
             h = h + self.nin_skip(concat_elu(a))
         h = self.conv_out(self.dropout(concat_elu(h)))
+        if cond is not None:
+            h = h + self.nin_cond(concat_elu(cond))  # (N, 2F, H, W): before the gate
         value, gate = h.chunk(2, dim=1)
         return x + value * torch.sigmoid(gate)

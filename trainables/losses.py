@@ -46,7 +46,7 @@ class DenoiserNLL:
     likelihood "discretized": P(x | x~) of the 8-bit x under the 256-bin mixture.
     likelihood "continuous" (the authors'): -log p(x' | x~) of x' = x + CLEAN_NOISE_STD * eps,
     eps ~ N(0, I) drawn from the global torch RNG on x's device (checkpointed, like dropout),
-    under the continuous mixture; the network sees x' (stacked under x~) as it would see x.
+    under the continuous mixture; the network sees x' (conditioned on x~) as it would see x.
     Sampling and the two-step bound read the same mixture as the 256-bin distribution either way.
     """
 

@@ -7,11 +7,15 @@ u sees the rows above (down-shifted convs), ul the rows above and the pixels to 
 left (down-right-shifted convs). A constant "ones" channel is appended to the input so
 the zero padding of the shifted convs is distinguishable from black pixels.
 
-The denoiser p(x | x~) is the same class with `conditional=True`: like the authors'
-code, the noisy image is stacked above the clean one, (N, C, 2H, W), and only the
-bottom half's outputs are scored. In raster order every pixel of x~ precedes every
-pixel of x, so the clean half sees all of x~ and the causal structure over x is the
-unconditional one; no second conditioning path is needed (tests check both facts).
+The denoiser p(x | x~) is the same class with `conditional=True`: the causal network
+runs on x alone, (N, C, H, W), and x~ enters through a non-causal encoder
+(conditioning.NoisyImageEncoder) whose features at each level are added before the
+gate of every gated resnet of that level, u and ul streams alike. The causal structure
+over x is therefore the unconditional one, and every output sees all of x~, at any
+size and depth (tests/trainables/test_denoiser_dependencies.py). This deviates from
+the authors' code, which stacks x~ above x (a 2H x W image): there, at depth 1, the
+receptive field misses part of x~ at 28x28 and 32x32 (docs/science.md). The design is
+named by config.ModelConfig.denoiser_conditioning, which checkpoints record.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from trainables.conditioning import NoisyImageEncoder
 from trainables.layers import (
     DownRightShiftedConv2d,
     DownRightShiftedDeconv2d,
@@ -35,35 +40,39 @@ NUM_STAGES = 3
 
 
 class _UpStage(nn.Module):
-    def __init__(self, nr_resnet: int, nr_filters: int, dropout: float):
+    def __init__(self, nr_resnet: int, nr_filters: int, dropout: float, cond: int = 0):
         super().__init__()
-        self.u_stream = nn.ModuleList(GatedResnet(nr_filters, DownShiftedConv2d, 0, dropout) for _ in range(nr_resnet))
+        self.u_stream = nn.ModuleList(
+            GatedResnet(nr_filters, DownShiftedConv2d, 0, dropout, cond) for _ in range(nr_resnet)
+        )
         self.ul_stream = nn.ModuleList(
-            GatedResnet(nr_filters, DownRightShiftedConv2d, 1, dropout) for _ in range(nr_resnet)
+            GatedResnet(nr_filters, DownRightShiftedConv2d, 1, dropout, cond) for _ in range(nr_resnet)
         )
 
-    def forward(self, u, ul):
+    def forward(self, u, ul, cond=None):
         us, uls = [], []
         for u_block, ul_block in zip(self.u_stream, self.ul_stream):
-            u = u_block(u)
-            ul = ul_block(ul, a=u)
+            u = u_block(u, cond=cond)
+            ul = ul_block(ul, a=u, cond=cond)
             us.append(u)
             uls.append(ul)
         return us, uls
 
 
 class _DownStage(nn.Module):
-    def __init__(self, nr_resnet: int, nr_filters: int, dropout: float):
+    def __init__(self, nr_resnet: int, nr_filters: int, dropout: float, cond: int = 0):
         super().__init__()
-        self.u_stream = nn.ModuleList(GatedResnet(nr_filters, DownShiftedConv2d, 1, dropout) for _ in range(nr_resnet))
+        self.u_stream = nn.ModuleList(
+            GatedResnet(nr_filters, DownShiftedConv2d, 1, dropout, cond) for _ in range(nr_resnet)
+        )
         self.ul_stream = nn.ModuleList(
-            GatedResnet(nr_filters, DownRightShiftedConv2d, 2, dropout) for _ in range(nr_resnet)
+            GatedResnet(nr_filters, DownRightShiftedConv2d, 2, dropout, cond) for _ in range(nr_resnet)
         )
 
-    def forward(self, u, ul, u_skips: list, ul_skips: list):
+    def forward(self, u, ul, u_skips: list, ul_skips: list, cond=None):
         for u_block, ul_block in zip(self.u_stream, self.ul_stream):
-            u = u_block(u, a=u_skips.pop())
-            ul = ul_block(ul, a=torch.cat([u, ul_skips.pop()], dim=1))
+            u = u_block(u, a=u_skips.pop(), cond=cond)
+            ul = ul_block(ul, a=torch.cat([u, ul_skips.pop()], dim=1), cond=cond)
         return u, ul
 
 
@@ -72,7 +81,9 @@ class PixelCNNpp(nn.Module):
 
     x: (N, C, H, W) with H, W divisible by 4; C in {1, 3}. With `conditional=True`,
     `x_noisy` of the same shape is required and the output at pixel (i, j) depends on
-    all of x_noisy and on x at pixels before (i, j) in raster order.
+    all of x_noisy and on x at pixels before (i, j) in raster order. The conditional
+    model adds `encoder` and the gated resnets' `nin_cond`; the unconditional one has
+    exactly the parameters (and, from the same seed, the initial values) it always had.
     """
 
     def __init__(
@@ -87,9 +98,10 @@ class PixelCNNpp(nn.Module):
         super().__init__()
         self.in_channels, self.num_mixtures, self.conditional = in_channels, num_mixtures, conditional
         f, c_in = nr_filters, in_channels + 1  # +1: the "ones" channel marking padding
-        self.up_stages = nn.ModuleList(_UpStage(nr_resnet, f, dropout) for _ in range(NUM_STAGES))
+        cond = f if conditional else 0  # channels of the encoder's features
+        self.up_stages = nn.ModuleList(_UpStage(nr_resnet, f, dropout, cond) for _ in range(NUM_STAGES))
         down_counts = [nr_resnet] + [nr_resnet + 1] * (NUM_STAGES - 1)
-        self.down_stages = nn.ModuleList(_DownStage(n, f, dropout) for n in down_counts)
+        self.down_stages = nn.ModuleList(_DownStage(n, f, dropout, cond) for n in down_counts)
         self.downsize_u = nn.ModuleList(DownShiftedConv2d(f, f, stride=(2, 2)) for _ in range(NUM_STAGES - 1))
         self.downsize_ul = nn.ModuleList(DownRightShiftedConv2d(f, f, stride=(2, 2)) for _ in range(NUM_STAGES - 1))
         self.upsize_u = nn.ModuleList(DownShiftedDeconv2d(f, f) for _ in range(NUM_STAGES - 1))
@@ -98,27 +110,29 @@ class PixelCNNpp(nn.Module):
         self.ul_init_up = DownShiftedConv2d(c_in, f, filter_size=(1, 3), shift_output_down=True)
         self.ul_init_left = DownRightShiftedConv2d(c_in, f, filter_size=(2, 1), shift_output_right=True)
         self.head = NetworkInNetwork(f, mixture_param_count(in_channels, num_mixtures))
+        self.encoder = NoisyImageEncoder(in_channels, f, nr_resnet, NUM_STAGES) if conditional else None
 
     def forward(self, x: torch.Tensor, x_noisy: Optional[torch.Tensor] = None) -> torch.Tensor:
-        height = x.shape[2]
         if self.conditional:
             if x_noisy is None or x_noisy.shape != x.shape:
                 raise ValueError("the denoiser needs x_noisy with the same shape as x")
-            x = torch.cat([x_noisy, x], dim=2)  # (N, C, 2H, W): x~ above x
         elif x_noisy is not None:
             raise ValueError("x_noisy given to an unconditional model")
         self._check_shape(x)
-        params = self.head(F.elu(self.trunk(x)))  # (N, P, H', W')
-        return params[:, :, -height:, :] if self.conditional else params
+        cond = self.encoder(x_noisy) if self.conditional else None  # per level (N, F, H/2^s, W/2^s)
+        return self.head(F.elu(self.trunk(x, cond)))  # (N, P, H, W)
 
-    def trunk(self, x: torch.Tensor) -> torch.Tensor:
-        """The two-stream network up to the head: (N, C, H, W) -> ul features (N, F, H, W)."""
+    def trunk(self, x: torch.Tensor, cond: Optional[list] = None) -> torch.Tensor:
+        """The two-stream network up to the head: (N, C, H, W) -> ul features (N, F, H, W).
+
+        cond: the encoder's features by level (finest first), or None (unconditional)."""
+        cond = cond if cond is not None else [None] * NUM_STAGES
         ones = torch.ones_like(x[:, :1])
         x = torch.cat([x, ones], dim=1)  # (N, C + 1, H, W)
         u_skips = [self.u_init(x)]
         ul_skips = [self.ul_init_up(x) + self.ul_init_left(x)]
         for stage in range(NUM_STAGES):
-            us, uls = self.up_stages[stage](u_skips[-1], ul_skips[-1])
+            us, uls = self.up_stages[stage](u_skips[-1], ul_skips[-1], cond[stage])
             u_skips += us
             ul_skips += uls
             if stage < NUM_STAGES - 1:
@@ -126,7 +140,7 @@ class PixelCNNpp(nn.Module):
                 ul_skips.append(self.downsize_ul[stage](ul_skips[-1]))
         u, ul = u_skips.pop(), ul_skips.pop()
         for stage in range(NUM_STAGES):
-            u, ul = self.down_stages[stage](u, ul, u_skips, ul_skips)
+            u, ul = self.down_stages[stage](u, ul, u_skips, ul_skips, cond[NUM_STAGES - 1 - stage])
             if stage < NUM_STAGES - 1:
                 u, ul = self.upsize_u[stage](u), self.upsize_ul[stage](ul)
         assert not u_skips and not ul_skips, "every up-pass activation is consumed once"

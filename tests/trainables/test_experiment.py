@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from trainables.checkpoint import CheckpointMismatchError, load_checkpoint
+from trainables.checkpoint import CheckpointMismatchError, load_checkpoint, rng_state, save_checkpoint
 from trainables.config import DataConfig, EvalConfig, ModelConfig, TrainConfig, TrialConfig
 from trainables.experiment import Experiment
 
@@ -49,6 +49,16 @@ def test_a_checkpoint_of_another_architecture_is_refused(tmp_path):
     other = Experiment(_cfg(nr_filters=16, max_epochs=1), log=lambda m: None)
     with pytest.raises(CheckpointMismatchError, match="nr_filters: checkpoint 8 vs config 16"):
         other.restore(tmp_path)
+
+
+def test_a_denoiser_checkpoint_of_the_stacked_design_is_refused_by_name(tmp_path):
+    """Checkpoints written before the conditioning encoder (x~ stacked above x) lack the
+    field; their denoiser weights would not fit, and the refusal names the field."""
+    exp = Experiment(_cfg(max_epochs=1), log=lambda m: None)
+    old_config = {k: v for k, v in exp.cfg.to_flat().items() if k != "denoiser_conditioning"}
+    save_checkpoint(tmp_path, config=old_config, epoch=1, units={}, rng=rng_state())
+    with pytest.raises(CheckpointMismatchError, match="denoiser_conditioning: checkpoint None vs config 'encoder'"):
+        exp.restore(tmp_path)
 
 
 def test_checkpoint_loads_with_weights_only_and_holds_the_config(tmp_path):

@@ -83,8 +83,8 @@ def test_fast_equals_naive_8x8(kind, channels):
 
 
 def test_fast_equals_naive_28x28_denoiser():
-    """The naive sampler itself at 28x28 (levels 28, 14, 7): the stacked 56x28 input,
-    the whole-row prefill of x~ and the odd width 7 at the lowest level."""
+    """The naive sampler itself at 28x28 (levels 28, 14, 7): the conditioning rows of
+    every level (set once per row) and the odd width 7 at the lowest level."""
     model = _model(1, conditional=True, filters=4, mixtures=2)
     shape, n = (1, 28, 28), 1
     uniforms, x_noisy = _inputs(model, n, shape)
@@ -126,6 +126,26 @@ def test_denoiser_same_generator_same_pixels():
                            generator=torch.Generator().manual_seed(7), temperature=0.8)
     assert torch.equal(fast, naive)
     assert torch.equal(fast, ((fast + 1) * 127.5).round() / 127.5 - 1), "values on the 8-bit grid"
+
+
+def test_denoiser_fast_sample_follows_x_noisy_at_every_level():
+    """The conditioning term is read at the right row and column of every level. Drawn
+    continuous (no rounding to the 8-bit grid), any wrong parameter moves the sample, so
+    the fixed-point check is exact for the parameters themselves; 32x32 RGB (levels 32,
+    16, 8). An x~ that differs only in its last pixel (seen by every output through the
+    encoder's global term) changes even the first pixel."""
+    model = _model(3, conditional=True, filters=4, mixtures=2)
+    shape, n = (3, 32, 32), 1
+    uniforms, x_noisy = _inputs(model, n, shape)
+    other = x_noisy.clone()
+    other[:, :, -1, -1] += 3.0
+    samples = []
+    for noisy in (x_noisy, other):
+        fast = fast_sample(model, n, shape, discretized=False, x_noisy=noisy, uniforms=uniforms)
+        with torch.no_grad():
+            assert (fast - _redraw(model, fast, uniforms, False, noisy)).abs().max() < 1e-10
+        samples.append(fast)
+    assert (samples[0][:, :, 0, 0] - samples[1][:, :, 0, 0]).abs().min() > 1e-8
 
 
 def test_float32_matches_naive_and_leaves_training_mode():

@@ -44,15 +44,17 @@ The schedule, with the receptive fields read off the layers (layers.py):
 - Within a gated resnet both convs are shifted, so both its input and its hidden
   activation h are cached (`fast_ops.FastGatedResnet`).
 
-The same code runs on a run of columns instead of one: given rows (the noisy half of
-the denoiser's stacked 2H x W input) are filled in whole rows ("prefill"), one pass
-of cost ~ one forward pass, after which sampling starts at row H.
+- The denoiser's conditioning (pixelcnnpp.py: features of all of x~, added before the
+  gate of every gated resnet) does not depend on x: the encoder runs once on x~, and
+  when row i starts, each block of level s with 2^s dividing i gets its pre-gate term
+  for row i/2^s (`FastGatedResnet.set_cond_row`), read by that row's u and ul steps.
 
 Cost: per pixel one matmul per conv at level 0 (and at levels 1, 2 on 1/4 and 1/16 of
 the pixels) plus the draw, instead of a full forward pass. Memory: every cached map
 (two per gated resnet) keeps only the band of rows its readers need, two rows (the
 current one and the one above), so the caches take about 2 / H of the activations of
-one forward pass. Effective weight-normalised weights are computed once per call.
+one forward pass; the denoiser adds its encoder's features, kept whole (4/3 of one
+F-channel map). Effective weight-normalised weights are computed once per call.
 """
 from __future__ import annotations
 
@@ -90,8 +92,10 @@ def _upsample(module, x: Tensor) -> Tensor:
 class _CachedTrunk:
     """The PixelCNN++ trunk and head evaluated row by row (u) and pixel by pixel (ul)."""
 
-    def __init__(self, model: PixelCNNpp, like: Tensor, height: int, width: int):
+    def __init__(self, model: PixelCNNpp, like: Tensor, height: int, width: int, cond: Optional[list] = None):
         self.levels = len(model.up_stages)
+        # The denoiser's conditioning features by level, channels last: (N, H_s, W_s, F).
+        self.cond = None if cond is None else [c.permute(0, 2, 3, 1) for c in cond]
         sizes = [(height >> s, width >> s) for s in range(self.levels)]
         self.widths = [w for _, w in sizes]
         for resize in list(model.downsize_u) + list(model.downsize_ul):
@@ -158,6 +162,10 @@ class _CachedTrunk:
     def u_row(self, i: int) -> None:
         """The u stream for level-0 row i (and level-s row i/2^s when 2^s divides i)."""
         levels = [s for s in range(self.levels) if i % (1 << s) == 0]
+        if self.cond is not None:
+            for s in levels:
+                for blk in self.up_u[s] + self.up_ul[s] + self.down_u[s] + self.down_ul[s]:
+                    blk.set_cond_row(i >> s, self.cond[s][:, i >> s])
         skips = {}
         for s in levels:  # up pass
             r, w = i >> s, self.widths[s]
@@ -186,9 +194,9 @@ class _CachedTrunk:
                 for a in range(rows.shape[1]):
                     self.u_upsized[s - 1].write(2 * r + a, 0, rows[:, a])
 
-    def ul_cols(self, i: int, j0: int, j1: int, head: bool) -> Optional[Tensor]:
+    def ul_cols(self, i: int, j0: int, j1: int) -> Tensor:
         """The ul stream at level-0 row i, columns j0..j1-1 (and the level-s positions
-        they determine); returns the mixture parameters (N, j1 - j0, P) if head."""
+        they determine); returns the mixture parameters (N, j1 - j0, P)."""
         active = []  # (level, row, first column, count)
         for s in range(self.levels):
             q0, q1 = -(-j0 // (1 << s)), -(-j1 // (1 << s))
@@ -215,8 +223,6 @@ class _CachedTrunk:
                 block = _upsample(self.upsize_ul[s], x)  # (N, 2, 2n, F)
                 for a in range(block.shape[1]):
                     self.ul_upsized[s - 1].write(2 * r + a, 2 * q, block[:, a])
-        if not head:
-            return None
         params = torch.addmm(self.head_bias, F.elu(x).reshape(-1, x.shape[2]), self.head_matrix)
         return params.view(x.shape[0], x.shape[1], -1)
 
@@ -252,26 +258,22 @@ def fast_sample(
     if uniforms is None:
         uniforms = draw_uniforms(n, c, model.num_mixtures, h, w, generator=generator, device=param.device)
     draw = sample_discretized_mol if discretized else sample_continuous_mol
-    offset = h if x_noisy is not None else 0  # the denoiser samples the bottom half of (2H, W)
     like = param.new_empty(n, 0)
     was_training = model.training
     model.eval()
     try:
         with parametrize.cached():
-            trunk = _CachedTrunk(model, like, h + offset, w)
-            for i in range(offset):  # the given rows of x~, whole rows at a time
-                trunk.u_row(i)
-                trunk.x_map.write(i, 0, x_noisy[:, :, i].transpose(1, 2).to(param))
-                trunk.ul_cols(i, 0, w, head=False)
+            cond = model.encoder(x_noisy.to(param)) if x_noisy is not None else None  # x~ once, all levels
+            trunk = _CachedTrunk(model, like, h, w, cond)
             x = param.new_zeros(n, c, h, w)
             for i in range(h):
-                trunk.u_row(offset + i)
+                trunk.u_row(i)
                 for j in range(w):
-                    params = trunk.ul_cols(offset + i, j, j + 1, head=True)  # (N, 1, P)
+                    params = trunk.ul_cols(i, j, j + 1)  # (N, 1, P)
                     pixel_uniforms = tuple(u[:, :, i : i + 1, j : j + 1] for u in uniforms)
                     value = draw(params.view(n, -1, 1, 1), channels=c, uniforms=pixel_uniforms, temperature=temperature)
                     x[:, :, i, j] = value[:, :, 0, 0]
-                    trunk.x_map.write(offset + i, j, value.view(n, 1, c))
+                    trunk.x_map.write(i, j, value.view(n, 1, c))
                 if log is not None and (i + 1) % max(1, h // 4) == 0:
                     log(f"  sampled row {i + 1}/{h}")
     finally:

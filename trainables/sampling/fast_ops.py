@@ -161,6 +161,8 @@ class FastGatedResnet:
     x_map caches concat_elu(block input) for conv_input; h_map caches concat_elu(h) for
     conv_out (dropout is off in eval mode). The skip NIN is split by input stream
     (`skip_part`), so that a stream known a whole row ahead (u) is applied per row.
+    A denoiser's block adds nin_cond(concat_elu(cond)) before its gate; cond is known
+    for the whole image, so its term is computed a row at a time (`set_cond_row`).
     """
 
     def __init__(self, block: GatedResnet, like: Tensor, height: int, width: int, rows=None):
@@ -172,6 +174,17 @@ class FastGatedResnet:
             streams = block.nin_skip.conv.in_channels // two_f
             self.skip_mats, nin_bias = nin_matrices(block.nin_skip, streams)
             self.skip_bias = nin_bias + self.conv_input.bias  # both biases of h, once
+        self.cond_matrix = self.cond_bias = self.cond_row = None
+        self.cond_row_index = -1
+        if block.nin_cond is not None:
+            self.cond_matrix = block.nin_cond.conv.weight.detach()[:, :, 0, 0].t()  # (2 F_cond, 2F)
+            self.cond_bias = block.nin_cond.conv.bias.detach() + self.conv_out.bias  # both biases before the gate
+
+    def set_cond_row(self, row: int, cond: Tensor) -> None:
+        """cond (N, W, F_cond): the conditioning features of row `row`; until the next
+        call, conv_out's bias at this row is replaced by bias + nin_cond(concat_elu(cond))."""
+        term = torch.addmm(self.cond_bias, _flat(concat_elu_last(cond)), self.cond_matrix)
+        self.cond_row, self.cond_row_index = term.view(cond.shape[0], cond.shape[1], -1), row
 
     def reads_right(self) -> bool:
         return self.conv_input.reads_right() or self.conv_out.reads_right()
@@ -192,5 +205,9 @@ class FastGatedResnet:
         self.x_map.write(row, col, concat_elu_last(x))
         h = self.conv_input(self.x_map, row, col, n, base=skip)  # (N, n, F)
         self.h_map.write(row, col, concat_elu_last(h))
-        value, gate = self.conv_out(self.h_map, row, col, n).chunk(2, dim=-1)
+        base = None
+        if self.cond_matrix is not None:
+            assert row == self.cond_row_index, f"conditioning of row {self.cond_row_index} read at row {row}"
+            base = self.cond_row[:, col : col + n]  # (N, n, 2F)
+        value, gate = self.conv_out(self.h_map, row, col, n, base=base).chunk(2, dim=-1)
         return torch.addcmul(x, value, torch.sigmoid(gate))
