@@ -16,6 +16,7 @@ FORMAT_VERSION = 1
 FILE_NAME = "checkpoint.pt"
 # Fields that change the tensors' shapes or meaning: a checkpoint must match them exactly.
 ARCHITECTURE_KEYS = ("kind", "dataset", "nr_filters", "nr_resnet", "num_mixtures", "denoiser_conditioning")
+DENOISER_KEYS = ("denoiser_conditioning",)  # a baseline has no denoiser: its checkpoints from before the key still load
 
 
 class CheckpointMismatchError(ValueError):
@@ -56,8 +57,8 @@ def load_checkpoint(directory: str | os.PathLike, *, config: dict[str, Any] | No
     saved = payload["config"]
     if config is None:
         return payload
-    diffs = [f"{k}: checkpoint {saved.get(k)!r} vs config {config.get(k)!r}"
-             for k in ARCHITECTURE_KEYS if saved.get(k) != config.get(k)]
+    keys = [k for k in ARCHITECTURE_KEYS if not (k in DENOISER_KEYS and config.get("kind") == "baseline")]
+    diffs = [f"{k}: checkpoint {saved.get(k)!r} vs config {config.get(k)!r}" for k in keys if saved.get(k) != config.get(k)]
     if diffs:
         raise CheckpointMismatchError(f"{path} is for another architecture ({'; '.join(diffs)})")
     return payload

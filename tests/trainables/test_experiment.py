@@ -61,6 +61,16 @@ def test_a_denoiser_checkpoint_of_the_stacked_design_is_refused_by_name(tmp_path
         exp.restore(tmp_path)
 
 
+def test_a_baseline_checkpoint_from_before_the_conditioning_field_still_loads(tmp_path):
+    """A baseline has no denoiser: the field's absence in its older checkpoint changes nothing."""
+    from trainables.checkpoint import load_checkpoint
+
+    cfg = _cfg(max_epochs=1, kind="baseline", noise_std=0.0)
+    old_config = {k: v for k, v in cfg.to_flat().items() if k != "denoiser_conditioning"}
+    save_checkpoint(tmp_path, config=old_config, epoch=1, units={}, rng=rng_state())
+    assert load_checkpoint(tmp_path, config=cfg.to_flat())["epoch"] == 1
+
+
 def test_checkpoint_loads_with_weights_only_and_holds_the_config(tmp_path):
     exp = Experiment(_cfg(max_epochs=1), log=lambda m: None)
     exp.save(tmp_path)
