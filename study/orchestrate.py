@@ -111,9 +111,10 @@ def _existing_optuna_storage(cfg: StudyConfig):
     return url if url and os.path.exists(url[len("sqlite:///"):]) else None
 
 
-def warm_extractor(cfg: StudyConfig) -> None:
+def warm_extractor(cfg: StudyConfig, log=print) -> None:
     """Build the feature extractor and its reference statistics once in the driver, so that
-    parallel trials find them cached (and a missing Inception file fails here, in one line)."""
+    parallel trials find them cached (and a missing Inception file fails here, in one line).
+    On a fresh machine this trains the dataset's classifier (minutes): its progress is logged."""
     from trainables.quality.extractors import build_extractor
     from trainables.quality.reference_stats import reference_statistics
 
@@ -125,9 +126,9 @@ def warm_extractor(cfg: StudyConfig) -> None:
         # (image-file datasets: a few images suffice to find the files; decoding all is each trial's job)
         subset = cfg.trial.get("train_subset", 0) or (WARM_UP_IMAGES if dataset in RESIZABLE else 0)
         load_dataset(dataset, "train", data_dir, image_size=image_size, subset=subset)
-        model = build_extractor(cfg.extractor, dataset, data_dir=data_dir, log=lambda m: None,
+        model = build_extractor(cfg.extractor, dataset, data_dir=data_dir, log=log,
                                 inception_weights=cfg.trial.get("inception_weights") or None)
-        reference_statistics(dataset, model, data_dir=data_dir, log=lambda m: None, image_size=image_size)
+        reference_statistics(dataset, model, data_dir=data_dir, log=log, image_size=image_size)
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         raise StudyError(" ".join(str(err).split())) from None  # one line, hint included
 
@@ -141,7 +142,7 @@ def run_study(cfg: StudyConfig, resuming: bool, flags: dict[str, Any], log=print
     preflight.check_mlflow(cfg.mlflow_uri)
     disk_space.warn_if_short(cfg, log)
     if not resuming:
-        warm_extractor(cfg)
+        warm_extractor(cfg, log)
     if study_dir.is_local:
         leftovers.stop_leftovers(study_dir.path, log)  # a SIGKILLed driver's local Ray (we hold the lock)
         sweep_temp_files(study_dir.path)  # and its half-written files

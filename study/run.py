@@ -11,6 +11,8 @@ INTERRUPTED = "interrupted; re-run the same command to resume"
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)  # progress lines reach a log file or a pipe as they happen
     flags = parse(argv)
     try:
         from study import preflight
