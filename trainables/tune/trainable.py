@@ -55,6 +55,7 @@ def _trial_storage():
 
 def mark_diverged(reason: str) -> None:
     fs, path = _trial_storage()
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)  # a trial that diverges before its first report has none yet
     with fs.open_output_stream(path) as f:
         f.write(reason.encode())
 
