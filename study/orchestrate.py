@@ -173,6 +173,8 @@ def run_study(cfg: StudyConfig, resuming: bool, flags: dict[str, Any], log=print
         if study_dir.is_local:
             state_backup.recover(study_dir.path, log)  # a state cut by a full disk or a kill: its last good copy
         restorable = tune_adapter.can_restore(study_dir.path)
+        if restorable:
+            tune_adapter.repair_checkpoints(study_dir.path, log)  # a kill between Tune's pruning and its save
         log(f"{'resuming' if restorable else 'starting'} study {cfg.name!r} in {study_dir.path} "
             f"({cfg.space}: {cfg.num_samples} searched + {len(cfg.fixed_trials)} fixed trials, "
             f"{cfg.cpus_per_trial:g} CPU / {gpus:g} GPU per trial"

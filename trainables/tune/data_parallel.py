@@ -184,6 +184,7 @@ def _worker_loop(loop_config: dict) -> None:
     from trainables.distributed import Shard
     from trainables.experiment import Experiment
     from trainables.hardware import describe_hardware
+    from trainables.tune.trainable import write_checkpoint_metrics
 
     torch.set_num_threads(loop_config["threads"])
     cfg = TrialConfig.from_flat(loop_config["trial"])
@@ -204,8 +205,9 @@ def _worker_loop(loop_config: dict) -> None:
             with tempfile.TemporaryDirectory() as directory:
                 exp.save(directory)
                 exp.write_sample_grids(directory)
-                ray.train.report({**metrics, "hardware": hardware},
-                                 checkpoint=ray.train.Checkpoint.from_directory(directory))
+                reported = {**metrics, "hardware": hardware}
+                write_checkpoint_metrics(directory, reported)
+                ray.train.report(reported, checkpoint=ray.train.Checkpoint.from_directory(directory))
         else:
             ray.train.report({**metrics, "hardware": hardware} if shard.is_main else {})
 

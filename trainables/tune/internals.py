@@ -3,7 +3,8 @@
 Ray's OptunaSearch keeps its Optuna study and trials in private attributes, ASHA keeps its
 rungs in private ones, and neither offers a public way to mark a trial PRUNED or to save
 rungs with the experiment; a Tuner offers no public access to its callbacks (to attach the
-driver's listener after a restore) or to the restored trial total (to extend a study). These accessors are the only code that touches them;
+driver's listener after a restore) or to the restored trial total (to extend a study); a saved trial's checkpoint bookkeeping is
+private too (checkpoint_repair.py fixes one that a kill left pointing at a pruned checkpoint). These accessors are the only code that touches them;
 `check_internals()` (run by tests/trainables/test_tune_internals.py) fails loudly, naming
 the installed versions, when an upgrade moves them. The versions they were written
 against are the upper bounds in pyproject.toml.
@@ -88,6 +89,73 @@ def raise_search_total(generator, total: int) -> None:
     generator._finished = False
 
 
+# ------------------------------------------------------------------ Tune's saved trial checkpoints
+
+def newest_experiment_state(fs, root: str):
+    """Path of the experiment_state-*.json Tune restores from (the greatest name), or None."""
+    from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
+
+    return _find_newest_experiment_checkpoint(root, fs=fs)
+
+
+def experiment_trial_data(state: dict) -> list:
+    """[trial json, run-metadata json] per trial of a loaded experiment_state-*.json (`trial_data`)."""
+    return state["trial_data"]
+
+
+def decode_run_metadata(run_metadata_json: str):
+    """A trial's `_TrainingRunMetadata` (it unpickles with cloudpickle, as Tune's restore does)."""
+    from ray.tune.trainable.metadata import _TrainingRunMetadata
+
+    return _TrainingRunMetadata.from_json_state(run_metadata_json)
+
+
+def encode_run_metadata(run_metadata) -> str:
+    run_metadata.invalidate_cache()
+    return run_metadata.get_json_state()
+
+
+def checkpoint_manager(run_metadata):
+    """The trial's `_CheckpointManager` (`checkpoint_manager`), None before its first checkpoint."""
+    return run_metadata.checkpoint_manager
+
+
+def latest_checkpoint_result(manager):
+    return manager.latest_checkpoint_result
+
+
+def checkpoint_results(manager) -> list:
+    """The kept checkpoints' results, worst first (`_checkpoint_results`)."""
+    return list(manager._checkpoint_results)
+
+
+def set_checkpoint_results(manager, results: list, latest) -> None:
+    manager._checkpoint_results = list(results)
+    manager._latest_checkpoint_result = latest
+
+
+def training_result(path: str, fs, metrics: dict):
+    """A `_TrainingResult` for the checkpoint directory at `path` on `fs`."""
+    from ray.train import Checkpoint
+    from ray.train._internal.session import _TrainingResult
+
+    return _TrainingResult(checkpoint=Checkpoint(path, filesystem=fs), metrics=dict(metrics))
+
+
+def insert_by_score(manager, results: list, result) -> list:
+    """`results` with `result` placed as the manager ranks it (by the score attribute when the
+    result has it, else last, as Tune's register_checkpoint does)."""
+    from ray.train._internal.checkpoint_manager import _insert_into_sorted_list
+
+    results = list(results)
+    attribute = manager.checkpoint_config.checkpoint_score_attribute
+    if attribute is not None and attribute in result.metrics:
+        _insert_into_sorted_list(results, result, key=manager._get_checkpoint_score)
+    else:
+        results.append(result)
+    return results
+
+
 # ------------------------------------------------------------------ Ray's local node
 
 def local_ray_processes() -> dict:
@@ -139,6 +207,7 @@ def check_internals() -> None:
         _check_search_generator()
         with tempfile.TemporaryDirectory() as tmp_dir:
             _check_tuner(tmp_dir)
+            _check_checkpoint_state(tmp_dir)
     except InternalsChanged:
         raise
     except Exception as err:  # AttributeError, TypeError, a changed constructor
@@ -170,6 +239,35 @@ def _check_tuner(tmp_dir: str) -> None:
     _expect(local_tuner(tuner) is not None, "Tuner._local_tuner exists in the driver")
     _expect(callback in tuner_run_callbacks(tuner), "Tuner._local_tuner.get_run_config().callbacks holds the callbacks")
     _expect(tuner_tune_config(tuner).num_samples == 1, "Tuner._local_tuner._tune_config is the TuneConfig")
+
+
+def _check_checkpoint_state(tmp_dir: str) -> None:
+    """Round-trip a trial's run metadata with a checkpoint manager through the accessors above."""
+    import os
+
+    import pyarrow.fs
+    from ray.train import CheckpointConfig
+    from ray.train._internal.checkpoint_manager import _CheckpointManager
+    from ray.tune.trainable.metadata import _TrainingRunMetadata
+
+    fs = pyarrow.fs.LocalFileSystem()
+    manager = _CheckpointManager(CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="m",
+                                                  checkpoint_score_order="min"))
+    for index, score in enumerate((3.0, 1.0)):
+        os.makedirs(os.path.join(tmp_dir, f"checkpoint_{index:06d}"))
+        manager.register_checkpoint(training_result(os.path.join(tmp_dir, f"checkpoint_{index:06d}"), fs, {"m": score}))
+    run_metadata = _TrainingRunMetadata()
+    run_metadata.checkpoint_manager = manager
+    restored = checkpoint_manager(decode_run_metadata(encode_run_metadata(run_metadata)))
+    _expect([r.metrics["m"] for r in checkpoint_results(restored)] == [3.0, 1.0],
+            "_CheckpointManager._checkpoint_results lists the kept results worst first")
+    _expect(latest_checkpoint_result(restored).metrics == {"m": 1.0}, "latest_checkpoint_result is the last registered")
+    middle = insert_by_score(restored, checkpoint_results(restored), training_result(tmp_dir, fs, {"m": 2.0}))
+    _expect([r.metrics["m"] for r in middle] == [3.0, 2.0, 1.0], "_insert_into_sorted_list ranks by _get_checkpoint_score")
+    set_checkpoint_results(restored, middle[:1], latest=middle[0])
+    _expect(restored.latest_checkpoint_result is middle[0] and restored.best_checkpoint_results == middle[:1],
+            "_CheckpointManager._latest_checkpoint_result and _checkpoint_results are its state")
+    _expect(newest_experiment_state(fs, tmp_dir) is None, "_find_newest_experiment_checkpoint(path, fs=) finds none")
 
 
 def _expect(ok: bool, what: str) -> None:

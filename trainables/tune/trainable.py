@@ -1,11 +1,14 @@
 """The function trainable: one Tune trial = one Experiment, resumed from Tune's latest checkpoint."""
 from __future__ import annotations
 
+import json
+import os
 import tempfile
 
 from ray import tune
 
 from trainables.config import TrialConfig
+from trainables.tune.checkpoint_repair import METRICS_FILE
 
 DIVERGED_FILE = "diverged.txt"  # in the trial's storage dir: a diverged trial is not retried
 
@@ -42,10 +45,18 @@ def train_trial(config: dict) -> None:
             with tempfile.TemporaryDirectory() as directory:
                 exp.save(directory)
                 exp.write_sample_grids(directory)
-                tune.report({**metrics, "hardware": hardware},
-                            checkpoint=tune.Checkpoint.from_directory(directory))
+                reported = {**metrics, "hardware": hardware}
+                write_checkpoint_metrics(directory, reported)
+                tune.report(reported, checkpoint=tune.Checkpoint.from_directory(directory))
         else:
             tune.report({**metrics, "hardware": hardware})
+
+
+def write_checkpoint_metrics(directory: str, metrics: dict) -> None:
+    """The reported metrics beside the checkpoint: what a resume needs to rank a checkpoint that
+    Tune's saved state does not know yet (checkpoint_repair.py)."""
+    with open(os.path.join(directory, METRICS_FILE), "w") as f:
+        json.dump(metrics, f, default=str)
 
 
 def _trial_storage():

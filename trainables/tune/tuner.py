@@ -149,6 +149,14 @@ def can_restore(path: str) -> bool:
     return tune.Tuner.can_restore(path)
 
 
+def repair_checkpoints(path: str, log) -> list[str]:
+    """Before a restore: trials whose saved latest checkpoint a kill left pruned resume from their
+    newest complete one (checkpoint_repair.py); the lines logged."""
+    from trainables.tune.checkpoint_repair import repair_experiment_state
+
+    return repair_experiment_state(path, log)
+
+
 def restore_tuner(spec: TuneSpec, path: str, listener: TrialListener, progress=None) -> tune.Tuner:
     """The study's Tuner from `path`: unfinished trials resume and errored ones retry from their
     latest checkpoints; new trials are created until the spec's total exists (a study extended by
