@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=0, help="images per sampler call (default: 0 = from memory)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1, the fastest for the "
-                   "sampler's small per-pixel ops; 0: torch's default)")
+                   "sampler's small per-pixel ops; 0: torch's default, and the sampler's own choice, 1)")
     p.add_argument("--out", help="output folder (default: <storage-path>/<study>/samples/<trial>-<sampler>, "
                    "or ./samples/<study>/... when the study folder is not local)")
     p.add_argument("--metrics", action="store_true", help="score the images: distance and IS against the test split")
@@ -125,7 +125,8 @@ def sample(args, log=print) -> dict[str, Any]:
         f"{run.data.metrics.get(source.objective, float('nan')):.4g}) from {origin}")
     log(f"drawing {args.n} images, {sampler}, batches of {batch} on {device}")
     start = time.perf_counter()
-    images = generate.draw(models, args.n, sampler, seed=args.seed, batch_size=batch, progress=ProgressBar(args.n))
+    images = generate.draw(models, args.n, sampler, seed=args.seed, batch_size=batch, progress=ProgressBar(args.n),
+                           threads=args.threads or None)
     seconds = time.perf_counter() - start
     return _write(args, source, run, models, images, out,
                   {"sampler": sampler, "batch_size": batch, "device": str(device), "seconds": seconds,

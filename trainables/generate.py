@@ -143,8 +143,10 @@ def pick_device(name: Optional[str] = None) -> torch.device:
 
 
 def set_threads(threads: int) -> None:
-    """torch's intra-op CPU threads (0: leave them). The sampler's per-pixel ops are small: 1000
-    two-step digits took 3.7-4.7 s with 1 thread and 68-84 s with 2 on a loaded 2-core CPU."""
+    """torch's intra-op CPU threads (0: leave them) for the work around the sampler (one-step's
+    gradient, the encoder); the autoregressive loop takes its own (`draw(threads=)`). Its per-pixel
+    ops are small: 1000 two-step digits took 3.7-4.7 s with 1 thread and 68-84 s with 2 on a
+    loaded 2-core CPU."""
     if threads > 0:
         torch.set_num_threads(threads)
 
@@ -171,8 +173,9 @@ def auto_batch_size(models: TrialModels, n: int, device: torch.device) -> int:
 
 
 def draw(models: TrialModels, n: int, sampler: str, *, seed: int = 0, batch_size: int,
-         progress: Optional[Callable[[float], None]] = None) -> torch.Tensor:
-    """n images (N, C, H, W) in [-1, 1] on the CPU, in batches of `batch_size`.
+         progress: Optional[Callable[[float], None]] = None, threads: Optional[int] = None) -> torch.Tensor:
+    """n images (N, C, H, W) in [-1, 1] on the CPU, in batches of `batch_size`; the autoregressive
+    sampling on `threads` CPU threads (None: the fast sampler's choice, sampling/fast.py CPU_THREADS).
 
     One CPU generator seeded with `seed` feeds the batches in turn: the same (seed,
     batch_size) give the same images on any device. progress(k) is called as rows are
@@ -189,12 +192,13 @@ def draw(models: TrialModels, n: int, sampler: str, *, seed: int = 0, batch_size
         b = min(batch_size, n - start)
         log = None if progress is None else (lambda message, b=b: progress(b / ticks))
         if sampler == "direct":
-            x = fast_sample(nets["baseline"], b, shape, discretized=True, generator=generator, log=log)
+            x = fast_sample(nets["baseline"], b, shape, discretized=True, generator=generator, log=log, threads=threads)
         else:
-            x_noisy = fast_sample(nets["smoothed"], b, shape, discretized=False, generator=generator, log=log)
+            x_noisy = fast_sample(nets["smoothed"], b, shape, discretized=False, generator=generator, log=log,
+                                  threads=threads)
             if sampler == "two-step":
                 x = fast_sample(nets["denoiser"], b, shape, discretized=True, x_noisy=x_noisy, generator=generator,
-                                log=log)
+                                log=log, threads=threads)
             else:
                 x = gradient_denoise(nets["smoothed"], x_noisy, models.config["noise_std"],
                                      mode=models.config["gradient_mode"])

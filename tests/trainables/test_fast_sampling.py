@@ -199,11 +199,11 @@ def test_sliding_band_keeps_the_rows_convs_read_and_drops_the_rest():
     band = ActivationMap(like, 6, 4, 2, margins=(1, 1, 1), rows=1, fill=torch.tensor([float("nan"), 1.0]))
     for r in range(3):
         band.write(r, 0, torch.full((1, 4, 1), float(r), dtype=torch.float64))
-    assert band.data.shape[1] == 2  # the margin row + one row
-    window = band.patches(1, 2, -1, 4, 3, 1).view(4, 2, 3, 2)  # rows 1..2, all columns
-    assert torch.equal(window[1, :, 1, 0], torch.tensor([1.0, 2.0], dtype=torch.float64))
-    assert torch.equal(window[1, :, 1, 1], torch.ones(2, dtype=torch.float64))  # the fill channel
-    assert torch.equal(window[0, :, 0], torch.zeros(2, 2, dtype=torch.float64))  # left margin
+    assert band.band_rows == 2  # the margin row + one row
+    window = band.patches(1, 2, -1, 4, 3, 1).view(4, 3, 2, 2)  # rows 1..2, all columns: (n, kw, kh, C)
+    assert torch.equal(window[1, 1, :, 0], torch.tensor([1.0, 2.0], dtype=torch.float64))
+    assert torch.equal(window[1, 1, :, 1], torch.ones(2, dtype=torch.float64))  # the fill channel
+    assert torch.equal(window[0, 0], torch.zeros(2, 2, dtype=torch.float64))  # left margin
     with pytest.raises(AssertionError):
         band.read(0, 0, 4)  # row 0 has left the band
 
@@ -223,3 +223,22 @@ def test_bad_arguments_are_refused():
         fast_sample(model, 1, (1, 8, 8), discretized=True, x_noisy=torch.zeros(1, 1, 4, 4, dtype=torch.float64))
     with pytest.raises(ValueError, match="divisible by 4"):
         fast_sample(_model(1, conditional=False), 1, (1, 6, 8), discretized=True)
+
+
+def test_sampling_loop_runs_on_its_own_thread_count_and_restores_the_process_setting(monkeypatch):
+    """One thread by default (more never helps these small ops and costs up to ~50x on busy
+    cores: benchmarks/bench_sampler_threads.py), `threads=` when forced; the caller's setting after."""
+    import trainables.sampling.fast as fast
+
+    seen = []
+    real_draw = fast.sample_discretized_mol
+    monkeypatch.setattr(fast, "sample_discretized_mol",
+                        lambda *a, **k: (seen.append(torch.get_num_threads()), real_draw(*a, **k))[1])
+    model = _model(1, conditional=False)
+    torch.set_num_threads(2)
+    fast_sample(model, 1, (1, 4, 4), discretized=True)
+    assert set(seen) == {fast.CPU_THREADS} == {1} and torch.get_num_threads() == 2
+    seen.clear()
+    torch.set_num_threads(1)
+    fast_sample(model, 1, (1, 4, 4), discretized=True, threads=2)
+    assert set(seen) == {2} and torch.get_num_threads() == 1

@@ -50,7 +50,8 @@ class TrialSampler(mlflow.pyfunc.PythonModel):
             seed = row.get("seed")
             seed = 0 if seed is None or seed != seed else int(seed)  # missing or NaN: 0
             batch = int(params.get("batch_size") or 0) or generate.auto_batch_size(self.models, n, self.device)
-            images = generate.draw(self.models, n, sampler, seed=seed, batch_size=batch)
+            images = generate.draw(self.models, n, sampler, seed=seed, batch_size=batch,
+                                   threads=int(params.get("threads") or 0) or None)
             out.append(generate.to_uint8(images))
         return np.concatenate(out) if out else np.zeros((0, *self._hwc()), np.uint8)
 

@@ -65,7 +65,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.utils import parametrize
 
-from trainables.sampling.fast_ops import ActivationMap, FastGatedResnet, ShiftedConv
+from trainables.sampling.fast_ops import ActivationMap, FastGatedResnet, ShiftedConv, concat_elu_last
 from trainables.layers import DownRightShiftedDeconv2d, DownShiftedDeconv2d
 from trainables.likelihoods import Uniforms, draw_uniforms, sample_continuous_mol, sample_discretized_mol
 from trainables.pixelcnnpp import PixelCNNpp
@@ -81,6 +81,14 @@ def _check_deconv(module, *, column_local: bool) -> None:
         raise ValueError(f"fast sampling needs filter = stride in the upsampling, got {module}")
     if not column_local and not isinstance(module, DownShiftedDeconv2d):
         raise ValueError(f"unexpected u-stream upsampling {module}")
+
+
+def _pixel_upsample_matrix(module) -> tuple[Tensor, Tensor]:
+    """The ul upsampling (filter = stride = 2, output (R, C) reads input (R // 2, C // 2)) of one
+    position as a matmul: (F, 2 * 2 * F) with outputs in (row, column, channel) order, and its bias."""
+    weight = module.deconv.weight.detach()  # (Cin, Cout, 2, 2), effective (weight-normalised)
+    matrix = weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1)
+    return matrix, module.deconv.bias.detach().repeat(weight.shape[2] * weight.shape[3])
 
 
 def _upsample(module, x: Tensor) -> Tensor:
@@ -130,6 +138,7 @@ class _CachedTrunk:
         self.downsize_ul = [ShiftedConv(m) for m in model.downsize_ul]
         self.upsize_u = [None] + [model.upsize_u[self.levels - 1 - s] for s in range(1, self.levels)]  # s -> s-1
         self.upsize_ul = [None] + [model.upsize_ul[self.levels - 1 - s] for s in range(1, self.levels)]
+        self.upsize_ul_pixel = [None] + [_pixel_upsample_matrix(m) for m in self.upsize_ul[1:]]
         f = model.u_init.conv.out_channels  # nr_filters
         below = range(self.levels - 1)
         # Raw outputs of the last up block (read by the downsizing) and of the upsampling.
@@ -143,15 +152,16 @@ class _CachedTrunk:
         for blk in [b for level in self.up_ul + self.down_ul for b in level]:
             if blk.reads_right():
                 raise ValueError("a ul-stream conv reads to the right: it cannot run pixel by pixel")
+            blk.prepare_pixels()
         if self.ul_init_left.reads_right() or any(c.reads_right() for c in self.downsize_ul):
             raise ValueError("a ul-stream conv reads to the right: it cannot run pixel by pixel")
 
         self.head_matrix = model.head.conv.weight.detach()[:, :, 0, 0].t()  # head(elu(ul)): (F, P)
         self.head_bias = model.head.conv.bias.detach()
-        # Per-row u-stream terms of the ul NINs, by level and block: (N, W_s, F).
-        self.ul_up_terms: list[list[Tensor]] = [[] for _ in range(self.levels)]
-        self.ul_down_terms: list[list[Tensor]] = [[] for _ in range(self.levels)]
-        self.ul_init_up_row: Optional[Tensor] = None
+        # Per-row u-stream terms of the ul NINs, by level and block, then column: (N, F) each.
+        self.ul_up_terms: list[list[tuple]] = [[] for _ in range(self.levels)]
+        self.ul_down_terms: list[list[tuple]] = [[] for _ in range(self.levels)]
+        self.ul_init_up_row: Optional[Tensor] = None  # (N, W, F)
 
     def maps(self) -> list[ActivationMap]:
         """Every cache, for accounting."""
@@ -179,7 +189,7 @@ class _CachedTrunk:
             for blk, ul_blk in zip(self.up_u[s], self.up_ul[s]):
                 x = blk(x, r, 0)
                 skips[s].append(x)
-                self.ul_up_terms[s].append(ul_blk.skip_part(0, x))  # ul's skip input is this u
+                self.ul_up_terms[s].append(ul_blk.skip_part(0, x).unbind(1))  # ul's skip input is this u
             if s < self.levels - 1:
                 self.u_up_last[s].write(r, 0, x)
         for s in reversed(levels):  # down pass
@@ -188,43 +198,66 @@ class _CachedTrunk:
             self.ul_down_terms[s] = []
             for blk, ul_blk in zip(self.down_u[s], self.down_ul[s]):
                 x = blk(x, r, 0, skip=blk.skip_part(0, skips[s].pop()))
-                self.ul_down_terms[s].append(ul_blk.skip_part(0, x))  # the u half of cat(u, ul_skip)
+                self.ul_down_terms[s].append(ul_blk.skip_part(0, x).unbind(1))  # the u half of cat(u, ul_skip)
             if s > 0:
                 rows = _upsample(self.upsize_u[s], x)  # (N, 2, W_{s-1}, F)
                 for a in range(rows.shape[1]):
                     self.u_upsized[s - 1].write(2 * r + a, 0, rows[:, a])
 
-    def ul_cols(self, i: int, j0: int, j1: int) -> Tensor:
-        """The ul stream at level-0 row i, columns j0..j1-1 (and the level-s positions
-        they determine); returns the mixture parameters (N, j1 - j0, P)."""
-        active = []  # (level, row, first column, count)
-        for s in range(self.levels):
-            q0, q1 = -(-j0 // (1 << s)), -(-j1 // (1 << s))
-            if i % (1 << s) or q0 >= q1:
-                break
-            active.append((s, i >> s, q0, q1 - q0))
+    def ul_pixel(self, i: int, j: int) -> Tensor:
+        """The ul stream at level-0 pixel (i, j) (and the level-s positions it determines, where
+        2^s divides i and j); returns the mixture parameters (N, P). One position per level:
+        the blocks run `FastGatedResnet.pixel`, and the ul skip of a down block reads the
+        concat_elu its up block already cached there."""
+        active = [(s, i >> s, j >> s) for s in range(self.levels) if not (i | j) & ((1 << s) - 1)]
         skips = {}
-        for s, r, q, n in active:  # up pass
+        for s, r, q in active:  # up pass
             if s == 0:
-                x = self.ul_init_up_row[:, q : q + n] + self.ul_init_left(self.x_map, r, q, n)
+                x = self.ul_init_up_row[:, q] + self.ul_init_left(self.x_map, r, q, 1)[:, 0]
             else:
-                x = self.downsize_ul[s - 1](self.ul_up_last[s - 1], r, q, n)
+                x = self.downsize_ul[s - 1](self.ul_up_last[s - 1], r, q, 1)[:, 0]
             skips[s] = [x]
             for blk, term in zip(self.up_ul[s], self.ul_up_terms[s]):
-                x = blk(x, r, q, skip=term[:, q : q + n])
+                x = blk.pixel(x, r, q, skip=term[q])
                 skips[s].append(x)
             if s < self.levels - 1:
-                self.ul_up_last[s].write(r, q, x)
-        for s, r, q, n in reversed(active):  # down pass
-            x = skips[s].pop() if s == self.levels - 1 else self.ul_upsized[s].read(r, q, n)
+                self.ul_up_last[s].write(r, q, x[:, None])
+        for s, r, q in reversed(active):  # down pass
+            stack, up_blocks = skips[s], self.up_ul[s]
+            x = stack.pop() if s == self.levels - 1 else self.ul_upsized[s].read(r, q, 1)[:, 0]
             for blk, term in zip(self.down_ul[s], self.ul_down_terms[s]):
-                x = blk(x, r, q, skip=blk.skip_part(1, skips[s].pop(), base=term[:, q : q + n]))
+                skip_value, k = stack.pop(), len(stack)  # the input of up block k, or the last up output
+                cached = up_blocks[k].input_slot(q) if k < len(up_blocks) else concat_elu_last(skip_value)
+                x = blk.pixel(x, r, q, skip=torch.addmm(term[q], cached, blk.skip_mats[1]))
             if s > 0:
-                block = _upsample(self.upsize_ul[s], x)  # (N, 2, 2n, F)
-                for a in range(block.shape[1]):
+                matrix, bias = self.upsize_ul_pixel[s]
+                block = torch.addmm(bias, x, matrix).view(x.shape[0], 2, 2, -1)  # (N, 2 rows, 2 columns, F)
+                for a in range(2):
                     self.ul_upsized[s - 1].write(2 * r + a, 2 * q, block[:, a])
-        params = torch.addmm(self.head_bias, F.elu(x).reshape(-1, x.shape[2]), self.head_matrix)
-        return params.view(x.shape[0], x.shape[1], -1)
+        return torch.addmm(self.head_bias, F.elu(x), self.head_matrix)
+
+
+# CPU threads of the sampling loop. Its operations are small (per pixel: matmuls of batch x
+# ~320 x 80), so a second thread gains little on a quiet machine and, on cores busy with other
+# work, costs up to 86x (threads spin-waiting for a descheduled partner); one thread is never
+# slower than more there (benchmarks/bench_sampler_threads.py). Restored after the call.
+CPU_THREADS = 1
+
+
+class _cpu_threads:
+    """torch's intra-op threads set to `count` for a block (None or a CUDA device: left alone)."""
+
+    def __init__(self, count: Optional[int]):
+        self.count = count
+
+    def __enter__(self):
+        self.saved = torch.get_num_threads()
+        if self.count:
+            torch.set_num_threads(self.count)
+
+    def __exit__(self, *exc):
+        if self.count and torch.get_num_threads() != self.saved:
+            torch.set_num_threads(self.saved)
 
 
 @torch.no_grad()
@@ -239,12 +272,15 @@ def fast_sample(
     uniforms: Optional[Uniforms] = None,
     temperature: float = 1.0,
     log: Optional[Callable[[str], None]] = None,
+    threads: Optional[int] = None,
 ) -> Tensor:
     """Autoregressive samples (N, C, H, W), the distribution of `sampling.sample`, fast.
 
     Same arguments and randomness as `sampling.sample`: with the same `uniforms` (or the
     same `generator` state) it returns the same images up to float rounding. Samples
     are unclamped. The model is in eval mode (no dropout) for the duration of the call.
+    On the CPU it runs on `threads` torch threads (default CPU_THREADS), whatever the
+    process's setting, which it restores afterwards.
     """
     c, h, w = shape
     factor = 1 << (len(model.up_stages) - 1)  # two stride-2 resizes: 4
@@ -261,15 +297,16 @@ def fast_sample(
     like = param.new_empty(n, 0)
     was_training = model.training
     model.eval()
+    cpu_threads = (threads or CPU_THREADS) if param.device.type == "cpu" else None
     try:
-        with parametrize.cached():
+        with parametrize.cached(), _cpu_threads(cpu_threads):
             cond = model.encoder(x_noisy.to(param)) if x_noisy is not None else None  # x~ once, all levels
             trunk = _CachedTrunk(model, like, h, w, cond)
             x = param.new_zeros(n, c, h, w)
             for i in range(h):
                 trunk.u_row(i)
                 for j in range(w):
-                    params = trunk.ul_cols(i, j, j + 1)  # (N, 1, P)
+                    params = trunk.ul_pixel(i, j)  # (N, P)
                     pixel_uniforms = tuple(u[:, :, i : i + 1, j : j + 1] for u in uniforms)
                     value = draw(params.view(n, -1, 1, 1), channels=c, uniforms=pixel_uniforms, temperature=temperature)
                     x[:, :, i, j] = value[:, :, 0, 0]
