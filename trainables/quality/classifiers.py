@@ -79,8 +79,10 @@ CLASSIFIER_SPECS = {
     # out) 0.987 test accuracy after 2,900 steps, 115 CPU s (tests/trainables/test_classifier_floor.py).
     "mnist": ClassifierSpec("mnist", widths=(16, 32), batch_size=128, lr=2e-3, max_shift=2, min_accuracy=0.98,
                             train_device="auto"),
-    "fashion_mnist": ClassifierSpec("fashion_mnist", batch_size=128, lr=1e-3, max_shift=2, min_accuracy=0.88,
-                                    train_device="auto"),
+    # fashion_mnist: the same 16/32 net, no shifts (the garments are centred; with shifts of 2 it stood at
+    # 0.876 after 3,000 steps): 0.9067 test accuracy after 5,000 steps on 55,000 images, 158 s wall.
+    "fashion_mnist": ClassifierSpec("fashion_mnist", widths=(16, 32), max_steps=5000, batch_size=128, lr=2e-3,
+                                    min_accuracy=0.88, train_device="auto"),
     "cifar10": ClassifierSpec("cifar10", widths=(64, 128), feature_dim=128, max_steps=8000, batch_size=128,
                               lr=1e-3, max_shift=2, min_accuracy=0.70, train_device="auto"),
 }
