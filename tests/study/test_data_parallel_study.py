@@ -93,3 +93,52 @@ def test_a_two_worker_study_runs_end_to_end_and_survives_a_killed_worker(tmp_pat
     for key in ("train_bpd_smoothed", "train_bpd_denoiser", "test_bpd_smoothed", "bpd_bound"):
         (first,) = [m.value for m in client.get_metric_history(run.info.run_id, key) if m.step == 1]
         assert first == pytest.approx(one[key], abs=1e-4), key
+
+
+def _state_names_a_checkpoint(study_dir: Path) -> bool:
+    """Tune's saved experiment state holds a trial result reported with a checkpoint."""
+    for path in study_dir.glob("experiment_state-*.json"):
+        try:
+            for _, run_metadata in json.loads(path.read_text())["trial_data"]:
+                if json.loads(run_metadata).get("last_result", {}).get("checkpoint_dir_name"):
+                    return True
+        except (OSError, ValueError, KeyError, AttributeError):
+            pass  # being written
+    return False
+
+
+@pytest.mark.timeout(900)
+def test_a_two_worker_study_resumes_after_its_driver_is_killed(tmp_path):
+    """SIGKILL of the driver (with the local Ray it started) after the trial's first checkpoint;
+    the same command resumes the 2-worker trial from that checkpoint and ends the study."""
+    cmd = study_cmd(tmp_path, NAME, "--space", "mixture_sweep", "--smoke-test", "--num-samples", "1",
+                    "--max-epochs", "3", "--set", "eval_every=1", "--workers-per-trial", "2")
+    study_dir = tmp_path / NAME
+    with (tmp_path / "killed.log").open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: _state_names_a_checkpoint(study_dir) or proc.poll() is not None, timeout=400,
+                 interval=0.5, what="Tune's saved state naming the trial's first checkpoint")
+        assert proc.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
+    finally:
+        kill_session(proc.pid)
+        proc.wait()
+    with (tmp_path / "resumed.log").open("w") as out:
+        resumed = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        resumed.wait(timeout=600)
+    finally:
+        kill_session(resumed.pid)
+    stdout = (tmp_path / "resumed.log").read_text()
+    assert resumed.returncode == 0, stdout[-4000:]
+    assert "resuming study" in stdout and "2 DDP workers" in stdout
+    client, exp, trials, summaries = study_runs(study_dir, NAME)
+    assert len(trials) == 1 and len(summaries) == 1
+    (run,) = trials
+    assert steps(client, run) == [1, 2, 3], "the resumed trial logs every epoch once"
+    assert run.data.tags["state"] == "completed" and run.info.status == "FINISHED", run.data.tags
+    assert [t["state"] for t in json.loads((study_dir / "optuna_trials.json").read_text())] == ["COMPLETE"]
+    (trial_dir,) = study_dir.glob("trial_*")
+    rows = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
+    assert rows[-1]["epoch"] == 3 and rows[-1]["iterations_since_restore"] < 3, "resumed from a checkpoint"
+    assert not list(trial_dir.glob("ddp_attempt_*"))

@@ -233,9 +233,11 @@ class FastGatedResnet:
         """concat_elu of the block input at (the current row, col), once pixel() has run there: (N, 2F), a view."""
         return self.x_slots[col][0]
 
-    def pixel(self, x: Tensor, row: int, col: int, skip: Optional[Tensor] = None) -> Tensor:
+    def pixel(self, x: Tensor, row: int, col: int, skip: Optional[Tensor] = None,
+              skip_product: Optional[tuple] = None) -> Tensor:
         """__call__ at one position without copies: x (N, F) -> the block output (N, F); skip
-        (N, F) as in __call__. The same arithmetic in about a third of the operations: h goes
+        (N, F) as in __call__, or skip_product = (base (N, F), a (N, 2F), matrix (2F, F)) for the
+        skip base + a @ matrix. The same arithmetic in about a third of the operations: h goes
         straight into its cache slot, whose concat_elu is then completed in place."""
         if row != self.row_started:
             self.x_map.start_row(row)
@@ -246,6 +248,9 @@ class FastGatedResnet:
         torch.neg(x, out=x_neg)
         F.elu_(x_slot)
         h_slot, h_pos, h_neg = self.h_slots[col]
+        if skip_product is not None:
+            torch.addmm(*skip_product, out=h_pos)
+            skip = h_pos  # accumulated in place
         torch.addmm(self.conv_input.bias if skip is None else skip, self.x_patches[col], self.conv_input.matrix,
                     out=h_pos)
         torch.neg(h_pos, out=h_neg)
@@ -257,123 +262,6 @@ class FastGatedResnet:
             base = self.conv_out.bias
         torch.addmm(base, self.h_patches[col], self.conv_out.matrix, out=self.gated)
         return torch.addcmul(x, self.value, self.gate.sigmoid_())
-
-    def reads_right(self) -> bool:
-        """Whether output (r, c) reads input columns right of c * stride (u-stream convs)."""
-        return self.kw - 1 - self.pad_left > 0
-
-    def __call__(self, inp: ActivationMap, row: int, col: int, n: int, base: Optional[Tensor] = None) -> Tensor:
-        """Outputs at (row, col .. col + n - 1): (N, n, Cout). base (N, n, Cout), if given,
-        replaces the bias (a precomputed bias + skip term, added for free by addmm)."""
-        batch = inp.data.shape[0]
-        r, c = row - self.shift_row, col - self.shift_col  # pre-shift position
-        lead = min(n, max(0, -c))  # outputs that are the shift's zero column
-        if r < 0 or lead:
-            if base is not None:
-                raise ValueError("a base term is only for unshifted convs")
-            if r < 0 or lead == n:
-                return inp.data.new_zeros(batch, n, self.out_channels)
-        s = self.stride
-        patches = inp.patches(r * s - self.pad_top, self.kh, (c + lead) * s - self.pad_left, n - lead, self.kw, s)
-        start = self.bias if base is None else _flat(base)
-        out = torch.addmm(start, patches, self.matrix).view(batch, n - lead, self.out_channels)
-        return F.pad(out, (0, 0, lead, 0)) if lead else out
-
-
-def _write_concat_elu(slot: tuple, x: Tensor) -> None:
-    """slot = (whole (N, 2F), first half, second half), views into a cache: concat_elu(x) written in place."""
-    whole, positive, negative = slot
-    positive.copy_(x)
-    torch.neg(x, out=negative)
-    F.elu_(whole)
-
-
-def _flat(x: Tensor) -> Tensor:
-    return x.reshape(-1, x.shape[-1])
-
-
-def nin_matrices(nin: NetworkInNetwork, streams: int) -> tuple[list[Tensor], Tensor]:
-    """Split a skip NIN over concat_elu(cat(a_1..a_S)) into per-stream (2F, Cout) matrices.
-
-    concat_elu(cat(a_1..a_S)) orders channels [a_1..a_S, -a_1..-a_S], so stream t's
-    rows are t*F + [0, F) and S*F + t*F + [0, F), matching concat_elu(a_t) = [a_t, -a_t].
-    Returns ([M_1..M_S], bias).
-    """
-    weight = nin.conv.weight.detach()[:, :, 0, 0].t()  # (2 S F, Cout)
-    f = weight.shape[0] // (2 * streams)
-    mats = [torch.cat([weight[t * f : (t + 1) * f], weight[(streams + t) * f : (streams + t + 1) * f]]) for t in range(streams)]
-    return mats, nin.conv.bias.detach()
-
-
-class FastGatedResnet:
-    """layers.GatedResnet at a row and a run of columns, with its two input caches.
-
-    x_map caches concat_elu(block input) for conv_input; h_map caches concat_elu(h) for
-    conv_out (dropout is off in eval mode). The skip NIN is split by input stream
-    (`skip_part`), so that a stream known a whole row ahead (u) is applied per row.
-    A denoiser's block adds nin_cond(concat_elu(cond)) before its gate; cond is known
-    for the whole image, so its term is computed a row at a time (`set_cond_row`).
-    """
-
-    def __init__(self, block: GatedResnet, like: Tensor, height: int, width: int, rows=None):
-        self.conv_input, self.conv_out = ShiftedConv(block.conv_input), ShiftedConv(block.conv_out)
-        two_f = 2 * self.conv_input.out_channels
-        self.x_map = ActivationMap(like, height, width, two_f, self.conv_input.margins, rows)
-        self.h_map = ActivationMap(like, height, width, two_f, self.conv_out.margins, rows)
-        if block.nin_skip is not None:
-            streams = block.nin_skip.conv.in_channels // two_f
-            self.skip_mats, nin_bias = nin_matrices(block.nin_skip, streams)
-            self.skip_bias = nin_bias + self.conv_input.bias  # both biases of h, once
-        self.cond_matrix = self.cond_bias = self.cond_row = None
-        self.cond_row_index = -1
-        if block.nin_cond is not None:
-            self.cond_matrix = block.nin_cond.conv.weight.detach()[:, :, 0, 0].t()  # (2 F_cond, 2F)
-            self.cond_bias = block.nin_cond.conv.bias.detach() + self.conv_out.bias  # both biases before the gate
-        self.filters = self.conv_input.out_channels
-        self.row_started = -1
-
-    def set_cond_row(self, row: int, cond: Tensor) -> None:
-        """cond (N, W, F_cond): the conditioning features of row `row`; until the next
-        call, conv_out's bias at this row is replaced by bias + nin_cond(concat_elu(cond))."""
-        term = torch.addmm(self.cond_bias, _flat(concat_elu_last(cond)), self.cond_matrix)
-        self.cond_row, self.cond_row_index = term.view(cond.shape[0], cond.shape[1], -1), row
-        self.cond_cols = self.cond_row.unbind(1)  # per column (N, 2F), for pixel()
-
-    def prepare_pixels(self) -> None:
-        """Set up `pixel`: per column, views of the current row's slots of both caches (where
-        concat_elu of the block input and of h go) and of the patches their convs read. The
-        convs must read the whole band (filter height = band = 2 rows), unshifted, stride 1."""
-        views = {}
-        for name, conv, cache in (("x", self.conv_input, self.x_map), ("h", self.conv_out, self.h_map)):
-            if (conv.stride, conv.shift_row, conv.shift_col, cache.rows) != (1, 0, 0, 1) or conv.kh != cache.band_rows:
-                raise ValueError("pixel-by-pixel blocks need unshifted stride-1 convs that read a whole band of rows")
-            slots = [cache.slot(c) for c in range(cache.width)]
-            views[name] = [(slot, slot[:, : self.filters], slot[:, self.filters :]) for slot in slots]
-            views[name + "_patches"] = [cache.patch_view(c - conv.pad_left, conv.kw) for c in range(cache.width)]
-        self.pixel_views = views
-
-    def input_slot(self, col: int) -> Tensor:
-        """concat_elu of the block input at (the current row, col), once pixel() has run there: (N, 2F), a view."""
-        return self.pixel_views["x"][col][0]
-
-    def pixel(self, x: Tensor, row: int, col: int, skip: Optional[Tensor] = None) -> Tensor:
-        """__call__ at one position with no copies: x (N, F) -> the block output (N, F);
-        skip (N, F) as in __call__. The same arithmetic, in about a third of the operations."""
-        if row != self.row_started:
-            self.x_map.start_row(row)
-            self.h_map.start_row(row)
-            self.row_started = row
-        views = self.pixel_views
-        _write_concat_elu(views["x"][col], x)
-        h = torch.addmm(self.conv_input.bias if skip is None else skip, views["x_patches"][col], self.conv_input.matrix)
-        _write_concat_elu(views["h"][col], h)
-        if self.cond_matrix is not None:
-            assert row == self.cond_row_index, f"conditioning of row {self.cond_row_index} read at row {row}"
-            base = self.cond_cols[col]
-        else:
-            base = self.conv_out.bias
-        value, gate = torch.addmm(base, views["h_patches"][col], self.conv_out.matrix).split(self.filters, 1)
-        return torch.addcmul(x, value, gate.sigmoid_())
 
     def reads_right(self) -> bool:
         return self.conv_input.reads_right() or self.conv_out.reads_right()
