@@ -12,4 +12,7 @@ which passes plain data in and gets plain data back. Importing it has no side ef
 - `events.py`: the callback that hands trial events to the study's listener.
 - `results.py`: Ray's result dicts as plain data.
 - `tuner.py`: connect to Ray, build / restore (attaching the driver's listener) / fit the Tuner.
+- `checkpoint_repair.py`: before a restore, a trial whose latest checkpoint Tune pruned just
+  before a kill is pointed at its newest complete one.
+- `internals.py`: every private attribute of Ray or Optuna used, with a check that names the versions.
 """
