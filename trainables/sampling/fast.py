@@ -238,9 +238,9 @@ class _CachedTrunk:
 
 
 # CPU threads of the sampling loop. Its operations are small (per pixel: matmuls of batch x
-# ~320 x 80), so a second thread gains little on a quiet machine and, on cores busy with other
-# work, costs up to 86x (threads spin-waiting for a descheduled partner); one thread is never
-# slower than more there (benchmarks/bench_sampler_threads.py). Restored after the call.
+# ~320 x 80): at the MNIST configuration a second thread gained 20% on 2 idle cores and cost
+# 2.6x with the cores busy (86x under heavier load: threads spin-waiting for a descheduled
+# partner), so one thread, never slower than more (benchmarks/bench_sampler_threads.py).
 CPU_THREADS = 1
 
 
