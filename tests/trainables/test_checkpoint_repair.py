@@ -102,12 +102,15 @@ def test_a_state_whose_checkpoints_exist_is_left_byte_for_byte(tmp_path):
     assert open(state_path, "rb").read() == before
 
 
-def test_newest_complete_checkpoint_needs_metrics(tmp_path):
+def test_newest_complete_checkpoint_needs_metrics_from_its_file_or_tunes_state(tmp_path):
     trial_dir = str(tmp_path)
     _write_checkpoint(trial_dir, 0, fd=2.0)
-    os.remove(_write_checkpoint(trial_dir, 1, fd=1.0) + "/" + METRICS_FILE)  # checkpoint from before metrics.json
+    legacy = _write_checkpoint(trial_dir, 1, fd=1.0)
+    os.remove(legacy + "/" + METRICS_FILE)  # written by a release before metrics.json
     path, metrics = newest_complete_checkpoint(FS, trial_dir)
     assert path.endswith("checkpoint_000000") and metrics["fd"] == 2.0
+    path, metrics = newest_complete_checkpoint(FS, trial_dir, known={legacy: {"fd": 1.0}})
+    assert path == legacy and metrics == {"fd": 1.0}
 
 
 def _trainable(config):

@@ -32,13 +32,17 @@ def _exists(fs: pyarrow.fs.FileSystem, path: str) -> bool:
     return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
 
 
-def checkpoint_metrics(fs: pyarrow.fs.FileSystem, directory: str) -> Optional[dict]:
-    """The metrics of a complete checkpoint directory, or None when it is cut or partial."""
+def checkpoint_metrics(fs: pyarrow.fs.FileSystem, directory: str, known: Optional[dict] = None) -> Optional[dict]:
+    """The metrics of a complete checkpoint directory, or None when it is cut or partial.
+    `known` (path -> metrics, from Tune's saved state) serves a checkpoint written before
+    metrics.json existed."""
     try:
         with fs.open_input_file(f"{directory}/{CHECKPOINT_FILE}") as f:
             with zipfile.ZipFile(f) as archive:  # reads the central directory, at the end of the file
                 if not archive.namelist():
                     return None
+        if directory in (known or {}):
+            return known[directory]
         with fs.open_input_stream(f"{directory}/{METRICS_FILE}") as f:
             metrics = json.loads(f.read().decode())
     except (OSError, zipfile.BadZipFile, ValueError, UnicodeDecodeError):
@@ -46,14 +50,15 @@ def checkpoint_metrics(fs: pyarrow.fs.FileSystem, directory: str) -> Optional[di
     return metrics if isinstance(metrics, dict) else None
 
 
-def newest_complete_checkpoint(fs: pyarrow.fs.FileSystem, trial_dir: str) -> Optional[tuple[str, dict]]:
+def newest_complete_checkpoint(fs: pyarrow.fs.FileSystem, trial_dir: str,
+                               known: Optional[dict] = None) -> Optional[tuple[str, dict]]:
     """(path, metrics) of the newest complete checkpoint_* directory of a trial, or None."""
     selector = pyarrow.fs.FileSelector(trial_dir, allow_not_found=True)
     names = sorted((info.base_name for info in fs.get_file_info(selector)
                     if info.type == pyarrow.fs.FileType.Directory and info.base_name.startswith(CHECKPOINT_PREFIX)),
                    reverse=True)
     for name in names:
-        metrics = checkpoint_metrics(fs, f"{trial_dir}/{name}")
+        metrics = checkpoint_metrics(fs, f"{trial_dir}/{name}", known)
         if metrics is not None:
             return f"{trial_dir}/{name}", metrics
     return None
@@ -74,7 +79,7 @@ def repair_run_metadata(run_metadata) -> Optional[str]:
         return None
     kept = [r for r in internals.checkpoint_results(manager) if r.checkpoint and _exists(fs, r.checkpoint.path)]
     trial_dir = checkpoint.path.rstrip("/").rsplit("/", 1)[0]
-    found = newest_complete_checkpoint(fs, trial_dir)
+    found = newest_complete_checkpoint(fs, trial_dir, {r.checkpoint.path: r.metrics for r in kept})
     gone = checkpoint.path.rsplit("/", 1)[1]
     if found is None:
         internals.set_checkpoint_results(manager, kept, latest=None)
