@@ -58,7 +58,13 @@ def test_sigkill_then_resume(tmp_path):
         assert run.data.tags["state"] == "completed" and run.info.status == "FINISHED"
     assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {summaries[0].info.run_id}
     history = json.loads((study_dir / "optuna_trials.json").read_text())
-    assert [(t["number"], t["state"]) for t in history] == [(0, "COMPLETE")]
+    # A trial Optuna was asked for after Tune's last state save is lost to the kill: FAIL in Optuna
+    # (TPE ignores it), its MLflow run `abandoned`, and Tune asks again. The search still ends complete.
+    lost = [t["number"] for t in history if t["state"] == "FAIL"]
+    assert [t["state"] for t in history if t["state"] != "FAIL"] == ["COMPLETE"], history
+    abandoned = [r for r in client.search_runs([trials[0].info.experiment_id], max_results=1000)
+                 if r.data.tags.get("run_role") == "abandoned"]
+    assert len(abandoned) == len(lost), (lost, [r.info.run_name for r in abandoned])
     import optuna
 
     stored = optuna.load_study(study_name=NAME, storage=f"sqlite:///{study_dir}/optuna.db")
