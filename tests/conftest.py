@@ -5,6 +5,8 @@ import torch
 torch.set_num_threads(1)
 
 
+import os  # noqa: E402
+
 import pytest  # noqa: E402
 
 
@@ -20,7 +22,21 @@ def mnist_halves_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def real_28x28(request) -> tuple[str, str]:
+    """(dataset, data dir) of real 28x28 data for end-to-end tests: MNIST re-split from
+    ../shared/data/mnist where it is beside the checkout, else Debian's Fashion-MNIST, which
+    .ci/run installs; skips only where neither is on the machine."""
+    from tests.idx_files import FASHION_DIR, SHARED_MNIST, SHARED_MNIST_MISSING
+
+    if (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").exists():
+        return "mnist", str(request.getfixturevalue("mnist_halves_dir"))
+    if os.path.exists(f"{FASHION_DIR}/train-images-idx3-ubyte.gz"):
+        return "fashion_mnist", FASHION_DIR
+    pytest.skip(f"{SHARED_MNIST_MISSING}, and Debian's dataset-fashion-mnist is not installed ({FASHION_DIR})")
+
+
+@pytest.fixture(scope="session")
 def real_data_cache_dir(tmp_path_factory):
-    """One classifier cache for the tests on real MNIST: the mnist_cnn that the floor test trains
-    (a minute or two) is the one the end-to-end study loads."""
+    """One classifier cache for the tests on real data: the classifier a floor test trains (a
+    minute or two) is the one the end-to-end study loads, and the other way round."""
     return tmp_path_factory.mktemp("real-data-cache")

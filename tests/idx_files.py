@@ -8,6 +8,7 @@ import numpy as np
 
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"  # beside the checkout
 SHARED_MNIST_MISSING = f"the shared MNIST test split is not at {SHARED_MNIST} (../shared/data/mnist)"
+FASHION_DIR = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist (.ci/run installs it)
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

@@ -6,6 +6,7 @@ import os
 import pytest
 import torch
 
+from tests.idx_files import FASHION_DIR
 from trainables.quality import classifiers as clf
 
 pytestmark = pytest.mark.slow
@@ -28,14 +29,12 @@ def test_mnist_classifier_reaches_its_floor_from_5000_images(mnist_halves_dir, r
           f"{payload['train_cpu_seconds']:.0f} CPU s on {payload['train_threads']} thread(s)")
 
 
-FASHION_DIR = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist (.ci/run installs it)
-
-
 @pytest.mark.timeout(1200)
 @pytest.mark.skipif(not os.path.exists(f"{FASHION_DIR}/train-images-idx3-ubyte.gz"),
                     reason=f"Debian's dataset-fashion-mnist is not installed ({FASHION_DIR})")
-def test_fashion_classifier_reaches_its_floor_on_the_full_split(tmp_path):
-    trained = clf.load_classifier("fashion_mnist", data_dir=FASHION_DIR, cache_dir=tmp_path, log=lambda line: None)
+def test_fashion_classifier_reaches_its_floor_on_the_full_split(real_data_cache_dir):
+    trained = clf.load_classifier("fashion_mnist", data_dir=FASHION_DIR, cache_dir=real_data_cache_dir,
+                                  log=lambda line: None)  # raises ClassifierAccuracyError below the floor
     payload = torch.load(trained.path, weights_only=True)
     record = payload["training"]
     assert (record["num_train"], record["num_holdout"], payload["num_test"]) == (55000, 5000, 10000)
