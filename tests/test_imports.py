@@ -83,3 +83,13 @@ def test_ray_adapter_import_has_no_side_effects():
             "print(changed)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_the_drivers_ray_adapter_does_not_import_torch():
+    """The driver imports the Tuner's module before any trial runs: torch loads in the trials."""
+    import subprocess
+    import sys
+
+    code = "import sys, trainables.tune.tuner; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stdout + out.stderr

@@ -21,7 +21,6 @@ from typing import Callable, Optional
 
 import pyarrow.fs
 
-from trainables.checkpoint import FILE_NAME as CHECKPOINT_FILE
 from trainables.tune import internals
 
 METRICS_FILE = "metrics.json"  # beside checkpoint.pt: the metrics reported with the checkpoint
@@ -36,6 +35,8 @@ def checkpoint_metrics(fs: pyarrow.fs.FileSystem, directory: str, known: Optiona
     """The metrics of a complete checkpoint directory, or None when it is cut or partial.
     `known` (path -> metrics, from Tune's saved state) serves a checkpoint written before
     metrics.json existed."""
+    from trainables.checkpoint import FILE_NAME as CHECKPOINT_FILE  # here: the driver imports this module without torch
+
     try:
         with fs.open_input_file(f"{directory}/{CHECKPOINT_FILE}") as f:
             with zipfile.ZipFile(f) as archive:  # reads the central directory, at the end of the file
