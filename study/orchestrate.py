@@ -146,6 +146,8 @@ def run_study(cfg: StudyConfig, resuming: bool, flags: dict[str, Any], log=print
     if study_dir.is_local:
         leftovers.stop_leftovers(study_dir.path, log)  # a SIGKILLed driver's local Ray (we hold the lock)
         sweep_temp_files(study_dir.path)  # and its half-written files
+        if not cfg.address:
+            leftovers.tag_driver(study_dir.path)  # a kill while Ray starts leaves nothing untracked
     cluster = tune_adapter.connect(cfg.address)
     try:
         if study_dir.is_local:

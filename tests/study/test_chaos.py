@@ -77,7 +77,7 @@ def test_sigkill_chaos_counts(tmp_path):
         out = (tmp_path / "final.log").read_text()
         assert final.returncode == 0, out[-4000:]
         left = st.study_processes(marker)
-        assert left == [], f"Ray processes of the study still running after the last command: {left}"
+        assert left == [], f"Ray processes of the study still running after the last command: {_describe(left)}"
         _check_counts(study_dir, ended_before, out)
         logs = "".join((tmp_path / f"driver{i}.log").read_text() for i in range(KILLS)) + out
         said = [ln for ln in logs.splitlines() if ln.startswith(("stopped ", "Ray Tune's saved state"))
@@ -92,6 +92,19 @@ def test_sigkill_chaos_counts(tmp_path):
             except ProcessLookupError:
                 pass
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def _describe(pids: list[int]) -> list[str]:
+    """PID, parent and command line of each process, to tell which Ray process outlived the cleanup."""
+    out = []
+    for pid in pids:
+        try:
+            cmdline = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+            parent = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1]
+            out.append(f"{pid} (parent {parent}): {cmdline[:200]}")
+        except OSError:
+            out.append(f"{pid} (gone)")
+    return out
 
 
 def _check_counts(study_dir, ended_before: dict[str, list[int]], out: str) -> None:

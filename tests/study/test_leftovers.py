@@ -60,3 +60,26 @@ def test_another_hosts_record_is_left_alone(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_driver_killed_while_ray_starts_leaves_nothing_untagged(tmp_path, monkeypatch):
+    """tag_driver records the driver's tag before ray.init; a process that inherited it (a Ray
+    process started before the session could be recorded) is stopped, one without it is not."""
+    monkeypatch.setenv(leftovers.DRIVER_TAG_VAR, "")  # restored after the test; tag_driver sets it anew
+    leftovers.tag_driver(str(tmp_path))
+    tag = os.environ[leftovers.DRIVER_TAG_VAR]
+    assert json.loads((tmp_path / leftovers.RECORD).read_text())["tag"] == tag
+    doc = json.loads((tmp_path / leftovers.RECORD).read_text())
+    doc["driver_pid"] = 1  # as if the tagging driver had died (this test process carries the tag too)
+    (tmp_path / leftovers.RECORD).write_text(json.dumps(doc))
+    started = _sleeper(tmp_path)  # inherits the tag, as Ray's processes do from the driver
+    other = _sleeper(tmp_path, {k: v for k, v in os.environ.items() if k != leftovers.DRIVER_TAG_VAR})
+    try:
+        said = []
+        assert leftovers.stop_leftovers(str(tmp_path), said.append) == 1
+        started.wait(timeout=10)
+        assert _alive(other) and "(session not yet started)" in said[0]
+    finally:
+        for proc in (started, other):
+            proc.kill()
+            proc.wait()
