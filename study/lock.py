@@ -71,6 +71,35 @@ def _parse(data: bytes) -> Optional[dict]:
         return None
 
 
+NAME_WAIT_S = 2.0  # the holder writes its name just after flock: how long a refused driver waits for it
+
+
+def _named_and_alive(holder: Optional[dict]) -> bool:
+    """A holder record of a live process (of another host: taken as it is)."""
+    if not holder or "pid" not in holder:
+        return False
+    if holder.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError, OverflowError):
+        return True
+    return True
+
+
+def _holder_once_named(fd: int, wait: float = NAME_WAIT_S) -> Optional[dict]:
+    """The lock holder's record. A driver that has just taken the lock has not written it yet
+    (the file is empty, or still names the dead previous holder): wait briefly for it."""
+    deadline = time.monotonic() + wait
+    while True:
+        holder = _parse(os.pread(fd, 65536, 0))
+        if _named_and_alive(holder) or time.monotonic() >= deadline:
+            return holder
+        time.sleep(0.05)
+
+
 class LocalLock:
     """flock(2) on `<directory>/study.lock`; released by the kernel when the process dies."""
 
@@ -85,7 +114,7 @@ class LocalLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = _parse(os.pread(fd, 65536, 0))
+                holder = _holder_once_named(fd)
                 os.close(fd)
                 raise _refusal(self.path, holder) from None
             try:  # a holder releasing unlinks the file: a lock on an unlinked file guards nothing

@@ -23,6 +23,7 @@ from tests.study import study_state as st
 pytestmark = pytest.mark.slow
 
 SEED = 20261129
+EXIT_GRACE_S = 15  # processes still exiting when the last command returns; a leftover Ray idles forever
 KILLS = 3
 NAME = "chaos"
 MAX_EPOCHS = 4
@@ -76,13 +77,15 @@ def test_sigkill_chaos_counts(tmp_path):
             final = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=1200)
         out = (tmp_path / "final.log").read_text()
         assert final.returncode == 0, out[-4000:]
-        left = st.study_processes(marker)
-        assert left == [], f"Ray processes of the study still running after the last command: {_describe(left)}"
+        exiting = _describe(st.study_processes(marker))  # the last command's own Ray may still be exiting
+        wait_for(lambda: not st.study_processes(marker), timeout=EXIT_GRACE_S, interval=0.5,
+                 what=f"the study's Ray processes to end; at the last command's end: {exiting}")
         _check_counts(study_dir, ended_before, out)
         logs = "".join((tmp_path / f"driver{i}.log").read_text() for i in range(KILLS)) + out
         said = [ln for ln in logs.splitlines() if ln.startswith(("stopped ", "Ray Tune's saved state"))
                 or "(pruned by Tune just before a kill)" in ln]
         abandoned = st.mlflow_rows(study_dir, "select count(*) from tags where key = 'run_role' and value = 'abandoned'")
+        print("chaos: processes still exiting as the last command returned:", exiting or "none")
         print("chaos: kills at progress", targets, "| by the next command:", said or "nothing to clean up",
               "| abandoned runs:", abandoned[0][0])
     finally:

@@ -188,3 +188,30 @@ def test_two_drivers_started_together(tmp_path):
         for p in procs:
             kill_session(p.pid)
             p.wait()
+
+
+def test_a_refused_driver_waits_for_the_new_holder_to_write_its_name(tmp_path):
+    """Just after flock the file still names the dead previous holder (or nothing): the refusal
+    waits for the live holder's record instead of naming the dead one."""
+    from study import lock
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    path = tmp_path / "study.lock"
+    path.write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid, "since": 0.0}))
+    live = {"host": socket.gethostname(), "pid": os.getpid(), "since": 1.0}
+    writer = threading.Timer(0.3, lambda: path.write_text(json.dumps(live)))
+    writer.start()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert lock._holder_once_named(fd)["pid"] == os.getpid()
+        assert lock._holder_once_named(fd, wait=0.0)["pid"] == os.getpid()
+    finally:
+        os.close(fd)
+        writer.join()
+    path.write_text("")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert lock._holder_once_named(fd, wait=0.2) is None, "nobody named within the wait: said so"
+    finally:
+        os.close(fd)
