@@ -6,17 +6,26 @@ Ray in the study directory (`.local-ray.json`: session directory, raylet PID, th
 and start times of its processes); the next command on the study, holding the study lock
 (so the recorded driver is dead), stops every process of that Ray that still runs:
 the recorded processes (same PID and start time: never a reused PID), and any process
-working in the session directory or served by the recorded raylet (trial workers).
+working in the session directory, holding a file open in it (Ray's agents write their logs
+there) or served by the recorded raylet (trial workers).
 
 A driver killed while `ray.init` is still starting Ray has no session to record yet: before
 it starts Ray it sets `DRIVER_TAG_VAR` (its PID and start time) in its environment, which
 every process of its Ray inherits, and records the tag; a process carrying a dead driver's
-tag is stopped too. Linux only (/proc); elsewhere nothing is recorded.
+tag is stopped too, and so is one working in or holding a file of a Ray session named after
+the driver's PID and started after the tag (`session_<date>_<time>_<usec>_<driver PID>`).
+
+Environment marks alone do not suffice: a Ray process that renames itself (setproctitle:
+`ray::DashboardAgent`, `ray::RuntimeEnvAgent`, `ray::IDLE`) overwrites the memory that
+/proc/PID/environ and /proc/PID/cmdline show, so its inherited variables may read as gone.
+Its open files and working directory stay true. Linux only (/proc); elsewhere nothing is recorded.
 """
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import re
 import signal
 import socket
 import time
@@ -27,6 +36,7 @@ from study.atomic import atomic_write_bytes
 RECORD = ".local-ray.json"
 DRIVER_TAG_VAR = "SMOOTHING_STUDY_DRIVER"  # inherited by every process of a driver's local Ray
 RESCANS, RESCAN_PAUSE_S = 3, 0.5
+SESSION_NAME = re.compile(r"/session_(\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d)_\d+_(\d+)(?=/|$)")  # Ray's, local time
 
 
 def start_time(pid: int) -> Optional[str]:
@@ -44,28 +54,52 @@ def tag_driver(study_path: str) -> None:
     if not os.path.isdir("/proc"):
         return
     os.environ[DRIVER_TAG_VAR] = f"{os.getpid()}-{start_time(os.getpid())}"
-    record(study_path, {"session_dir": None, "raylet_pid": None, "pids": []})
+    record(study_path, {"session_dir": None, "raylet_pid": None, "pids": []}, tagged_at=time.time())
 
 
-def record(study_path: str, ray_processes: dict) -> None:
+def record(study_path: str, ray_processes: dict, tagged_at: Optional[float] = None) -> None:
     if not ray_processes or not os.path.isdir("/proc"):
         return
     started = {str(pid): start_time(pid) for pid in ray_processes["pids"]}
     doc = {"host": socket.gethostname(), "driver_pid": os.getpid(), "session_dir": ray_processes["session_dir"],
            "raylet_pid": ray_processes["raylet_pid"], "raylet_start": start_time(ray_processes["raylet_pid"] or 0),
-           "started": started, "tag": os.environ.get(DRIVER_TAG_VAR)}
+           "started": started, "tag": os.environ.get(DRIVER_TAG_VAR), "tagged_at": tagged_at}
     atomic_write_bytes(os.path.join(study_path, RECORD), json.dumps(doc).encode())
 
 
+def _paths(pid: int) -> list[str]:
+    """The process's command line, working directory and open files (what setproctitle cannot hide
+    besides the command line)."""
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        paths = [f.read().replace(b"\0", b" ").decode(errors="replace"), os.readlink(f"/proc/{pid}/cwd")]
+    fd_dir = f"/proc/{pid}/fd"
+    for fd in os.listdir(fd_dir):
+        try:
+            paths.append(os.readlink(os.path.join(fd_dir, fd)))
+        except OSError:  # closed meanwhile
+            pass
+    return paths
+
+
+def _names_session(path: str, doc: dict) -> bool:
+    """Whether `path` lies in the dead driver's Ray session: the recorded one, or, before it was
+    recorded, one named after the driver's PID and started after its tag."""
+    if doc["session_dir"]:  # the directory itself or anything in it, not a longer name that starts alike
+        return re.search(re.escape(doc["session_dir"]) + r"(?![^/\s])", path) is not None
+    if not doc.get("tagged_at"):
+        return False
+    for match in SESSION_NAME.finditer(path):
+        started = datetime.datetime.strptime(match[1], "%Y-%m-%d_%H-%M-%S").timestamp()
+        if int(match[2]) == doc["driver_pid"] and started >= doc["tagged_at"] - 1:
+            return True
+    return False
+
+
 def _belongs(pid: int, doc: dict, raylet_reused: bool) -> bool:
-    session, tag = doc["session_dir"], doc.get("tag")
+    tag = doc.get("tag")
     try:
-        if session:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if session.encode() in f.read():
-                    return True
-            if os.readlink(f"/proc/{pid}/cwd").startswith(session):
-                return True
+        if any(_names_session(path, doc) for path in _paths(pid)):
+            return True
         marks = [f"{DRIVER_TAG_VAR}={tag}".encode()] if tag else []
         if doc["raylet_pid"] and not raylet_reused:
             marks.append(f"RAY_RAYLET_PID={doc['raylet_pid']}".encode())

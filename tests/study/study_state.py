@@ -64,17 +64,31 @@ def asha_rungs(study_dir) -> dict[int, set[str]]:
     return {milestone: set(recorded) for bracket in asha["_brackets"] for milestone, recorded in bracket._rungs}
 
 
-def study_processes(marker: str) -> list[int]:
-    """PIDs of live processes whose environment holds `marker` (the RAY_TMPDIR a test gave its driver:
-    every process the driver's local Ray started inherits it)."""
+def study_processes(ray_tmp: str) -> list[int]:
+    """PIDs of live processes of the local Ray a test's driver started with RAY_TMPDIR=`ray_tmp`:
+    the variable in their environment, or their working directory or an open file under `ray_tmp`.
+    (A Ray process that renamed itself, ray::DashboardAgent say, may no longer show its environment.)"""
+    marker, inside = f"RAY_TMPDIR={ray_tmp}".encode(), ray_tmp.rstrip("/") + "/"
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/environ", "rb") as f:
-                if marker.encode() in f.read().split(b"\0"):
-                    found.append(int(entry))
-        except OSError:
+                marked = marker in f.read().split(b"\0")
+            if marked or any(link.startswith(inside) for link in _links(int(entry))):
+                found.append(int(entry))
+        except OSError:  # gone, or not ours
             pass
     return found
+
+
+def _links(pid: int) -> list[str]:
+    """The working directory and open files of a process."""
+    links = [os.readlink(f"/proc/{pid}/cwd")]
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            links.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:  # closed meanwhile
+            pass
+    return links

@@ -4,7 +4,7 @@ saved state, Optuna's history and MLflow's database.
 
 Only the driver is killed (its local Ray is left to die or linger, as after a real crash);
 each driver gets its own RAY_TMPDIR, which isolates it from other Ray sessions on the machine
-and marks every process its Ray starts."""
+and marks every process its Ray starts (its environment, or its log files under that folder)."""
 from __future__ import annotations
 
 import os
@@ -56,7 +56,6 @@ def test_sigkill_chaos_counts(tmp_path):
     rng = random.Random(SEED)
     ray_tmp = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Ray's socket paths
     env = {**os.environ, "RAY_TMPDIR": ray_tmp}
-    marker = f"RAY_TMPDIR={ray_tmp}"
     study_dir = tmp_path / NAME
     cmd = study_cmd(tmp_path, NAME, *ARGS)
     targets = sorted(rng.sample(range(1, 22), KILLS))  # progress (runs + epochs) at which to kill
@@ -77,8 +76,8 @@ def test_sigkill_chaos_counts(tmp_path):
             final = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=1200)
         out = (tmp_path / "final.log").read_text()
         assert final.returncode == 0, out[-4000:]
-        exiting = _describe(st.study_processes(marker))  # the last command's own Ray may still be exiting
-        wait_for(lambda: not st.study_processes(marker), timeout=EXIT_GRACE_S, interval=0.5,
+        exiting = _describe(st.study_processes(ray_tmp))  # the last command's own Ray may still be exiting
+        wait_for(lambda: not st.study_processes(ray_tmp), timeout=EXIT_GRACE_S, interval=0.5,
                  what=f"the study's Ray processes to end; at the last command's end: {exiting}")
         _check_counts(study_dir, ended_before, out)
         logs = "".join((tmp_path / f"driver{i}.log").read_text() for i in range(KILLS)) + out
@@ -89,7 +88,7 @@ def test_sigkill_chaos_counts(tmp_path):
         print("chaos: kills at progress", targets, "| by the next command:", said or "nothing to clean up",
               "| abandoned runs:", abandoned[0][0])
     finally:
-        for pid in st.study_processes(marker):  # hygiene if an assertion failed above
+        for pid in st.study_processes(ray_tmp):  # hygiene if an assertion failed above
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:

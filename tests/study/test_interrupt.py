@@ -66,8 +66,8 @@ def test_ctrl_c_at_several_moments_then_resume(tmp_path):
         assert all(r["state"] == "completed" and r["status"] == "FINISHED" and r["epochs"] == [1, 2]
                    for r in runs.values()), runs
         assert st.duplicated_metric_points(tmp_path / NAME) == 0
-        assert st.study_processes(f"RAY_TMPDIR={ray_tmp}") == []
+        assert st.study_processes(ray_tmp) == []
     finally:
-        for pid in st.study_processes(f"RAY_TMPDIR={ray_tmp}"):
+        for pid in st.study_processes(ray_tmp):
             os.kill(pid, signal.SIGKILL)
         shutil.rmtree(ray_tmp, ignore_errors=True)
