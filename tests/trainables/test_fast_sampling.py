@@ -231,8 +231,8 @@ def test_sampling_loop_runs_on_its_own_thread_count_and_restores_the_process_set
     import trainables.sampling.fast as fast
 
     seen = []
-    real_draw = fast.sample_discretized_mol
-    monkeypatch.setattr(fast, "sample_discretized_mol",
+    real_draw = fast.PixelDraw.__call__
+    monkeypatch.setattr(fast.PixelDraw, "__call__",
                         lambda *a, **k: (seen.append(torch.get_num_threads()), real_draw(*a, **k))[1])
     model = _model(1, conditional=False)
     torch.set_num_threads(2)

@@ -2,7 +2,8 @@
 
 `fast_sample` is a drop-in for `trainables.sampling.naive.sample`: same signature, same
 uniforms (pixel (i, j) reads only the uniforms at (i, j)), the same per-pixel draw
-(`likelihoods.sample_*_mol` on the mixture parameters of that pixel). It differs only
+(`likelihoods.sample_*_mol`'s arithmetic on the mixture parameters of that pixel, in
+`pixel_draw.PixelDraw`, which transforms the uniforms once per image). It differs mainly
 in how those parameters are computed: instead of a full forward pass per pixel (H*W
 passes), each activation of the network is computed exactly once, at the first step
 that needs it, in the spirit of Ramachandran et al. 2017 ("Fast Generation for
@@ -66,8 +67,9 @@ from torch import Tensor
 from torch.nn.utils import parametrize
 
 from trainables.sampling.fast_ops import ActivationMap, FastGatedResnet, ShiftedConv, concat_elu_last
+from trainables.sampling.pixel_draw import PixelDraw
 from trainables.layers import DownRightShiftedDeconv2d, DownShiftedDeconv2d
-from trainables.likelihoods import Uniforms, draw_uniforms, sample_continuous_mol, sample_discretized_mol
+from trainables.likelihoods import Uniforms, draw_uniforms
 from trainables.pixelcnnpp import PixelCNNpp
 
 
@@ -116,14 +118,16 @@ class _CachedTrunk:
 
         # Cached maps keep a band of rows, not the whole image (ActivationMap): a block's
         # convs read the row being computed and the `top` = 1 rows above it.
-        def blocks(stream, s):
-            return [FastGatedResnet(b, like, *sizes[s], rows=1) for b in stream]
+        # The u stream is computed a row at a time, the ul stream a position at a time: their
+        # maps are laid out for that ("rows" for conv2d, "columns" for per-position patch views).
+        def blocks(stream, s, layout):
+            return [FastGatedResnet(b, like, *sizes[s], rows=1, layout=layout) for b in stream]
 
-        self.up_u = [blocks(model.up_stages[s].u_stream, s) for s in range(self.levels)]
-        self.up_ul = [blocks(model.up_stages[s].ul_stream, s) for s in range(self.levels)]
+        self.up_u = [blocks(model.up_stages[s].u_stream, s, "rows") for s in range(self.levels)]
+        self.up_ul = [blocks(model.up_stages[s].ul_stream, s, "columns") for s in range(self.levels)]
         down = [model.down_stages[self.levels - 1 - s] for s in range(self.levels)]  # by level
-        self.down_u = [blocks(down[s].u_stream, s) for s in range(self.levels)]
-        self.down_ul = [blocks(down[s].ul_stream, s) for s in range(self.levels)]
+        self.down_u = [blocks(down[s].u_stream, s, "rows") for s in range(self.levels)]
+        self.down_ul = [blocks(down[s].ul_stream, s, "columns") for s in range(self.levels)]
 
         self.u_init, self.ul_init_up = ShiftedConv(model.u_init), ShiftedConv(model.ul_init_up)
         self.ul_init_left = ShiftedConv(model.ul_init_left)
@@ -132,7 +136,8 @@ class _CachedTrunk:
         # u_init, shifted down, reads rows up to i - 2 once row i is being written.
         x_rows = 1 + max(conv.shift_row for conv in inits)
         fill = torch.tensor([float("nan")] * model.in_channels + [1.0])  # the "ones" channel
-        self.x_map = ActivationMap(like, height, width, model.in_channels + 1, margins, rows=x_rows, fill=fill)
+        self.x_map = ActivationMap(like, height, width, model.in_channels + 1, margins, rows=x_rows, fill=fill,
+                                   layout="rows")
 
         self.downsize_u = [ShiftedConv(m) for m in model.downsize_u]  # level s -> s + 1
         self.downsize_ul = [ShiftedConv(m) for m in model.downsize_ul]
@@ -143,7 +148,8 @@ class _CachedTrunk:
         below = range(self.levels - 1)
         # Raw outputs of the last up block (read by the downsizing) and of the upsampling.
         # Downsizing to level s + 1 row p reads rows 2p-1..2p: the current row and the margin's.
-        self.u_up_last = [ActivationMap(like, *sizes[s], f, self.downsize_u[s].margins, rows=1) for s in below]
+        self.u_up_last = [ActivationMap(like, *sizes[s], f, self.downsize_u[s].margins, rows=1, layout="rows")
+                          for s in below]
         self.ul_up_last = [ActivationMap(like, *sizes[s], f, self.downsize_ul[s].margins, rows=1) for s in below]
         # Upsampling writes `stride` rows at once, read later at the same positions.
         up_rows = [self.upsize_u[s + 1].deconv.stride[0] for s in below]
@@ -293,7 +299,7 @@ def fast_sample(
     param = next(model.parameters())
     if uniforms is None:
         uniforms = draw_uniforms(n, c, model.num_mixtures, h, w, generator=generator, device=param.device)
-    draw = sample_discretized_mol if discretized else sample_continuous_mol
+    draw = PixelDraw(uniforms, c, temperature, quantize=discretized)
     like = param.new_empty(n, 0)
     was_training = model.training
     model.eval()
@@ -306,10 +312,8 @@ def fast_sample(
             for i in range(h):
                 trunk.u_row(i)
                 for j in range(w):
-                    params = trunk.ul_pixel(i, j)  # (N, P)
-                    pixel_uniforms = tuple(u[:, :, i : i + 1, j : j + 1] for u in uniforms)
-                    value = draw(params.view(n, -1, 1, 1), channels=c, uniforms=pixel_uniforms, temperature=temperature)
-                    x[:, :, i, j] = value[:, :, 0, 0]
+                    value = draw(trunk.ul_pixel(i, j), i, j)  # (N, C) from the mixture parameters (N, P)
+                    x[:, :, i, j] = value
                     trunk.x_map.write(i, j, value.view(n, 1, c))
                 if log is not None and (i + 1) % max(1, h // 4) == 0:
                     log(f"  sampled row {i + 1}/{h}")

@@ -31,7 +31,7 @@ def concat_elu_last(x: Tensor) -> Tensor:
 
 
 class ActivationMap:
-    """One cached activation map, column-major, with zero margins and a NaN interior.
+    """One cached activation map, with zero margins and a NaN interior, in one of two layouts.
 
     Rows are addressed by their absolute index r (0..H-1). With `rows=k` the map keeps
     only a sliding band: the last k rows written plus `top` rows above them (what a
@@ -40,26 +40,38 @@ class ActivationMap:
     first slides. `fill` (C,) is what a row holds before it is written (default NaN;
     a constant channel such as the input's "ones" goes here).
 
-    Layout (N, left + W + right, top + rows, C): a position's band of rows is contiguous,
-    so when a conv reads every row of the band (a block's convs: filter height 2, band
-    of 2) the patches of one output are a view (`patch_view`), not a copy.
+    Layouts: "columns", (N, left + W + right, top + rows, C), for maps read one position at
+    a time (the ul stream): a position's band of rows is contiguous, so when a conv reads
+    every row of the band (a block's convs: filter height 2, band of 2) the patches of one
+    output are a view (`patch_view`), not a copy. "rows", (N, top + rows, left + W + right, C),
+    for maps read a whole row at a time (the u stream): seen as NCHW the band is an image in
+    channels-last order, which conv2d reads in place (`ShiftedConv`).
     """
 
-    def __init__(self, like, height, width, channels, margins=(0, 0, 0), rows=None, fill=None):
+    def __init__(self, like, height, width, channels, margins=(0, 0, 0), rows=None, fill=None, layout="columns"):
+        if layout not in ("columns", "rows"):
+            raise ValueError(f"layout must be 'columns' or 'rows', got {layout!r}")
         self.top, self.left, right = margins
-        self.width, self.rows = width, height if rows is None else min(rows, height)
+        self.width, self.rows, self.layout = width, height if rows is None else min(rows, height), layout
+        self.row_dim, self.col_dim = (2, 1) if layout == "columns" else (1, 2)
         self.first = 0  # the absolute row held in physical row `top`
         n = like.shape[0]
         self.fill = like.new_full((channels,), float("nan")) if fill is None else fill.to(like)
-        self.data = like.new_zeros(n, self.left + width + right, self.top + self.rows, channels)
+        size = [n, 0, 0, channels]
+        size[self.col_dim], size[self.row_dim] = self.left + width + right, self.top + self.rows
+        self.data = like.new_zeros(size)
         self._poison(self.top)
 
     @property
     def band_rows(self) -> int:
-        return self.data.shape[2]
+        return self.data.shape[self.row_dim]
+
+    def _at(self, rows: slice, cols: slice) -> tuple:
+        """The index of physical rows `rows` and columns `cols` of data."""
+        return (slice(None), cols, rows) if self.layout == "columns" else (slice(None), rows, cols)
 
     def _poison(self, start: int) -> None:
-        self.data[:, self.left : self.left + self.width, start:] = self.fill
+        self.data[self._at(slice(start, None), slice(self.left, self.left + self.width))] = self.fill
 
     def _row(self, row: int, slide: bool = False) -> int:
         """Physical row of absolute row `row`; with slide, first move the band down to it."""
@@ -67,8 +79,8 @@ class ActivationMap:
         if shift > 0 and slide:
             keep = self.band_rows - shift
             if keep > 0:
-                src = self.data[:, :, shift:]
-                self.data[:, :, :keep] = src.clone() if shift < keep else src  # overlapping copy
+                src = self.data[self._at(slice(shift, None), slice(None))]
+                self.data[self._at(slice(0, keep), slice(None))] = src.clone() if shift < keep else src  # overlapping
             self._poison(max(keep, 0))
             self.first += shift
         physical = row - self.first + self.top
@@ -82,39 +94,53 @@ class ActivationMap:
     def write(self, row: int, col: int, value: Tensor) -> None:
         """Store value (N, n, C') at (row, col .. col + n - 1), channels 0 .. C' - 1."""
         c = self.left + col
-        self.data[:, c : c + value.shape[1], self._row(row, slide=True), : value.shape[2]] = value
+        self.data[self._at(self._row(row, slide=True), slice(c, c + value.shape[1])) + (slice(0, value.shape[2]),)] = value
 
     def read(self, row: int, col: int, n: int) -> Tensor:
         """The values at (row, col .. col + n - 1): (N, n, C), a view."""
         c = self.left + col
-        return self.data[:, c : c + n, self._row(row)]
+        return self.data[self._at(self._row(row), slice(c, c + n))]
+
+    def _columns_only(self, what: str) -> None:
+        if self.layout != "columns":
+            raise ValueError(f"{what} needs a map in the 'columns' layout")
 
     def slot(self, col: int) -> Tensor:
         """The last row held, at column col: (N, C), a view that stays valid as the band slides
         (a map of `rows=1` holds the row being computed there)."""
+        self._columns_only("slot")
         return self.data[:, self.left + col, self.band_rows - 1]
 
     def patch_view(self, col: int, kw: int) -> Tensor:
         """Every band row of columns col + [0, kw) (col absolute, negative inside the left
         margin): (N, kw * band_rows * C) in (kw, kh, C) order, a view."""
+        self._columns_only("patch_view")
         c = self.left + col
         assert c >= 0 and c + kw <= self.data.shape[1], "a read left the zero margin"
         return self.data[:, c : c + kw].reshape(self.data.shape[0], -1)
+
+    def window(self, row: int, kh: int, col: int, width: int) -> Tensor:
+        """Rows row + [0, kh) of columns col + [0, width) (absolute; negative inside the margins),
+        a view: (N, width, kh, C) in the "columns" layout, (N, kh, width, C) in "rows"."""
+        r, c = row - self.first + self.top, self.left + col
+        assert r >= 0 and c >= 0, "a read left the band or the zero margin"
+        assert r + kh <= self.band_rows, "a read below the last row written"
+        assert c + width <= self.data.shape[self.col_dim], "a read left the right margin"
+        return self.data[self._at(slice(r, r + kh), slice(c, c + width))]
 
     def patches(self, row: int, kh: int, col: int, n: int, kw: int, stride: int) -> Tensor:
         """Input patches of n outputs: rows row + [0, kh), columns col + stride*t + [0, kw).
 
         row and col are absolute (negative inside the margins); the rows must be held.
-        Returns (N * n, kw * kh * C) in (kw, kh, C) order (a view where it can be).
+        Returns (N * n, kw * kh * C) in (kw, kh, C) order in the "columns" layout, (kh, kw, C)
+        in "rows" (a view where it can be).
         """
-        r, c = row - self.first + self.top, self.left + col
-        assert r >= 0 and c >= 0, "a read left the band or the zero margin"
-        assert r + kh <= self.band_rows, "a read below the last row written"
-        band = self.data[:, c : c + (n - 1) * stride + kw, r : r + kh]  # (N, w', kh, C)
+        band = self.window(row, kh, col, (n - 1) * stride + kw)
         if n == 1:
             return band.reshape(band.shape[0], -1)
-        windows = band.unfold(1, kw, stride)  # (N, n, kh, C, kw)
-        return windows.permute(0, 1, 4, 2, 3).reshape(band.shape[0] * n, -1)
+        windows = band.unfold(self.col_dim, kw, stride)  # (N, n, kh, C, kw) or (N, kh, n, C, kw)
+        order = (0, 1, 4, 2, 3) if self.layout == "columns" else (0, 2, 1, 4, 3)
+        return windows.permute(*order).reshape(band.shape[0] * n, -1)
 
 
 class ShiftedConv:
@@ -132,7 +158,11 @@ class ShiftedConv:
             raise ValueError("a conv padded at the bottom would read later rows")
         self.shift_row = int(getattr(module, "shift_output_down", False))
         self.shift_col = int(getattr(module, "shift_output_right", False))
-        self.matrix = weight.permute(3, 2, 1, 0).reshape(-1, self.out_channels)  # (kw*kh*Cin, Cout), as patches
+        # (kw*kh*Cin, Cout) and (kh*kw*Cin, Cout): the order of the patches of each map layout
+        self.matrices = {"columns": weight.permute(3, 2, 1, 0).reshape(-1, self.out_channels),
+                         "rows": weight.permute(2, 3, 1, 0).reshape(-1, self.out_channels)}
+        self.matrix = self.matrices["columns"]
+        self.weight = weight.contiguous(memory_format=torch.channels_last)  # for conv2d on "rows" maps
         self.bias = conv.bias.detach()
 
     @property
@@ -155,10 +185,17 @@ class ShiftedConv:
                 raise ValueError("a base term is only for unshifted convs")
             if r < 0 or lead == n:
                 return inp.data.new_zeros(batch, n, self.out_channels)
-        s = self.stride
-        patches = inp.patches(r * s - self.pad_top, self.kh, (c + lead) * s - self.pad_left, n - lead, self.kw, s)
-        start = self.bias if base is None else _flat(base)
-        out = torch.addmm(start, patches, self.matrix).view(batch, n - lead, self.out_channels)
+        s, top, left, m = self.stride, r * self.stride - self.pad_top, (c + lead) * self.stride - self.pad_left, n - lead
+        if m > 1 and inp.layout == "rows":  # a run of outputs: conv2d reads the band in place, channels last
+            window = inp.window(top, self.kh, left, (m - 1) * s + self.kw).permute(0, 3, 1, 2)  # (N, C, kh, w')
+            out = F.conv2d(window, self.weight, self.bias if base is None else None, stride=s)  # (N, Cout, 1, m)
+            out = out.permute(0, 2, 3, 1).reshape(batch, m, self.out_channels)
+            if base is not None:
+                out = out + base
+        else:
+            start = self.bias if base is None else _flat(base)
+            patches = inp.patches(top, self.kh, left, m, self.kw, s)
+            out = torch.addmm(start, patches, self.matrices[inp.layout]).view(batch, m, self.out_channels)
         return F.pad(out, (0, 0, lead, 0)) if lead else out
 
 
@@ -189,11 +226,11 @@ class FastGatedResnet:
     for the whole image, so its term is computed a row at a time (`set_cond_row`).
     """
 
-    def __init__(self, block: GatedResnet, like: Tensor, height: int, width: int, rows=None):
+    def __init__(self, block: GatedResnet, like: Tensor, height: int, width: int, rows=None, layout="columns"):
         self.conv_input, self.conv_out = ShiftedConv(block.conv_input), ShiftedConv(block.conv_out)
         two_f = 2 * self.conv_input.out_channels
-        self.x_map = ActivationMap(like, height, width, two_f, self.conv_input.margins, rows)
-        self.h_map = ActivationMap(like, height, width, two_f, self.conv_out.margins, rows)
+        self.x_map = ActivationMap(like, height, width, two_f, self.conv_input.margins, rows, layout=layout)
+        self.h_map = ActivationMap(like, height, width, two_f, self.conv_out.margins, rows, layout=layout)
         if block.nin_skip is not None:
             streams = block.nin_skip.conv.in_channels // two_f
             self.skip_mats, nin_bias = nin_matrices(block.nin_skip, streams)
