@@ -190,21 +190,28 @@ class _CachedTrunk:
                 self.ul_init_up_row = self.ul_init_up(self.x_map, r, 0, w)
             else:
                 x = self.downsize_u[s - 1](self.u_up_last[s - 1], r, 0, w)
-            skips[s] = [x]
+            elu_x = concat_elu_last(x)  # each u value's concat_elu once: its block's input and the skips read it
+            skips[s] = [(x, elu_x)]
             self.ul_up_terms[s] = []
             for blk, ul_blk in zip(self.up_u[s], self.up_ul[s]):
-                x = blk(x, r, 0)
-                skips[s].append(x)
-                self.ul_up_terms[s].append(ul_blk.skip_part(0, x).unbind(1))  # ul's skip input is this u
+                x = blk(x, r, 0, elu_x=elu_x)
+                elu_x = concat_elu_last(x)
+                skips[s].append((x, elu_x))
+                self.ul_up_terms[s].append(ul_blk.skip_part(0, elu_x).unbind(1))  # ul's skip input is this u
             if s < self.levels - 1:
                 self.u_up_last[s].write(r, 0, x)
         for s in reversed(levels):  # down pass
             r, w = i >> s, self.widths[s]
-            x = skips[s].pop() if s == self.levels - 1 else self.u_upsized[s].read(r, 0, w)
+            if s == self.levels - 1:
+                x, elu_x = skips[s].pop()
+            else:
+                x = self.u_upsized[s].read(r, 0, w)
+                elu_x = concat_elu_last(x)
             self.ul_down_terms[s] = []
             for blk, ul_blk in zip(self.down_u[s], self.down_ul[s]):
-                x = blk(x, r, 0, skip=blk.skip_part(0, skips[s].pop()))
-                self.ul_down_terms[s].append(ul_blk.skip_part(0, x).unbind(1))  # the u half of cat(u, ul_skip)
+                x = blk(x, r, 0, skip=blk.skip_part(0, skips[s].pop()[1]), elu_x=elu_x)
+                elu_x = concat_elu_last(x)
+                self.ul_down_terms[s].append(ul_blk.skip_part(0, elu_x).unbind(1))  # the u half of cat(u, ul_skip)
             if s > 0:
                 rows = _upsample(self.upsize_u[s], x)  # (N, 2, W_{s-1}, F)
                 for a in range(rows.shape[1]):

@@ -303,20 +303,22 @@ class FastGatedResnet:
     def reads_right(self) -> bool:
         return self.conv_input.reads_right() or self.conv_out.reads_right()
 
-    def skip_part(self, stream: int, a: Tensor, base: Optional[Tensor] = None) -> Tensor:
-        """Stream `stream`'s share of nin_skip(concat_elu(a)), a (N, n, F), plus base
-        (N, n, F) (default: the biases of h). Summed over streams it is the `skip`
-        argument of __call__."""
+    def skip_part(self, stream: int, elu_a: Tensor, base: Optional[Tensor] = None) -> Tensor:
+        """Stream `stream`'s share of nin_skip(concat_elu(a)), given elu_a = concat_elu(a)
+        (N, n, 2F), plus base (N, n, F) (default: the biases of h). Summed over streams it is
+        the `skip` argument of __call__."""
         start = self.skip_bias if base is None else _flat(base)
-        out = torch.addmm(start, _flat(concat_elu_last(a)), self.skip_mats[stream])
-        return out.view(a.shape[0], a.shape[1], -1)
+        out = torch.addmm(start, _flat(elu_a), self.skip_mats[stream])
+        return out.view(elu_a.shape[0], elu_a.shape[1], -1)
 
-    def __call__(self, x: Tensor, row: int, col: int, skip: Optional[Tensor] = None) -> Tensor:
+    def __call__(self, x: Tensor, row: int, col: int, skip: Optional[Tensor] = None,
+                 elu_x: Optional[Tensor] = None) -> Tensor:
         """x (N, n, F): the block input at (row, col ..); returns the block output there.
 
-        skip (N, n, F): the biases of h plus the skip NIN term (see skip_part), if any."""
+        skip (N, n, F): the biases of h plus the skip NIN term (see skip_part), if any.
+        elu_x: concat_elu(x), where the caller has it already."""
         n = x.shape[1]
-        self.x_map.write(row, col, concat_elu_last(x))
+        self.x_map.write(row, col, concat_elu_last(x) if elu_x is None else elu_x)
         h = self.conv_input(self.x_map, row, col, n, base=skip)  # (N, n, F)
         self.h_map.write(row, col, concat_elu_last(h))
         base = None
