@@ -315,15 +315,16 @@ def fast_sample(
         with parametrize.cached(), _cpu_threads(cpu_threads):
             cond = model.encoder(x_noisy.to(param)) if x_noisy is not None else None  # x~ once, all levels
             trunk = _CachedTrunk(model, like, h, w, cond)
-            x = param.new_zeros(n, c, h, w)
+            pixels = param.new_zeros(h, w, n, c)  # pixel-major while drawing: each pixel a contiguous view
             for i in range(h):
                 trunk.u_row(i)
+                row = pixels[i]
                 for j in range(w):
                     value = draw(trunk.ul_pixel(i, j), i, j)  # (N, C) from the mixture parameters (N, P)
-                    x[:, :, i, j] = value
+                    row[j].copy_(value)
                     trunk.x_map.write(i, j, value.view(n, 1, c))
                 if log is not None and (i + 1) % max(1, h // 4) == 0:
                     log(f"  sampled row {i + 1}/{h}")
     finally:
         model.train(was_training)
-    return x
+    return pixels.permute(2, 3, 0, 1).contiguous()  # (N, C, H, W)

@@ -60,6 +60,7 @@ class ActivationMap:
         size = [n, 0, 0, channels]
         size[self.col_dim], size[self.row_dim] = self.left + width + right, self.top + self.rows
         self.data = like.new_zeros(size)
+        self._views: dict = {}  # views of data by what they address: data is never reallocated
         self._poison(self.top)
 
     @property
@@ -70,8 +71,16 @@ class ActivationMap:
         """The index of physical rows `rows` and columns `cols` of data."""
         return (slice(None), cols, rows) if self.layout == "columns" else (slice(None), rows, cols)
 
+    def _view(self, key: tuple, index: tuple) -> Tensor:
+        """data[index], made once per key (the sampler addresses the same few places every row)."""
+        view = self._views.get(key)
+        if view is None:
+            view = self._views[key] = self.data[index]
+        return view
+
     def _poison(self, start: int) -> None:
-        self.data[self._at(slice(start, None), slice(self.left, self.left + self.width))] = self.fill
+        interior = slice(self.left, self.left + self.width)
+        self._view(("poison", start), self._at(slice(start, None), interior)).copy_(self.fill)
 
     def _row(self, row: int, slide: bool = False) -> int:
         """Physical row of absolute row `row`; with slide, first move the band down to it."""
@@ -79,8 +88,9 @@ class ActivationMap:
         if shift > 0 and slide:
             keep = self.band_rows - shift
             if keep > 0:
-                src = self.data[self._at(slice(shift, None), slice(None))]
-                self.data[self._at(slice(0, keep), slice(None))] = src.clone() if shift < keep else src  # overlapping
+                src = self._view(("src", shift), self._at(slice(shift, None), slice(None)))
+                dst = self._view(("dst", keep), self._at(slice(0, keep), slice(None)))
+                dst.copy_(src.clone() if shift < keep else src)  # overlapping rows: through a copy
             self._poison(max(keep, 0))
             self.first += shift
         physical = row - self.first + self.top
@@ -93,13 +103,14 @@ class ActivationMap:
 
     def write(self, row: int, col: int, value: Tensor) -> None:
         """Store value (N, n, C') at (row, col .. col + n - 1), channels 0 .. C' - 1."""
+        physical, n, k = self._row(row, slide=True), value.shape[1], value.shape[2]
         c = self.left + col
-        self.data[self._at(self._row(row, slide=True), slice(c, c + value.shape[1])) + (slice(0, value.shape[2]),)] = value
+        self._view(("w", physical, c, n, k), self._at(physical, slice(c, c + n)) + (slice(0, k),)).copy_(value)
 
     def read(self, row: int, col: int, n: int) -> Tensor:
         """The values at (row, col .. col + n - 1): (N, n, C), a view."""
-        c = self.left + col
-        return self.data[self._at(self._row(row), slice(c, c + n))]
+        physical, c = self._row(row), self.left + col
+        return self._view(("r", physical, c, n), self._at(physical, slice(c, c + n)))
 
     def _columns_only(self, what: str) -> None:
         if self.layout != "columns":
