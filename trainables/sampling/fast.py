@@ -251,9 +251,9 @@ class _CachedTrunk:
 
 
 # CPU threads of the sampling loop. Its operations are small (per pixel: matmuls of batch x
-# ~320 x 80): at the MNIST configuration a second thread gained 20% on 2 idle cores and cost
-# 2.6x with the cores busy (86x under heavier load: threads spin-waiting for a descheduled
-# partner), so one thread, never slower than more (benchmarks/bench_sampler_threads.py).
+# ~320 x 80): at the MNIST configuration a second thread gains nothing on 2 idle cores (0.79
+# against 0.80 s) and costs 5x with the cores busy (86x under heavier load: threads spin-waiting
+# for a descheduled partner), so one thread, never slower than more (bench_sampler_threads.py).
 CPU_THREADS = 1
 
 
