@@ -167,16 +167,18 @@ def test_dropout_is_off_while_sampling():
     assert torch.equal(first, fast_sample(model, n, shape, discretized=True, uniforms=uniforms))
 
 
+@pytest.mark.parametrize("layout", ["columns", "rows"])
 @pytest.mark.parametrize("name", ["u_init", "ul_init_up", "ul_init_left", "downsize_u.0", "downsize_ul.0"])
-def test_shifted_conv_matmul_equals_module_everywhere(name):
-    """The patch arithmetic of each conv kind (shifts, strides, paddings) at every output."""
+def test_shifted_conv_matmul_equals_module_everywhere(name, layout):
+    """The patch arithmetic of each conv kind (shifts, strides, paddings) at every output, in both
+    cache layouts (a run of outputs on a "rows" map is conv2d on the band, one output a matmul)."""
     model = _model(1, conditional=False)
     module = model.get_submodule(name)
     cin = module.conv.in_channels
     x = torch.randn(2, cin, 8, 12, dtype=torch.float64)
     expected = module(x).permute(0, 2, 3, 1)  # (N, H', W', Cout)
     conv = ShiftedConv(module)
-    inp = ActivationMap(x[:, :0, 0, 0], 8, 12, cin, conv.margins)
+    inp = ActivationMap(x[:, :0, 0, 0], 8, 12, cin, conv.margins, layout=layout)
     for r in range(8):
         inp.write(r, 0, x[:, :, r].transpose(1, 2))
     for r in range(expected.shape[1]):

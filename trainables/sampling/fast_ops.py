@@ -144,14 +144,14 @@ class ActivationMap:
 
         row and col are absolute (negative inside the margins); the rows must be held.
         Returns (N * n, kw * kh * C) in (kw, kh, C) order in the "columns" layout, (kh, kw, C)
-        in "rows" (a view where it can be).
+        in "rows" (a view where it can be). Several outputs of a "rows" map are conv2d's job.
         """
         band = self.window(row, kh, col, (n - 1) * stride + kw)
         if n == 1:
             return band.reshape(band.shape[0], -1)
-        windows = band.unfold(self.col_dim, kw, stride)  # (N, n, kh, C, kw) or (N, kh, n, C, kw)
-        order = (0, 1, 4, 2, 3) if self.layout == "columns" else (0, 2, 1, 4, 3)
-        return windows.permute(*order).reshape(band.shape[0] * n, -1)
+        self._columns_only("patches of several outputs")
+        windows = band.unfold(1, kw, stride)  # (N, n, kh, C, kw)
+        return windows.permute(0, 1, 4, 2, 3).reshape(band.shape[0] * n, -1)
 
 
 class ShiftedConv:
@@ -281,11 +281,9 @@ class FastGatedResnet:
         """concat_elu of the block input at (the current row, col), once pixel() has run there: (N, 2F), a view."""
         return self.x_slots[col][0]
 
-    def pixel(self, x: Tensor, row: int, col: int, skip: Optional[Tensor] = None,
-              skip_product: Optional[tuple] = None) -> Tensor:
+    def pixel(self, x: Tensor, row: int, col: int, skip: Optional[Tensor] = None) -> Tensor:
         """__call__ at one position without copies: x (N, F) -> the block output (N, F); skip
-        (N, F) as in __call__, or skip_product = (base (N, F), a (N, 2F), matrix (2F, F)) for the
-        skip base + a @ matrix. The same arithmetic in about a third of the operations: h goes
+        (N, F) as in __call__. The same arithmetic in about a third of the operations: h goes
         straight into its cache slot, whose concat_elu is then completed in place."""
         if row != self.row_started:
             self.x_map.start_row(row)
@@ -296,9 +294,6 @@ class FastGatedResnet:
         torch.neg(x, out=x_neg)
         F.elu_(x_slot)
         h_slot, h_pos, h_neg = self.h_slots[col]
-        if skip_product is not None:
-            torch.addmm(*skip_product, out=h_pos)
-            skip = h_pos  # accumulated in place
         torch.addmm(self.conv_input.bias if skip is None else skip, self.x_patches[col], self.conv_input.matrix,
                     out=h_pos)
         torch.neg(h_pos, out=h_neg)
