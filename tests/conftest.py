@@ -9,6 +9,8 @@ import os  # noqa: E402
 
 import pytest  # noqa: E402
 
+from tests.required import skip_unless_required  # noqa: E402
+
 
 @pytest.fixture(scope="session")
 def mnist_halves_dir(tmp_path_factory):
@@ -17,7 +19,7 @@ def mnist_halves_dir(tmp_path_factory):
     from tests.idx_files import SHARED_MNIST, SHARED_MNIST_MISSING, mnist_halves
 
     if not (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").exists():
-        pytest.skip(SHARED_MNIST_MISSING)
+        skip_unless_required("shared-mnist", SHARED_MNIST_MISSING)
     return mnist_halves(tmp_path_factory.mktemp("mnist-halves"))
 
 
@@ -32,7 +34,8 @@ def real_28x28(request) -> tuple[str, str]:
         return "mnist", str(request.getfixturevalue("mnist_halves_dir"))
     if os.path.exists(f"{FASHION_DIR}/train-images-idx3-ubyte.gz"):
         return "fashion_mnist", FASHION_DIR
-    pytest.skip(f"{SHARED_MNIST_MISSING}, and Debian's dataset-fashion-mnist is not installed ({FASHION_DIR})")
+    skip_unless_required("real-28x28", f"{SHARED_MNIST_MISSING}, and Debian's dataset-fashion-mnist is not "
+                         f"installed ({FASHION_DIR})")
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ import tempfile
 import pytest
 
 from tests.study import study_state as st
+from tests.required import skip_unless_required
 from tests.study.helpers import REPO, study_cmd
 
 pytestmark = pytest.mark.slow
@@ -55,7 +56,7 @@ def _run_scenario(tmp_path, env) -> tuple[str, dict]:
             assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
             return way, {p.name: p.read_text() for p in out.iterdir() if p.is_file()}
         refusals.append(f"{way}: {(out / 'mount.err').read_text().strip()}")
-    pytest.skip("cannot mount a tmpfs here (" + "; ".join(refusals) + ")")
+    skip_unless_required("tmpfs", "cannot mount a tmpfs here (" + "; ".join(refusals) + ")")
 
 
 @pytest.mark.timeout(1600)
