@@ -16,7 +16,9 @@ al.'s setup (digits 64, MNIST 16, CIFAR-10 16):
    fp32: bf16 must agree within BF16_TOLERANCE bits/dim, compiled within COMPILE_TOLERANCE;
    a disagreement is printed as FAIL and makes the exit status 1;
 3. naive (`sampling.naive.sample`, a forward pass per pixel) and fast
-   (`sampling.fast.fast_sample`) sampling, seconds per image, and their ratio;
+   (`sampling.fast.fast_sample`) sampling, seconds per image, and their ratio; the fast sampler
+   with `cuda_graphs=True` too (its pixel steps replayed as CUDA graphs, captures included), whose
+   samples must equal the eager ones (GRAPHS_TOLERANCE; a FAIL makes the exit status 1);
 4. `python -m study.run --space paper --smoke-test --gpus-per-trial 0.5`: the smoothed
    trial and the baseline on half a GPU each, with its wall time and results table.
 
@@ -30,6 +32,7 @@ command with `--dry-run` (its flags resolve; nothing trains).
 from __future__ import annotations
 
 import argparse
+import functools
 import subprocess
 import sys
 import tempfile
@@ -50,6 +53,7 @@ from trainables.training import TrainUnit, evaluate_nll, train_epoch  # noqa: E4
 
 BF16_TOLERANCE = 0.05   # bits/dim: bf16 keeps 8 mantissa bits in the network (the likelihood runs in fp32)
 COMPILE_TOLERANCE = 1e-3  # bits/dim: the same fp32 arithmetic, reordered by the compiler
+GRAPHS_TOLERANCE = 1e-6  # graphs replay the eager steps' kernels: the same discretized samples
 MODES = ("fp32", "bf16", "compile")
 
 
@@ -130,16 +134,20 @@ def bpd_by_mode(trained: TrainUnit, cfg: CheckConfig, device: torch.device, back
 
 @torch.no_grad()
 def sampling_speed(model: PixelCNNpp, cfg: CheckConfig, device: torch.device) -> dict[str, float]:
-    """Seconds per image of the naive and the fast sampler, the same images' count and seeds."""
-    out = {}
-    for name, fn in (("naive", naive_sample), ("fast", fast_sample)):
+    """Seconds per image of the naive sampler, the fast one, and the fast one with its pixel steps
+    replayed as CUDA graphs (captures included; on a CPU they fall back to the eager steps), the
+    same images' count and seeds; and the largest difference of the graphs' samples from the fast ones."""
+    out, samples = {}, {}
+    graphs = functools.partial(fast_sample, cuda_graphs=True)
+    for name, fn in (("naive", naive_sample), ("fast", fast_sample), ("graphs", graphs)):
         fn(model, 1, cfg.shape, discretized=True, generator=torch.Generator().manual_seed(0))  # warm up
         _sync(device)
         start = time.perf_counter()
-        fn(model, cfg.samples, cfg.shape, discretized=True, generator=torch.Generator().manual_seed(0))
+        samples[name] = fn(model, cfg.samples, cfg.shape, discretized=True, generator=torch.Generator().manual_seed(0))
         _sync(device)
         out[f"{name}_s_per_img"] = (time.perf_counter() - start) / cfg.samples
     out["ratio"] = out["naive_s_per_img"] / out["fast_s_per_img"]
+    out["graphs_max_diff"] = (samples["graphs"] - samples["fast"]).abs().max().item()
     return out
 
 
@@ -189,14 +197,18 @@ def run(args) -> int:
                   f"{bpd[mode]:.4f} | {diff:+.1e} | {'yes' if ok else 'FAIL'} |")
     print(f"\ntolerances: bf16 {BF16_TOLERANCE} bits/dim, compile {COMPILE_TOLERANCE} bits/dim "
           f"({time.perf_counter() - began:.0f} s)\n")
-    print("| config | samples | naive s/img | fast s/img | naive / fast |")
-    print("| --- | --- | --- | --- | --- |")
+    print("| config | samples | naive s/img | fast s/img | fast, CUDA graphs s/img | naive / fast | graphs agree |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for cname, unit in trained.items():
         cfg = configs[cname]
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         s = sampling_speed(unit.model, cfg, device)
-        print(f"| {cname} | {cfg.samples} | {s['naive_s_per_img']:.4g} | {s['fast_s_per_img']:.4g} | {s['ratio']:.1f} |")
+        agrees = s["graphs_max_diff"] <= GRAPHS_TOLERANCE
+        failures += not agrees
+        print(f"| {cname} | {cfg.samples} | {s['naive_s_per_img']:.4g} | {s['fast_s_per_img']:.4g} | "
+              f"{s['graphs_s_per_img']:.4g} | {s['ratio']:.1f} | "
+              f"{'yes' if agrees else 'FAIL'} (max diff {s['graphs_max_diff']:.1e}) |")
     print(f"\n({time.perf_counter() - began:.0f} s so far)\n")
     if not args.skip_study:
         study = study_check(args.smoke)

@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1, the fastest for the "
                    "sampler's small per-pixel ops; 0: torch's default, and the sampler's own choice, 1)")
+    p.add_argument("--cuda-graphs", action="store_true", help="replay the fast sampler's pixel steps as CUDA graphs "
+                   "(on a CUDA device; not yet measured on a GPU, see benchmarks/gpu_check.py; on a CPU it changes nothing)")
     p.add_argument("--out", help="output folder (default: <storage-path>/<study>/samples/<trial>-<sampler>, "
                    "or ./samples/<study>/... when the study folder is not local)")
     p.add_argument("--metrics", action="store_true", help="score the images: distance and IS against the test split")
@@ -124,9 +126,11 @@ def sample(args, log=print) -> dict[str, Any]:
     log(f"{run.info.run_name} (trial {run.data.tags.get(TRIAL_ID_TAG)}, {source.objective}="
         f"{run.data.metrics.get(source.objective, float('nan')):.4g}) from {origin}")
     log(f"drawing {args.n} images, {sampler}, batches of {batch} on {device}")
+    if args.cuda_graphs and device.type != "cuda":
+        log(f"--cuda-graphs: {device} is not a CUDA device; the pixel steps run eagerly")
     start = time.perf_counter()
     images = generate.draw(models, args.n, sampler, seed=args.seed, batch_size=batch, progress=ProgressBar(args.n),
-                           threads=args.threads or None)
+                           threads=args.threads or None, cuda_graphs=args.cuda_graphs)
     seconds = time.perf_counter() - start
     return _write(args, source, run, models, images, out,
                   {"sampler": sampler, "batch_size": batch, "device": str(device), "seconds": seconds,

@@ -173,9 +173,11 @@ def auto_batch_size(models: TrialModels, n: int, device: torch.device) -> int:
 
 
 def draw(models: TrialModels, n: int, sampler: str, *, seed: int = 0, batch_size: int,
-         progress: Optional[Callable[[float], None]] = None, threads: Optional[int] = None) -> torch.Tensor:
+         progress: Optional[Callable[[float], None]] = None, threads: Optional[int] = None,
+         cuda_graphs: bool = False) -> torch.Tensor:
     """n images (N, C, H, W) in [-1, 1] on the CPU, in batches of `batch_size`; the autoregressive
-    sampling on `threads` CPU threads (None: the fast sampler's choice, sampling/fast.py CPU_THREADS).
+    sampling on `threads` CPU threads (None: the fast sampler's choice, sampling/fast.py CPU_THREADS),
+    its pixel steps replayed as CUDA graphs with cuda_graphs on a CUDA device (fast_sample).
 
     One CPU generator seeded with `seed` feeds the batches in turn: the same (seed,
     batch_size) give the same images on any device. progress(k) is called as rows are
@@ -192,13 +194,14 @@ def draw(models: TrialModels, n: int, sampler: str, *, seed: int = 0, batch_size
         b = min(batch_size, n - start)
         log = None if progress is None else (lambda message, b=b: progress(b / ticks))
         if sampler == "direct":
-            x = fast_sample(nets["baseline"], b, shape, discretized=True, generator=generator, log=log, threads=threads)
+            x = fast_sample(nets["baseline"], b, shape, discretized=True, generator=generator, log=log, threads=threads,
+                            cuda_graphs=cuda_graphs)
         else:
             x_noisy = fast_sample(nets["smoothed"], b, shape, discretized=False, generator=generator, log=log,
-                                  threads=threads)
+                                  threads=threads, cuda_graphs=cuda_graphs)
             if sampler == "two-step":
                 x = fast_sample(nets["denoiser"], b, shape, discretized=True, x_noisy=x_noisy, generator=generator,
-                                log=log, threads=threads)
+                                log=log, threads=threads, cuda_graphs=cuda_graphs)
             else:
                 x = gradient_denoise(nets["smoothed"], x_noisy, models.config["noise_std"],
                                      mode=models.config["gradient_mode"])

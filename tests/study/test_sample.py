@@ -97,6 +97,17 @@ def test_from_mlflow_alone_the_same_images(study, capsys, tmp_path):
     assert np.array_equal(local, remote)
 
 
+def test_cuda_graphs_on_a_cpu_say_so_and_draw_the_same_images(study, capsys, tmp_path):
+    common = ("--study", NAME, "--storage-path", str(study["storage"]), "--n", "4", "--batch-size", "4",
+              "--device", "cpu")
+    assert run(capsys, *common, "--out", str(tmp_path / "eager"))[0] == 0
+    code, out, _ = run(capsys, *common, "--cuda-graphs", "--out", str(tmp_path / "graphs"))
+    assert code == 0, out
+    assert "--cuda-graphs: cpu is not a CUDA device; the pixel steps run eagerly" in out
+    eager, graphs = (np.load(tmp_path / d / "samples.npz")["images"] for d in ("eager", "graphs"))
+    assert np.array_equal(eager, graphs)
+
+
 @pytest.mark.parametrize("which", ["base", "baseline base", "run_id"])
 def test_trial_by_id_name_or_run_id(study, capsys, tmp_path, which):
     wanted = study["runs"]["base"] if which == "run_id" else which

@@ -50,6 +50,13 @@ The schedule, with the receptive fields read off the layers (layers.py):
   when row i starts, each block of level s with 2^s dividing i gets its pre-gate term
   for row i/2^s (`FastGatedResnet.set_cond_row`), read by that row's u and ul steps.
 
+The loop: per row, the u stream and the row's terms eagerly (`_CachedTrunk.u_row`, which also
+slides every band to the row, `start_row`), then one pixel step per column (ul_pixel, the
+draw, the writes of the drawn value). The steps read and write only memory allocated once,
+at the same places from row to row, so that on a GPU each distinct step can be captured once
+in a CUDA graph and replayed (`cuda_graphs=True`, pixel_steps.py; audited on the CPU by the
+tests).
+
 Cost: per pixel one matmul per conv at level 0 (and at levels 1, 2 on 1/4 and 1/16 of
 the pixels) plus the draw, instead of a full forward pass. Memory: every cached map
 (two per gated resnet) keeps only the band of rows its readers need, two rows (the
@@ -68,6 +75,7 @@ from torch.nn.utils import parametrize
 
 from trainables.sampling.fast_ops import ActivationMap, FastGatedResnet, ShiftedConv, concat_elu_last
 from trainables.sampling.pixel_draw import PixelDraw
+from trainables.sampling.pixel_steps import PixelSteps
 from trainables.layers import DownRightShiftedDeconv2d, DownShiftedDeconv2d
 from trainables.likelihoods import Uniforms, draw_uniforms
 from trainables.pixelcnnpp import PixelCNNpp
@@ -164,10 +172,15 @@ class _CachedTrunk:
 
         self.head_matrix = model.head.conv.weight.detach()[:, :, 0, 0].t()  # head(elu(ul)): (F, P)
         self.head_bias = model.head.conv.bias.detach()
-        # Per-row u-stream terms of the ul NINs, by level and block, then column: (N, F) each.
-        self.ul_up_terms: list[list[tuple]] = [[] for _ in range(self.levels)]
-        self.ul_down_terms: list[list[tuple]] = [[] for _ in range(self.levels)]
-        self.ul_init_up_row: Optional[Tensor] = None  # (N, W, F)
+        # Every tensor a pixel step reads keeps its place from row to row (pixel_steps.py): the
+        # per-row terms are written into buffers made once (ul_init_up's row here, the ul NINs'
+        # u-stream terms in each ul block's row_term), and the bands slide before a row's steps.
+        self.ul_init_up_row = like.new_empty(like.shape[0], width, f)  # (N, W, F)
+        self.ul_init_up_cols = self.ul_init_up_row.unbind(1)
+        ul_blocks = [(b, s) for s in range(self.levels) for b in self.up_ul[s] + self.down_ul[s]]
+        # The maps a pixel step reads or writes, with the level their rows are counted at.
+        self.step_maps = ([(self.x_map, 0)] + [(m, s) for b, s in ul_blocks for m in (b.x_map, b.h_map)]
+                          + [(m, s) for s, m in enumerate(self.ul_up_last)] + [(m, s) for s, m in enumerate(self.ul_upsized)])
 
     def maps(self) -> list[ActivationMap]:
         """Every cache, for accounting."""
@@ -175,8 +188,28 @@ class _CachedTrunk:
         extra = self.u_up_last + self.ul_up_last + self.u_upsized + self.ul_upsized
         return [self.x_map] + [m for b in blocks for m in (b.x_map, b.h_map)] + extra
 
+    def start_row(self, i: int) -> None:
+        """Slide the bands the pixel steps of level-0 row i write to, so that none slides inside a step."""
+        self.x_map.start_row(i)
+        for s in range(self.levels):
+            if i % (1 << s):
+                continue
+            r = i >> s
+            for blk in self.up_ul[s] + self.down_ul[s]:
+                blk.start_row(r)
+            if s < self.levels - 1:
+                self.ul_up_last[s].start_row(r)
+            if s > 0:
+                self.ul_upsized[s - 1].start_row(2 * r + 1)  # the upsampling writes rows 2r and 2r + 1
+
+    def step_key(self, i: int) -> tuple:
+        """What fixes the places a pixel step of row i reads and writes, apart from its column:
+        which levels run (i mod 2^(levels-1)) and where each band holds its current row."""
+        return (i % (1 << (self.levels - 1)),) + tuple((i >> s) - m.first for m, s in self.step_maps)
+
     def u_row(self, i: int) -> None:
-        """The u stream for level-0 row i (and level-s row i/2^s when 2^s divides i)."""
+        """The u stream for level-0 row i (and level-s row i/2^s when 2^s divides i), then the
+        row's start for the pixel steps (start_row)."""
         levels = [s for s in range(self.levels) if i % (1 << s) == 0]
         if self.cond is not None:
             for s in levels:
@@ -187,17 +220,16 @@ class _CachedTrunk:
             r, w = i >> s, self.widths[s]
             if s == 0:
                 x = self.u_init(self.x_map, r, 0, w)  # (N, W, F)
-                self.ul_init_up_row = self.ul_init_up(self.x_map, r, 0, w)
+                self.ul_init_up_row.copy_(self.ul_init_up(self.x_map, r, 0, w))
             else:
                 x = self.downsize_u[s - 1](self.u_up_last[s - 1], r, 0, w)
             elu_x = concat_elu_last(x)  # each u value's concat_elu once: its block's input and the skips read it
             skips[s] = [(x, elu_x)]
-            self.ul_up_terms[s] = []
             for blk, ul_blk in zip(self.up_u[s], self.up_ul[s]):
                 x = blk(x, r, 0, elu_x=elu_x)
                 elu_x = concat_elu_last(x)
                 skips[s].append((x, elu_x))
-                self.ul_up_terms[s].append(ul_blk.skip_part(0, elu_x).unbind(1))  # ul's skip input is this u
+                ul_blk.skip_part(0, elu_x, out=ul_blk.row_term)  # ul's skip input is this u
             if s < self.levels - 1:
                 self.u_up_last[s].write(r, 0, x)
         for s in reversed(levels):  # down pass
@@ -207,15 +239,15 @@ class _CachedTrunk:
             else:
                 x = self.u_upsized[s].read(r, 0, w)
                 elu_x = concat_elu_last(x)
-            self.ul_down_terms[s] = []
             for blk, ul_blk in zip(self.down_u[s], self.down_ul[s]):
                 x = blk(x, r, 0, skip=blk.skip_part(0, skips[s].pop()[1]), elu_x=elu_x)
                 elu_x = concat_elu_last(x)
-                self.ul_down_terms[s].append(ul_blk.skip_part(0, elu_x).unbind(1))  # the u half of cat(u, ul_skip)
+                ul_blk.skip_part(0, elu_x, out=ul_blk.row_term)  # the u half of cat(u, ul_skip)
             if s > 0:
                 rows = _upsample(self.upsize_u[s], x)  # (N, 2, W_{s-1}, F)
                 for a in range(rows.shape[1]):
                     self.u_upsized[s - 1].write(2 * r + a, 0, rows[:, a])
+        self.start_row(i)
 
     def ul_pixel(self, i: int, j: int) -> Tensor:
         """The ul stream at level-0 pixel (i, j) (and the level-s positions it determines, where
@@ -226,22 +258,22 @@ class _CachedTrunk:
         skips = {}
         for s, r, q in active:  # up pass
             if s == 0:
-                x = self.ul_init_up_row[:, q] + self.ul_init_left(self.x_map, r, q, 1)[:, 0]
+                x = self.ul_init_up_cols[q] + self.ul_init_left(self.x_map, r, q, 1)[:, 0]
             else:
                 x = self.downsize_ul[s - 1](self.ul_up_last[s - 1], r, q, 1)[:, 0]
             skips[s] = [x]
-            for blk, term in zip(self.up_ul[s], self.ul_up_terms[s]):
-                x = blk.pixel(x, r, q, skip=term[q])
+            for blk in self.up_ul[s]:
+                x = blk.pixel(x, r, q, skip=blk.term_cols[q])
                 skips[s].append(x)
             if s < self.levels - 1:
                 self.ul_up_last[s].write(r, q, x[:, None])
         for s, r, q in reversed(active):  # down pass
             stack, up_blocks = skips[s], self.up_ul[s]
             x = stack.pop() if s == self.levels - 1 else self.ul_upsized[s].read(r, q, 1)[:, 0]
-            for blk, term in zip(self.down_ul[s], self.ul_down_terms[s]):
+            for blk in self.down_ul[s]:
                 skip_value, k = stack.pop(), len(stack)  # the input of up block k, or the last up output
                 cached = up_blocks[k].input_slot(q) if k < len(up_blocks) else concat_elu_last(skip_value)
-                x = blk.pixel(x, r, q, skip=torch.addmm(term[q], cached, blk.skip_mats[1]))
+                x = blk.pixel(x, r, q, skip=torch.addmm(blk.term_cols[q], cached, blk.skip_mats[1]))
             if s > 0:
                 matrix, bias = self.upsize_ul_pixel[s]
                 block = torch.addmm(bias, x, matrix).view(x.shape[0], 2, 2, -1)  # (N, 2 rows, 2 columns, F)
@@ -286,6 +318,8 @@ def fast_sample(
     temperature: float = 1.0,
     log: Optional[Callable[[str], None]] = None,
     threads: Optional[int] = None,
+    cuda_graphs: bool = False,
+    audit_steps: bool = False,
 ) -> Tensor:
     """Autoregressive samples (N, C, H, W), the distribution of `sampling.sample`, fast.
 
@@ -294,6 +328,12 @@ def fast_sample(
     are unclamped. The model is in eval mode (no dropout) for the duration of the call.
     On the CPU it runs on `threads` torch threads (default CPU_THREADS), whatever the
     process's setting, which it restores afterwards.
+
+    cuda_graphs: on a CUDA device, capture each distinct pixel step once in a CUDA graph and
+    replay it (pixel_steps.py); elsewhere the steps run as without it. It has not yet run on
+    a GPU: benchmarks/gpu_check.py measures it and checks its samples against the eager steps.
+    audit_steps: check, on any device, that every pixel step could be replayed as a graph
+    (pixel_steps.PixelSteps); it raises StepAuditError where one could not. Slow: for tests.
     """
     c, h, w = shape
     factor = 1 << (len(model.up_stages) - 1)  # two stride-2 resizes: 4
@@ -316,13 +356,22 @@ def fast_sample(
             cond = model.encoder(x_noisy.to(param)) if x_noisy is not None else None  # x~ once, all levels
             trunk = _CachedTrunk(model, like, h, w, cond)
             pixels = param.new_zeros(h, w, n, c)  # pixel-major while drawing: each pixel a contiguous view
-            for i in range(h):
+            drawn_row = param.new_zeros(w, n, c)  # the row being drawn, one buffer for every row
+            drawn = drawn_row.unbind(0)
+
+            def start(i: int) -> None:
                 trunk.u_row(i)
-                row = pixels[i]
-                for j in range(w):
-                    value = draw(trunk.ul_pixel(i, j), i, j)  # (N, C) from the mixture parameters (N, P)
-                    row[j].copy_(value)
-                    trunk.x_map.write(i, j, value.view(n, 1, c))
+                draw.begin_row(i)
+
+            def step(i: int, j: int) -> None:
+                value = draw(trunk.ul_pixel(i, j), i, j)  # (N, C) from the mixture parameters (N, P)
+                drawn[j].copy_(value)
+                trunk.x_map.write(i, j, value.view(n, 1, c))
+
+            steps = PixelSteps(start, step, trunk.step_key, w, param.device, graphs=cuda_graphs, audit=audit_steps)
+            for i in range(h):
+                steps.row(i)
+                pixels[i].copy_(drawn_row)
                 if log is not None and (i + 1) % max(1, h // 4) == 0:
                     log(f"  sampled row {i + 1}/{h}")
     finally:

@@ -48,6 +48,8 @@ class ActivationMap:
     channels-last order, which conv2d reads in place (`ShiftedConv`).
     """
 
+    sliding = True  # False inside a pixel step (pixel_steps.py): its rows are started before it
+
     def __init__(self, like, height, width, channels, margins=(0, 0, 0), rows=None, fill=None, layout="columns"):
         if layout not in ("columns", "rows"):
             raise ValueError(f"layout must be 'columns' or 'rows', got {layout!r}")
@@ -86,6 +88,8 @@ class ActivationMap:
         """Physical row of absolute row `row`; with slide, first move the band down to it."""
         shift = row - (self.first + self.rows - 1)
         if shift > 0 and slide:
+            if not ActivationMap.sliding:
+                raise RuntimeError(f"row {row} would slide the band inside a pixel step; start the row before the step")
             keep = self.band_rows - shift
             if keep > 0:
                 src = self._view(("src", shift), self._at(slice(shift, None), slice(None)))
@@ -251,15 +255,16 @@ class FastGatedResnet:
         if block.nin_cond is not None:
             self.cond_matrix = block.nin_cond.conv.weight.detach()[:, :, 0, 0].t()  # (2 F_cond, 2F)
             self.cond_bias = block.nin_cond.conv.bias.detach() + self.conv_out.bias  # both biases before the gate
+            self.cond_row = like.new_empty(like.shape[0], width, two_f)  # one buffer, rewritten per row
+            self.cond_cols = self.cond_row.unbind(1)  # per column (N, 2F), for pixel()
         self.filters = self.conv_input.out_channels
         self.row_started = -1
 
     def set_cond_row(self, row: int, cond: Tensor) -> None:
         """cond (N, W, F_cond): the conditioning features of row `row`; until the next
         call, conv_out's bias at this row is replaced by bias + nin_cond(concat_elu(cond))."""
-        term = torch.addmm(self.cond_bias, _flat(concat_elu_last(cond)), self.cond_matrix)
-        self.cond_row, self.cond_row_index = term.view(cond.shape[0], cond.shape[1], -1), row
-        self.cond_cols = self.cond_row.unbind(1)  # per column (N, 2F), for pixel()
+        torch.addmm(self.cond_bias, _flat(concat_elu_last(cond)), self.cond_matrix, out=_flat(self.cond_row))
+        self.cond_row_index = row
 
     def prepare_pixels(self) -> None:
         """Set up `pixel`: per column, views of the current row's slots of both caches (where
@@ -276,6 +281,15 @@ class FastGatedResnet:
         self.h_slots, self.h_patches = views["h"], views["h_patches"]
         gated = self.x_map.data.new_empty(self.x_map.data.shape[0], 2 * self.filters)  # conv_out's output, reused
         self.gated, self.value, self.gate = gated, gated[:, : self.filters], gated[:, self.filters :]
+        # The per-row terms of conv_input's base (biases and the skip NIN's u-stream share), one buffer
+        self.row_term = gated.new_empty(gated.shape[0], self.x_map.width, self.filters)
+        self.term_cols = self.row_term.unbind(1)
+
+    def start_row(self, row: int) -> None:
+        """Slide both caches to row `row` before its first pixel (a pixel step must not slide)."""
+        self.x_map.start_row(row)
+        self.h_map.start_row(row)
+        self.row_started = row
 
     def input_slot(self, col: int) -> Tensor:
         """concat_elu of the block input at (the current row, col), once pixel() has run there: (N, 2F), a view."""
@@ -286,9 +300,7 @@ class FastGatedResnet:
         (N, F) as in __call__. The same arithmetic in about a third of the operations: h goes
         straight into its cache slot, whose concat_elu is then completed in place."""
         if row != self.row_started:
-            self.x_map.start_row(row)
-            self.h_map.start_row(row)
-            self.row_started = row
+            self.start_row(row)
         x_slot, x_pos, x_neg = self.x_slots[col]
         x_pos.copy_(x)
         torch.neg(x, out=x_neg)
@@ -309,13 +321,16 @@ class FastGatedResnet:
     def reads_right(self) -> bool:
         return self.conv_input.reads_right() or self.conv_out.reads_right()
 
-    def skip_part(self, stream: int, elu_a: Tensor, base: Optional[Tensor] = None) -> Tensor:
+    def skip_part(self, stream: int, elu_a: Tensor, base: Optional[Tensor] = None,
+                  out: Optional[Tensor] = None) -> Tensor:
         """Stream `stream`'s share of nin_skip(concat_elu(a)), given elu_a = concat_elu(a)
-        (N, n, 2F), plus base (N, n, F) (default: the biases of h). Summed over streams it is
-        the `skip` argument of __call__."""
+        (N, n, 2F), plus base (N, n, F) (default: the biases of h), into `out` (N, n, F) if given.
+        Summed over streams it is the `skip` argument of __call__."""
         start = self.skip_bias if base is None else _flat(base)
-        out = torch.addmm(start, _flat(elu_a), self.skip_mats[stream])
-        return out.view(elu_a.shape[0], elu_a.shape[1], -1)
+        if out is not None:
+            torch.addmm(start, _flat(elu_a), self.skip_mats[stream], out=_flat(out))
+            return out
+        return torch.addmm(start, _flat(elu_a), self.skip_mats[stream]).view(elu_a.shape[0], elu_a.shape[1], -1)
 
     def __call__(self, x: Tensor, row: int, col: int, skip: Optional[Tensor] = None,
                  elu_x: Optional[Tensor] = None) -> Tensor:

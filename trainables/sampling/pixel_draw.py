@@ -30,18 +30,31 @@ class PixelDraw:
         # Pixel-major copies, so that a pixel's noise is one contiguous (N, .) view.
         self.gumbel = (-torch.log(-torch.log(u_comp))).permute(2, 3, 0, 1).contiguous()  # (H, W, N, K)
         self.logit_u = (torch.log(u_value) - torch.log1p(-u_value)).permute(2, 3, 0, 1).contiguous()  # (H, W, N, C)
+        # The current row's noise, copied into buffers made once (begin_row): a draw reads the same
+        # places at every row, as a replayed CUDA graph of a pixel step must (pixel_steps.py).
+        self.gumbel_row, self.logit_u_row = self.gumbel[0].clone(), self.logit_u[0].clone()
+        self.gumbel_cols, self.logit_u_cols = self.gumbel_row.unbind(0), self.logit_u_row.unbind(0)
+        self.row = 0
+
+    def begin_row(self, i: int) -> None:
+        """Make row i's noise the current row's."""
+        self.gumbel_row.copy_(self.gumbel[i])
+        self.logit_u_row.copy_(self.logit_u[i])
+        self.row = i
 
     def __call__(self, params: Tensor, i: int, j: int) -> Tensor:
+        if i != self.row:
+            self.begin_row(i)
         n, k, c = params.shape[0], self.k, self.channels
         logits = params[:, :k] if self.temperature == 1.0 else params[:, :k] / self.temperature
-        component = torch.argmax(logits + self.gumbel[i, j], dim=1)  # (N,)
+        component = torch.argmax(logits + self.gumbel_cols[j], dim=1)  # (N,)
         rest = params[:, k:].view(n, self.rest, k)
         chosen = rest.gather(2, component.view(n, 1, 1).expand(n, self.rest, 1)).view(n, self.rest)
         means, log_scales = chosen[:, :c], chosen[:, c : 2 * c].clamp(min=LOG_SCALE_MIN)
         scale = torch.exp(log_scales)
         if self.temperature != 1.0:
             scale = scale * self.temperature
-        noise = scale * self.logit_u[i, j]  # (N, C)
+        noise = scale * self.logit_u_cols[j]  # (N, C)
         if c == 1:
             return self._finish(means + noise)
         coeffs = torch.tanh(chosen[:, 2 * c :])  # (N, 3)

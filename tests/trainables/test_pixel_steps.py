@@ -1,0 +1,125 @@
+"""The fast sampler's pixel steps can be replayed as CUDA graphs: audited on any device, replayed on a GPU.
+
+The audit (pixel_steps.PixelSteps, audit=True) records the memory every operation of a step
+touches; a step that a graph could not replay faithfully raises StepAuditError. The tests
+below show that the sampler's steps pass it where every level and the denoiser's conditioning
+run, and that each way of breaking a replay is caught.
+"""
+import pytest
+import torch
+
+from tests.trainables.test_fast_sampling import _inputs, _model
+from trainables.sampling import fast, pixel_draw
+from trainables.sampling.fast import fast_sample
+from trainables.sampling.pixel_steps import PixelSteps, StepAuditError
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _audit(model, shape, n=2, **kwargs):
+    uniforms, x_noisy = _inputs(model, n, shape)
+    return fast_sample(model, n, shape, discretized=True, x_noisy=x_noisy, uniforms=uniforms, audit_steps=True,
+                       **kwargs)
+
+
+@pytest.mark.parametrize("channels,conditional,side", [(1, False, 28), (3, True, 32)])
+def test_every_pixel_step_is_a_replay_of_the_first_of_its_key(channels, conditional, side, monkeypatch):
+    """Levels 28/14/7 (odd width at the lowest) and 32/16/8 with the denoiser's conditioning rows.
+    The audited samples are the eager ones, and far fewer steps than pixels need a graph."""
+    keys = []
+    real_init = PixelSteps.__init__
+    monkeypatch.setattr(PixelSteps, "__init__", lambda self, *a, **k: (keys.append(self), real_init(self, *a, **k))[1])
+    model = _model(channels, conditional, filters=4, mixtures=2)
+    shape = (channels, side, side)
+    audited = _audit(model, shape)
+    uniforms, x_noisy = _inputs(model, 2, shape)
+    eager = fast_sample(model, 2, shape, discretized=True, x_noisy=x_noisy, uniforms=uniforms)
+    assert torch.equal(audited, eager)
+    graphs = len(keys[0].first_runs)
+    assert side * 4 <= graphs <= side * 10, graphs  # 4 row patterns per column, more while the bands fill
+    assert graphs < side * side / 2
+
+
+def test_the_audit_catches_a_step_that_reads_the_rows_noise_in_place(monkeypatch):
+    """Reading gumbel[i, j] directly: a different place at every row, which a graph captured at the
+    first row of its key would never read."""
+    real_call = pixel_draw.PixelDraw.__call__
+
+    def in_place(self, params, i, j):
+        self.gumbel_cols = self.gumbel[i].unbind(0)
+        return real_call(self, params, i, j)
+
+    monkeypatch.setattr(pixel_draw.PixelDraw, "__call__", in_place)
+    with pytest.raises(StepAuditError, match="is not a replay of step"):
+        _audit(_model(1, False), (1, 8, 8))
+
+
+def test_the_audit_catches_a_step_that_reads_a_tensor_made_for_its_row(monkeypatch):
+    """A per-row term made afresh at each row (not written into a buffer made once)."""
+    real_u_row = fast._CachedTrunk.u_row
+
+    def fresh_terms(self, i):
+        real_u_row(self, i)
+        self.ul_init_up_cols = self.ul_init_up_row.clone().unbind(1)
+
+    monkeypatch.setattr(fast._CachedTrunk, "u_row", fresh_terms)
+    with pytest.raises(StepAuditError, match=r"pixel step \(0, 0\) .* that the start of row 0 made"):
+        _audit(_model(1, False), (1, 8, 8))
+
+
+def test_the_audit_catches_a_step_that_keeps_a_tensor_for_a_later_step(monkeypatch):
+    real_ul_pixel = fast._CachedTrunk.ul_pixel
+
+    def keeps(self, i, j):
+        params = real_ul_pixel(self, i, j)
+        kept = getattr(self, "kept", None)
+        self.kept = params * 1.0
+        return params if kept is None else params + 0.0 * kept
+
+    monkeypatch.setattr(fast._CachedTrunk, "ul_pixel", keeps)
+    with pytest.raises(StepAuditError, match=r"pixel step \(0, 0\) .* that the warm-up run of pixel step \(0, 0\) made"):
+        _audit(_model(1, False), (1, 8, 8))
+
+
+def test_the_audit_catches_a_host_sync_in_a_step(monkeypatch):
+    real_draw = pixel_draw.PixelDraw.__call__
+    monkeypatch.setattr(pixel_draw.PixelDraw, "__call__",
+                        lambda self, params, i, j: real_draw(self, params, i, j) * float(params.abs().max() >= 0))
+    with pytest.raises(StepAuditError, match="host sync"):
+        _audit(_model(1, False), (1, 8, 8))
+
+
+def test_a_band_cannot_slide_inside_a_step(monkeypatch):
+    """A row whose bands were not started before its steps fails loudly (a graph replay would
+    skip the slide, which is Python), in every mode."""
+    monkeypatch.setattr(fast._CachedTrunk, "start_row", lambda self, i: None)
+    model = _model(1, False)
+    uniforms, _ = _inputs(model, 1, (1, 8, 8))
+    with pytest.raises(RuntimeError, match="would slide the band inside a pixel step"):
+        fast_sample(model, 1, (1, 8, 8), discretized=True, uniforms=uniforms)
+
+
+def test_cuda_graphs_fall_back_to_the_eager_steps_on_a_cpu():
+    model = _model(1, False)
+    uniforms, _ = _inputs(model, 2, (1, 8, 8))
+    graphs = fast_sample(model, 2, (1, 8, 8), discretized=True, uniforms=uniforms, cuda_graphs=True)
+    assert torch.equal(graphs, fast_sample(model, 2, (1, 8, 8), discretized=True, uniforms=uniforms))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+@pytest.mark.parametrize("channels,conditional,side", [(1, False, 28), (3, True, 32)])
+def test_cuda_graph_steps_draw_the_eager_samples(channels, conditional, side):
+    model = _model(channels, conditional, filters=8, mixtures=3, dtype=torch.float32)
+    shape, n = (channels, side, side), 4
+    uniforms, x_noisy = _inputs(model, n, shape, dtype=torch.float32, seed=3)
+    model, uniforms = model.cuda(), tuple(u.cuda() for u in uniforms)
+    x_noisy = x_noisy.cuda() if conditional else None
+    eager = fast_sample(model, n, shape, discretized=True, x_noisy=x_noisy, uniforms=uniforms)
+    graphs = fast_sample(model, n, shape, discretized=True, x_noisy=x_noisy, uniforms=uniforms, cuda_graphs=True)
+    assert torch.equal(graphs, eager)
