@@ -1,9 +1,11 @@
-"""The fast sampler's pixel steps can be replayed as CUDA graphs: audited on any device, replayed on a GPU.
+"""The fast sampler's pixel steps can be replayed as CUDA graphs: audited and replayed on any device.
 
 The audit (pixel_steps.PixelSteps, audit=True) records the memory every operation of a step
-touches; a step that a graph could not replay faithfully raises StepAuditError. The tests
-below show that the sampler's steps pass it where every level and the denoiser's conditioning
-run, and that each way of breaking a replay is caught.
+touches; a step that a graph could not replay faithfully raises StepAuditError. RecordedGraph
+replays a step as a CUDA graph does, its recorded operations on the same tensors without the
+Python that issued them. The tests show that the sampler's steps pass the audit and replay to
+the eager samples bit for bit where every level and the denoiser's conditioning run, that each
+way of breaking a replay is caught, and (on a CUDA device only) that real CUDA graphs agree.
 """
 import pytest
 import torch
@@ -123,3 +125,39 @@ def test_cuda_graph_steps_draw_the_eager_samples(channels, conditional, side):
     eager = fast_sample(model, n, shape, discretized=True, x_noisy=x_noisy, uniforms=uniforms)
     graphs = fast_sample(model, n, shape, discretized=True, x_noisy=x_noisy, uniforms=uniforms, cuda_graphs=True)
     assert torch.equal(graphs, eager)
+
+
+@pytest.fixture
+def recorded_graphs(monkeypatch):
+    """cuda_graphs=True on the CPU replays RecordedGraph: the recorded operations, without the Python."""
+    monkeypatch.setattr(PixelSteps, "recorded_graphs", True)
+
+
+@pytest.mark.parametrize("channels,conditional,side,discretized", [(1, False, 28, False), (3, True, 32, True)])
+def test_steps_replayed_without_their_python_draw_the_eager_samples(recorded_graphs, channels, conditional, side,
+                                                                    discretized):
+    """The smoothed model's continuous draw at 28x28 and the RGB denoiser at 32x32, bit for bit."""
+    model = _model(channels, conditional, filters=4, mixtures=2)
+    shape = (channels, side, side)
+    uniforms, x_noisy = _inputs(model, 2, shape)
+    common = dict(discretized=discretized, x_noisy=x_noisy, uniforms=uniforms)
+    replayed = fast_sample(model, 2, shape, cuda_graphs=True, **common)
+    assert torch.equal(replayed, fast_sample(model, 2, shape, **common))
+
+
+def test_a_replay_of_a_step_that_reads_the_rows_noise_in_place_draws_other_samples(recorded_graphs, monkeypatch):
+    """What the audit catches matters: replayed, such a step draws with the first row's noise."""
+    real_call = pixel_draw.PixelDraw.__call__
+
+    def in_place(self, params, i, j):
+        self.gumbel_cols, self.logit_u_cols = self.gumbel[i].unbind(0), self.logit_u[i].unbind(0)
+        return real_call(self, params, i, j)
+
+    model = _model(1, False)
+    uniforms, _ = _inputs(model, 2, (1, 8, 8))
+    eager = fast_sample(model, 2, (1, 8, 8), discretized=False, uniforms=uniforms)
+    monkeypatch.setattr(pixel_draw.PixelDraw, "__call__", in_place)
+    assert torch.equal(fast_sample(model, 2, (1, 8, 8), discretized=False, uniforms=uniforms), eager)  # eagerly right
+    replayed = fast_sample(model, 2, (1, 8, 8), discretized=False, uniforms=uniforms, cuda_graphs=True)
+    assert not torch.equal(replayed[:, :, 4:], eager[:, :, 4:])  # rows 4.. replay the graphs of rows 0..3
+    assert torch.equal(replayed[:, :, :1], eager[:, :, :1])

@@ -26,6 +26,11 @@ read a value back into Python. The first step of each key runs twice, as the war
 capture makes it, so the samples also show that running a step twice changes nothing.
 tests/trainables/test_pixel_steps.py runs the audit at 28x28 and 32x32, finds the audited
 samples equal to the eager ones, and shows that each way of breaking a replay is caught.
+
+`RecordedGraph` does what a CUDA graph does, on any device: it records the operations a step
+runs with the very tensors they touch, and replays them without the step's Python. The tests
+replay the sampler's steps that way (`PixelSteps.recorded_graphs`) and get the eager samples
+bit for bit; only CUDA's own part (the capture API, the shared memory pool) is left to a GPU.
 """
 from __future__ import annotations
 
@@ -98,23 +103,83 @@ class _PlaceRecorder(TorchDispatchMode):
         return out
 
 
+class _OpRecorder(TorchDispatchMode):
+    """Runs operations and records those that do work (views do none) with their tensors."""
+
+    def __init__(self, ops: list):
+        super().__init__()
+        self.ops = ops
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if not func.is_view:
+            self.ops.append((func, args, kwargs, _tensors(out)))
+        return out
+
+
+class RecordedGraph:
+    """What a CUDA graph does, on any device (for tests): capture records the operations a
+    function runs, with the very tensors they read and write; replay runs those operations
+    again on those tensors, without the Python that issued them. What an operation makes is
+    written into the tensors it made at capture, as into a graph's private memory. A step
+    that replays correctly this way replays correctly as a CUDA graph, unless CUDA itself
+    differs (the capture API, its memory pool)."""
+
+    def __init__(self):
+        self.ops: list = []
+
+    def capture(self, fn: Callable[[], None]) -> None:
+        fn()  # the warm-up run, as before a CUDA capture
+        with _OpRecorder(self.ops):
+            fn()
+
+    def replay(self) -> None:
+        for func, args, kwargs, kept in self.ops:
+            for made, into in zip(_tensors(func(*args, **kwargs)), kept):
+                if made is not into:
+                    into.copy_(made)
+
+
+class _CudaGraph:
+    def __init__(self, pool, side: "torch.cuda.Stream"):
+        self.pool, self.side = pool, side
+
+    def capture(self, fn: Callable[[], None]) -> None:
+        # Once eagerly on a side stream, as capture wants (libraries set up their state outside it).
+        self.side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self.side):
+            fn()
+        torch.cuda.current_stream().wait_stream(self.side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, pool=self.pool):
+            fn()
+
+    def replay(self) -> None:
+        self.graph.replay()
+
+
 class PixelSteps:
     """Samples row by row: `row(i)` runs the row's own work (`start(i)`: the u stream, the
     row's terms, the bands' slides, the draw's noise) eagerly, then `step(i, j)` at each column:
     eagerly, replayed as CUDA graphs (graphs=True on a CUDA device), or audited (audit=True)."""
+
+    recorded_graphs = False  # tests: with graphs=True, RecordedGraph on any device instead of CUDA graphs
 
     def __init__(self, start: Callable[[int], None], step: Callable[[int, int], None],
                  key: Callable[[int], tuple], width: int, device: torch.device, *, graphs: bool = False,
                  audit: bool = False):
         self.start, self.step, self.key, self.width = start, step, key, width
         self.audit = audit
-        self.graphs_on = graphs and device.type == "cuda" and not audit  # elsewhere: the eager steps
+        self.graphs_on = graphs and not audit and (device.type == "cuda" or self.recorded_graphs)  # else eager
         self.graphs: dict = {}
         self.first_runs: dict = {}  # audit: key -> ((i, j), places)
         self.made_before: dict = {}
-        if self.graphs_on:
-            self.pool = torch.cuda.graph_pool_handle()
-            self.side = torch.cuda.Stream(device)
+        if self.graphs_on and self.recorded_graphs:
+            self.new_graph = RecordedGraph
+        elif self.graphs_on:
+            pool, side = torch.cuda.graph_pool_handle(), torch.cuda.Stream(device)
+            self.new_graph = lambda: _CudaGraph(pool, side)
 
     def row(self, i: int) -> None:
         if self.audit:
@@ -133,19 +198,13 @@ class PixelSteps:
                     self.step(i, j)
 
     def _replay(self, key: tuple, i: int, j: int) -> None:
+        """Step (i, j) as the graph of its key, captured at the first step of the key. Capture
+        runs the step before (the warm-up) and the replay after it: running a step again gives
+        what running it once does, as it rewrites every value it writes before it reads it."""
         graph = self.graphs.get(key)
         if graph is None:
-            # Once eagerly on a side stream, as capture wants (libraries set up their state outside
-            # it). Running a step twice gives what running it once does: it rewrites every value it
-            # writes before it reads it, and no step reads what a later step of its row writes.
-            self.side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(self.side):
-                self.step(i, j)
-            torch.cuda.current_stream().wait_stream(self.side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self.pool):
-                self.step(i, j)
-            self.graphs[key] = graph
+            graph = self.graphs[key] = self.new_graph()
+            graph.capture(lambda: self.step(i, j))
         graph.replay()
 
     def _audited(self, key: tuple, i: int, j: int) -> None:
