@@ -10,18 +10,10 @@ way of breaking a replay is caught, and (on a CUDA device only) that real CUDA g
 import pytest
 import torch
 
-from tests.trainables.test_fast_sampling import _inputs, _model
+from tests.trainables.test_fast_sampling import _inputs, _model, one_thread  # noqa: F401 (an autouse fixture)
 from trainables.sampling import fast, pixel_draw
 from trainables.sampling.fast import fast_sample
 from trainables.sampling.pixel_steps import PixelSteps, StepAuditError
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _audit(model, shape, n=2, **kwargs):
