@@ -244,3 +244,16 @@ def test_sampling_loop_runs_on_its_own_thread_count_and_restores_the_process_set
     torch.set_num_threads(1)
     fast_sample(model, 1, (1, 4, 4), discretized=True, threads=2)
     assert set(seen) == {2} and torch.get_num_threads() == 1
+
+
+@pytest.mark.parametrize("channels,conditional", [(1, False), (3, True)])
+def test_every_tensor_stays_on_the_models_device(channels, conditional):
+    """A partial check of the GPU path without a GPU. On the meta device (shapes, no data),
+    element-wise operations refuse a CPU tensor among meta ones (matmuls and convs do not
+    check), so a CPU tensor made along the way fails here wherever one of them reads it."""
+    model = _model(channels, conditional, filters=4, mixtures=2, dtype=torch.float32)
+    uniforms, x_noisy = _inputs(model, 2, (channels, 8, 8), dtype=torch.float32)
+    model, uniforms = model.to("meta"), tuple(u.to("meta") for u in uniforms)
+    x_noisy = x_noisy.to("meta") if conditional else None
+    out = fast_sample(model, 2, (channels, 8, 8), discretized=True, x_noisy=x_noisy, uniforms=uniforms)
+    assert out.device.type == "meta" and out.shape == (2, channels, 8, 8)
