@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.required import skip_unless_required
 from tests.study.helpers import REPO, free_port, kill_session, run_cli, steps, study_cmd, study_runs, wait_for
 
 pytestmark = pytest.mark.slow
@@ -132,11 +133,12 @@ def render(url: str, budget_ms: int) -> str:
     return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", text)))
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install -y chromium; .ci/run does)")
 @pytest.mark.timeout(600)
 def test_the_printed_link_shows_the_trials_in_the_training_view(smoke_study, mlflow_server):
     """The link the study prints, opened in a real browser against a real server: MLflow's model-training
     view (not the GenAI overview) lists every trial run with its noise_std."""
+    if CHROMIUM is None:
+        skip_unless_required("chromium", "needs Debian's chromium (apt-get install -y chromium; .ci/run does)")
     study_dir, out = smoke_study
     path = re.search(r"then open http://127\.0\.0\.1:5000(/#/experiments/\S+?)\)", out).group(1)
     _, _, trials, _ = study_runs(study_dir, NAME)

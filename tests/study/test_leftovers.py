@@ -15,9 +15,14 @@ import time
 import pytest
 
 from study import leftovers
+from tests.required import skip_unless_required
 from tests.study.helpers import REPO
 
-pytestmark = pytest.mark.skipif(not os.path.isdir("/proc"), reason="Linux /proc")
+
+@pytest.fixture(autouse=True)
+def linux_proc():
+    if not os.path.isdir("/proc"):
+        skip_unless_required("linux-proc", "the cleanup reads Linux's /proc")
 
 
 def _sleeper(cwd, env=None):

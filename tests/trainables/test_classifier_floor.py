@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tests.idx_files import FASHION_DIR
+from tests.required import skip_unless_required
 from trainables.quality import classifiers as clf
 
 pytestmark = pytest.mark.slow
@@ -30,9 +31,9 @@ def test_mnist_classifier_reaches_its_floor_from_5000_images(mnist_halves_dir, r
 
 
 @pytest.mark.timeout(1200)
-@pytest.mark.skipif(not os.path.exists(f"{FASHION_DIR}/train-images-idx3-ubyte.gz"),
-                    reason=f"Debian's dataset-fashion-mnist is not installed ({FASHION_DIR})")
 def test_fashion_classifier_reaches_its_floor_on_the_full_split(real_data_cache_dir):
+    if not os.path.exists(f"{FASHION_DIR}/train-images-idx3-ubyte.gz"):
+        skip_unless_required("fashion-mnist", f"Debian's dataset-fashion-mnist is not installed ({FASHION_DIR})")
     trained = clf.load_classifier("fashion_mnist", data_dir=FASHION_DIR, cache_dir=real_data_cache_dir,
                                   log=lambda line: None)  # raises ClassifierAccuracyError below the floor
     payload = torch.load(trained.path, weights_only=True)

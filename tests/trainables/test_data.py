@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from tests.idx_files import SHARED_MNIST, idx_bytes, write_idx, write_split
+from tests.required import skip_unless_required
 from trainables.data import DataFileError, add_noise, epoch_batches, epoch_generator, load_dataset, subset_indices
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
@@ -31,8 +32,9 @@ def test_digits_splits_are_disjoint_deterministic_and_scaled():
     torch.testing.assert_close(load_dataset("digits", "test"), test)
 
 
-@pytest.mark.skipif(not SHARED_MNIST.exists(), reason="the shared MNIST test split is not beside the checkout")
 def test_mnist_test_split_from_idx_files():
+    if not SHARED_MNIST.exists():
+        skip_unless_required("shared-mnist", "the shared MNIST test split is not beside the checkout")
     sums = dict(line.split()[::-1] for line in (SHARED_MNIST / "SHA256SUMS").read_text().splitlines() if line)
     for name, digest in sums.items():
         assert hashlib.sha256((SHARED_MNIST / name.lstrip("*")).read_bytes()).hexdigest() == digest
@@ -157,9 +159,10 @@ def test_debian_layout_four_idx_files_in_the_data_dir(tmp_path, suffix):
     assert torch.equal(y, torch.from_numpy(labels.astype(np.int64)))
 
 
-@pytest.mark.skipif(not DEBIAN_FASHION_MNIST.exists(),
-                    reason=f"Debian's dataset-fashion-mnist is not installed ({DEBIAN_FASHION_MNIST} absent)")
 def test_debian_fashion_mnist_package_reads_as_it_is():
+    if not DEBIAN_FASHION_MNIST.exists():
+        skip_unless_required("fashion-mnist", f"Debian's dataset-fashion-mnist is not installed "
+                             f"({DEBIAN_FASHION_MNIST} absent)")
     test_x, test_y = load_dataset("fashion_mnist", "test", data_dir=str(DEBIAN_FASHION_MNIST), with_labels=True)
     train_x = load_dataset("fashion_mnist", "train", data_dir=str(DEBIAN_FASHION_MNIST))
     assert test_x.shape == (10000, 1, 28, 28) and train_x.shape == (60000, 1, 28, 28)

@@ -10,6 +10,7 @@ way of breaking a replay is caught, and (on a CUDA device only) that real CUDA g
 import pytest
 import torch
 
+from tests.required import skip_unless_required
 from tests.trainables.test_fast_sampling import _inputs, _model, one_thread  # noqa: F401 (an autouse fixture)
 from trainables.sampling import fast, pixel_draw
 from trainables.sampling.fast import fast_sample
@@ -106,9 +107,10 @@ def test_cuda_graphs_fall_back_to_the_eager_steps_on_a_cpu():
     assert torch.equal(graphs, fast_sample(model, 2, (1, 8, 8), discretized=True, uniforms=uniforms))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
 @pytest.mark.parametrize("channels,conditional,side", [(1, False, 28), (3, True, 32)])
 def test_cuda_graph_steps_draw_the_eager_samples(channels, conditional, side):
+    if not torch.cuda.is_available():
+        skip_unless_required("cuda", "CUDA graphs need a CUDA device")
     model = _model(channels, conditional, filters=8, mixtures=3, dtype=torch.float32)
     shape, n = (channels, side, side), 4
     uniforms, x_noisy = _inputs(model, n, shape, dtype=torch.float32, seed=3)
