@@ -28,7 +28,7 @@ from torch.nn.utils import parametrize
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainables.sampling.fast import fast_sample  # noqa: E402
+from trainables.sampling.fast import fast_sample, pixel_steps_in_use  # noqa: E402
 from trainables.likelihoods import discretized_mol_log_prob, draw_uniforms, sample_discretized_mol  # noqa: E402
 from trainables.losses import DiscretizedNLL  # noqa: E402
 from trainables.pixelcnnpp import PixelCNNpp  # noqa: E402
@@ -136,18 +136,25 @@ def bench_sampling(cfg: BenchConfig, quick: bool, rounds: int = 3) -> dict:
     g = torch.Generator().manual_seed(1)
     fast_sample(model, cfg.batch, (c, 4, 4), discretized=True, generator=g)  # warm up
     pixels = 4 if quick else w
-    fast_rounds, naive_rounds = [], []
+    fast_rounds, torch_rounds, naive_rounds = [], [], []
+    steps = pixel_steps_in_use(torch.device("cpu"), torch.float32)  # builds the native library before timing
     for _ in range(1 if quick else rounds):
         start = time.perf_counter()
         fast_sample(model, cfg.batch, cfg.shape, discretized=True, generator=g)
         fast_rounds.append((time.perf_counter() - start) / cfg.batch)
+        start = time.perf_counter()
+        fast_sample(model, cfg.batch, cfg.shape, discretized=True, generator=g, native=False)
+        torch_rounds.append((time.perf_counter() - start) / cfg.batch)
         naive_rounds.append(naive_pixel_seconds(model, cfg, pixels) * h * w / cfg.batch)
     fast = min(fast_rounds)
     out = {
         "fast_s_per_image": fast,
+        "fast_pixel_steps": steps,
+        "fast_torch_steps_s_per_image": min(torch_rounds),
         "naive_s_per_image_extrapolated": min(naive_rounds),
         "naive_pixels_timed": pixels,
-        "rounds": {"fast_s_per_image": fast_rounds, "naive_s_per_image_extrapolated": naive_rounds},
+        "rounds": {"fast_s_per_image": fast_rounds, "fast_torch_steps_s_per_image": torch_rounds,
+                   "naive_s_per_image_extrapolated": naive_rounds},
     }
     if cfg.full_naive and not quick:
         start = time.perf_counter()
@@ -190,7 +197,11 @@ def main(argv=None) -> dict:
             f"fast {s['fast_s_per_image']:.4f}, fast/naive speedup {s['speedup']:.1f}x",
             flush=True,
         )
+        print(f"  fast pixel steps: {s['fast_pixel_steps']}; on torch operations instead: "
+              f"{s['fast_torch_steps_s_per_image']:.4f} s/image ({s['naive_s_per_image'] / s['fast_torch_steps_s_per_image']:.0f}x)",
+              flush=True)
         print("  per round: fast " + ", ".join(f"{t:.4f}" for t in s["rounds"]["fast_s_per_image"])
+              + " | fast on torch operations " + ", ".join(f"{t:.4f}" for t in s["rounds"]["fast_torch_steps_s_per_image"])
               + " | naive " + ", ".join(f"{t:.2f}" for t in s["rounds"]["naive_s_per_image_extrapolated"]), flush=True)
         if "naive_s_per_image_full" in s:
             print(f"  (naive extrapolated from {s['naive_pixels_timed']} pixels: {s['naive_s_per_image_extrapolated']:.3f})")

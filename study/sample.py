@@ -100,6 +100,7 @@ class ProgressBar:
 def sample(args, log=print) -> dict[str, Any]:
     """Everything after parsing; StudyError for bad input, raised before anything is written."""
     from trainables import generate
+    from trainables.sampling.fast import pixel_steps_in_use
 
     if args.n < 1:
         raise StudyError(f"--n must be >= 1, got {args.n}")
@@ -128,13 +129,16 @@ def sample(args, log=print) -> dict[str, Any]:
     log(f"drawing {args.n} images, {sampler}, batches of {batch} on {device}")
     if args.cuda_graphs and device.type != "cuda":
         log(f"--cuda-graphs: {device} is not a CUDA device; the pixel steps run eagerly")
+    dtype = next(next(iter(models.networks.values())).parameters()).dtype
+    steps = pixel_steps_in_use(device, dtype, args.cuda_graphs)
+    log(f"pixel steps: {steps}")
     start = time.perf_counter()
     images = generate.draw(models, args.n, sampler, seed=args.seed, batch_size=batch, progress=ProgressBar(args.n),
                            threads=args.threads or None, cuda_graphs=args.cuda_graphs)
     seconds = time.perf_counter() - start
     return _write(args, source, run, models, images, out,
-                  {"sampler": sampler, "batch_size": batch, "device": str(device), "seconds": seconds,
-                   "checkpoint": origin}, log)
+                  {"sampler": sampler, "batch_size": batch, "device": str(device), "pixel_steps": steps,
+                   "seconds": seconds, "checkpoint": origin}, log)
 
 
 def _write(args, source, run, models, images, out: Path, info: dict, log) -> dict[str, Any]:

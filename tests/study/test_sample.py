@@ -16,6 +16,7 @@ from study.sample import main
 from tests.study.test_bad_inputs import snapshot
 from tests.trainables.test_experiment import _cfg
 from trainables.experiment import Experiment
+from trainables.sampling.fast import pixel_steps_in_use
 
 NAME = "fake"
 OBJECTIVE = "fd_digits_cnn"
@@ -80,6 +81,8 @@ def test_best_completed_trial_by_default(study, capsys, tmp_path):
     doc = json.loads((tmp_path / "s" / "sample.json").read_text())
     assert doc["trial_id"] == "smooth" and doc["sampler"] == "two-step" and doc["batch_size"] == 4
     assert doc["checkpoint"].endswith("trial_smooth/checkpoint_000000"), "best kept checkpoint, not the latest"
+    steps = pixel_steps_in_use(torch.device("cpu"), torch.float32)  # native, where a C++ compiler is
+    assert doc["pixel_steps"] == steps and f"pixel steps: {steps}" in out
     images = np.load(tmp_path / "s" / "samples.npz")["images"]
     assert images.dtype == np.uint8 and images.shape == (6, 8, 8, 1)
     assert (tmp_path / "s" / "samples.png").stat().st_size > 100

@@ -66,6 +66,7 @@ F-channel map). Effective weight-normalised weights are computed once per call.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Optional
 
 import torch
@@ -75,6 +76,8 @@ from torch.nn.utils import parametrize
 
 from trainables.sampling.fast_ops import ActivationMap, FastGatedResnet, ShiftedConv, concat_elu_last
 from trainables.sampling.pixel_draw import PixelDraw
+from trainables.sampling import native_blocks
+from trainables.sampling.native_chains import NativeChains, NativeConcatElu
 from trainables.sampling.pixel_steps import PixelSteps
 from trainables.layers import DownRightShiftedDeconv2d, DownShiftedDeconv2d
 from trainables.likelihoods import Uniforms, draw_uniforms
@@ -110,7 +113,8 @@ def _upsample(module, x: Tensor) -> Tensor:
 class _CachedTrunk:
     """The PixelCNN++ trunk and head evaluated row by row (u) and pixel by pixel (ul)."""
 
-    def __init__(self, model: PixelCNNpp, like: Tensor, height: int, width: int, cond: Optional[list] = None):
+    def __init__(self, model: PixelCNNpp, like: Tensor, height: int, width: int, cond: Optional[list] = None,
+                 native=None):
         self.levels = len(model.up_stages)
         # The denoiser's conditioning features by level, channels last: (N, H_s, W_s, F).
         self.cond = None if cond is None else [c.permute(0, 2, 3, 1) for c in cond]
@@ -181,6 +185,11 @@ class _CachedTrunk:
         # The maps a pixel step reads or writes, with the level their rows are counted at.
         self.step_maps = ([(self.x_map, 0)] + [(m, s) for b, s in ul_blocks for m in (b.x_map, b.h_map)]
                           + [(m, s) for s, m in enumerate(self.ul_up_last)] + [(m, s) for s, m in enumerate(self.ul_upsized)])
+        # native (a native_blocks library): each pass's ul blocks at a pixel as one compiled call
+        self.native = None if native is None else NativeChains(native, self.up_ul, self.down_ul, self.widths)
+        self.concat_elu = concat_elu_last if native is None else NativeConcatElu(native)  # of the u rows
+        for blk in [b for group in self.up_u + self.down_u for b in group]:
+            blk.concat_elu = self.concat_elu
 
     def maps(self) -> list[ActivationMap]:
         """Every cache, for accounting."""
@@ -223,11 +232,11 @@ class _CachedTrunk:
                 self.ul_init_up_row.copy_(self.ul_init_up(self.x_map, r, 0, w))
             else:
                 x = self.downsize_u[s - 1](self.u_up_last[s - 1], r, 0, w)
-            elu_x = concat_elu_last(x)  # each u value's concat_elu once: its block's input and the skips read it
+            elu_x = self.concat_elu(x)  # each u value's concat_elu once: its block's input and the skips read it
             skips[s] = [(x, elu_x)]
             for blk, ul_blk in zip(self.up_u[s], self.up_ul[s]):
                 x = blk(x, r, 0, elu_x=elu_x)
-                elu_x = concat_elu_last(x)
+                elu_x = self.concat_elu(x)
                 skips[s].append((x, elu_x))
                 ul_blk.skip_part(0, elu_x, out=ul_blk.row_term)  # ul's skip input is this u
             if s < self.levels - 1:
@@ -238,10 +247,10 @@ class _CachedTrunk:
                 x, elu_x = skips[s].pop()
             else:
                 x = self.u_upsized[s].read(r, 0, w)
-                elu_x = concat_elu_last(x)
+                elu_x = self.concat_elu(x)
             for blk, ul_blk in zip(self.down_u[s], self.down_ul[s]):
                 x = blk(x, r, 0, skip=blk.skip_part(0, skips[s].pop()[1]), elu_x=elu_x)
-                elu_x = concat_elu_last(x)
+                elu_x = self.concat_elu(x)
                 ul_blk.skip_part(0, elu_x, out=ul_blk.row_term)  # the u half of cat(u, ul_skip)
             if s > 0:
                 rows = _upsample(self.upsize_u[s], x)  # (N, 2, W_{s-1}, F)
@@ -252,8 +261,9 @@ class _CachedTrunk:
     def ul_pixel(self, i: int, j: int) -> Tensor:
         """The ul stream at level-0 pixel (i, j) (and the level-s positions it determines, where
         2^s divides i and j); returns the mixture parameters (N, P). One position per level:
-        the blocks run `FastGatedResnet.pixel`, and the ul skip of a down block reads the
-        concat_elu its up block already cached there."""
+        the blocks run `FastGatedResnet.pixel` (or, with `native`, each pass's blocks run as one
+        compiled call, native_chains.py), and the ul skip of a down block reads the concat_elu its
+        up block already cached there."""
         active = [(s, i >> s, j >> s) for s in range(self.levels) if not (i | j) & ((1 << s) - 1)]
         skips = {}
         for s, r, q in active:  # up pass
@@ -261,19 +271,27 @@ class _CachedTrunk:
                 x = self.ul_init_up_cols[q] + self.ul_init_left(self.x_map, r, q, 1)[:, 0]
             else:
                 x = self.downsize_ul[s - 1](self.ul_up_last[s - 1], r, q, 1)[:, 0]
-            skips[s] = [x]
-            for blk in self.up_ul[s]:
-                x = blk.pixel(x, r, q, skip=blk.term_cols[q])
-                skips[s].append(x)
+            if self.native is not None:
+                x = self.native.run(self.native.up[s][q], x)
+                skips[s] = [x]  # the last up output; the rest the down chain reads from the caches
+            else:
+                skips[s] = [x]
+                for blk in self.up_ul[s]:
+                    x = blk.pixel(x, r, q, skip=blk.term_cols[q])
+                    skips[s].append(x)
             if s < self.levels - 1:
                 self.ul_up_last[s].write(r, q, x[:, None])
         for s, r, q in reversed(active):  # down pass
-            stack, up_blocks = skips[s], self.up_ul[s]
+            stack = skips[s]
             x = stack.pop() if s == self.levels - 1 else self.ul_upsized[s].read(r, q, 1)[:, 0]
-            for blk in self.down_ul[s]:
-                skip_value, k = stack.pop(), len(stack)  # the input of up block k, or the last up output
-                cached = up_blocks[k].input_slot(q) if k < len(up_blocks) else concat_elu_last(skip_value)
-                x = blk.pixel(x, r, q, skip=torch.addmm(blk.term_cols[q], cached, blk.skip_mats[1]))
+            if self.native is not None:
+                x = self.native.run(self.native.down[s][q], x)
+            else:
+                for blk in self.down_ul[s]:
+                    skip_value, k = stack.pop(), len(stack)  # the input of up block k, or the last up output
+                    up_blocks = self.up_ul[s]
+                    cached = up_blocks[k].input_slot(q) if k < len(up_blocks) else concat_elu_last(skip_value)
+                    x = blk.pixel(x, r, q, skip=torch.addmm(blk.term_cols[q], cached, blk.skip_mats[1]))
             if s > 0:
                 matrix, bias = self.upsize_ul_pixel[s]
                 block = torch.addmm(bias, x, matrix).view(x.shape[0], 2, 2, -1)  # (N, 2 rows, 2 columns, F)
@@ -305,6 +323,42 @@ class _cpu_threads:
             torch.set_num_threads(self.saved)
 
 
+_warned_native = False
+
+
+def pixel_steps_in_use(device: torch.device, dtype: torch.dtype, cuda_graphs: bool = False) -> str:
+    """What fast_sample's pixel steps run on by default for a model on `device` in `dtype`, in words
+    (it builds the native library where it applies, so that the first batch does not wait for it)."""
+    if device.type == "cuda":
+        return "CUDA graphs" if cuda_graphs else "torch operations (CUDA)"
+    if device.type != "cpu" or dtype != torch.float32:
+        return f"torch operations (the native steps run float32 on the CPU, not {dtype} on {device.type})"
+    if native_blocks.load() is None:
+        return f"torch operations (native steps unavailable: {native_blocks.unavailable_reason()})"
+    return "native (compiled trainables/sampling/native_blocks.cpp)"
+
+
+def _native_library(native: Optional[bool], param: Tensor, audit_steps: bool):
+    """The native_blocks library if the pixel steps are to use it (see fast_sample's `native`)."""
+    global _warned_native
+    eligible = param.device.type == "cpu" and param.dtype == torch.float32 and not audit_steps
+    if native is False or (native is None and not eligible):
+        return None
+    if not eligible:
+        raise ValueError(f"native pixel steps run a float32 model on the CPU without audit_steps, "
+                         f"not {param.dtype} on {param.device}" + (" with audit_steps" if audit_steps else ""))
+    lib = native_blocks.load()
+    if lib is None:
+        reason = native_blocks.unavailable_reason()
+        if native:
+            raise RuntimeError(f"native pixel steps unavailable: {reason}")
+        if not _warned_native:
+            _warned_native = True
+            warnings.warn(f"fast_sample: native pixel steps unavailable ({reason}); sampling on torch operations, "
+                          f"about twice as slow", RuntimeWarning, stacklevel=3)
+    return lib
+
+
 @torch.no_grad()
 def fast_sample(
     model: PixelCNNpp,
@@ -320,6 +374,7 @@ def fast_sample(
     threads: Optional[int] = None,
     cuda_graphs: bool = False,
     audit_steps: bool = False,
+    native: Optional[bool] = None,
 ) -> Tensor:
     """Autoregressive samples (N, C, H, W), the distribution of `sampling.sample`, fast.
 
@@ -334,6 +389,11 @@ def fast_sample(
     a GPU: benchmarks/gpu_check.py measures it and checks its samples against the eager steps.
     audit_steps: check, on any device, that every pixel step could be replayed as a graph
     (pixel_steps.PixelSteps); it raises StepAuditError where one could not. Slow: for tests.
+    native: run each pass's ul gated resnets at a pixel as one compiled call (native_blocks.cpp,
+    built on first use with the machine's C++ compiler); only for a float32 model on the CPU.
+    None (default): where it can, else on torch operations, with a warning once per process if
+    the library cannot be built; True: required (RuntimeError if it cannot); False: never. Off
+    with audit_steps (the audit sees torch operations only) and on CUDA devices.
     """
     c, h, w = shape
     factor = 1 << (len(model.up_stages) - 1)  # two stride-2 resizes: 4
@@ -354,7 +414,7 @@ def fast_sample(
     try:
         with parametrize.cached(), _cpu_threads(cpu_threads):
             cond = model.encoder(x_noisy.to(param)) if x_noisy is not None else None  # x~ once, all levels
-            trunk = _CachedTrunk(model, like, h, w, cond)
+            trunk = _CachedTrunk(model, like, h, w, cond, native=_native_library(native, param, audit_steps))
             pixels = param.new_zeros(h, w, n, c)  # pixel-major while drawing: each pixel a contiguous view
             drawn_row = param.new_zeros(w, n, c)  # the row being drawn, one buffer for every row
             drawn = drawn_row.unbind(0)

@@ -259,6 +259,7 @@ class FastGatedResnet:
             self.cond_cols = self.cond_row.unbind(1)  # per column (N, 2F), for pixel()
         self.filters = self.conv_input.out_channels
         self.row_started = -1
+        self.concat_elu = concat_elu_last  # of the u rows; native_chains.NativeConcatElu where compiled
 
     def set_cond_row(self, row: int, cond: Tensor) -> None:
         """cond (N, W, F_cond): the conditioning features of row `row`; until the next
@@ -339,9 +340,9 @@ class FastGatedResnet:
         skip (N, n, F): the biases of h plus the skip NIN term (see skip_part), if any.
         elu_x: concat_elu(x), where the caller has it already."""
         n = x.shape[1]
-        self.x_map.write(row, col, concat_elu_last(x) if elu_x is None else elu_x)
+        self.x_map.write(row, col, self.concat_elu(x) if elu_x is None else elu_x)
         h = self.conv_input(self.x_map, row, col, n, base=skip)  # (N, n, F)
-        self.h_map.write(row, col, concat_elu_last(h))
+        self.h_map.write(row, col, self.concat_elu(h))
         base = None
         if self.cond_matrix is not None:
             assert row == self.cond_row_index, f"conditioning of row {self.cond_row_index} read at row {row}"

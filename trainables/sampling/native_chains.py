@@ -1,0 +1,115 @@
+"""The ul stream's gated resnets at a pixel as compiled chains (native_blocks.cpp), for sampling/fast.py.
+
+At level s and column q the up pass runs the level's up blocks in a row and the down pass its down
+blocks; each chain is one call that takes the chain's input and leaves every block's output in a
+buffer of its own. Everything else a block reads sits at a place that does not move from row to row
+(the caches' current-row slots and patch views, the per-row terms, the conditioning row: the same
+property that lets a CUDA graph replay a step, pixel_steps.py), so each block's pointers and strides
+are written once per column into a `native_blocks.Block` and the chain call passes only its input.
+
+The down blocks' skip input is concat_elu of the up blocks' inputs, which the up blocks' caches hold
+already (as in `_CachedTrunk.ul_pixel`), except for the first down block below the top level, whose
+skip input is the last up block's output (concat_elu'ed inside the call).
+"""
+from __future__ import annotations
+
+import ctypes
+
+import torch
+from torch import Tensor
+
+from trainables.sampling.fast_ops import FastGatedResnet
+from trainables.sampling.native_blocks import Block
+
+
+def _rows(t: Tensor, what: str) -> tuple[int, int]:
+    """(address, row stride) of a 2-D float32 view whose rows are contiguous."""
+    if t.dim() != 2 or t.dtype != torch.float32 or (t.shape[1] > 1 and t.stride(1) != 1):
+        raise ValueError(f"{what}: expected float32 rows with contiguous channels, got {tuple(t.shape)} {t.stride()}")
+    return t.data_ptr(), t.stride(0)
+
+
+class NativeChains:
+    """Per level and column, the up and down chains of the ul stream as arrays of Block."""
+
+    def __init__(self, lib: ctypes.CDLL, up_ul: list[list[FastGatedResnet]], down_ul: list[list[FastGatedResnet]],
+                 widths: list[int]):
+        self.lib, self.width = lib, lib.smoothing_vector_width()
+        self._keep: list = []  # every tensor and array a Block points into
+        self.outs: dict = {}
+        levels = len(up_ul)
+        blk0 = up_ul[0][0]
+        n, f = blk0.gated.shape[0], blk0.filters
+        self.nv_f, self.nv_g = -(-f // self.width), -(-2 * f // self.width)
+        self.scratch = blk0.gated.new_zeros(n, (self.nv_f + self.nv_g) * self.width + 2 * f)
+        self.up = [[self._chain(up_ul[s], widths[s], q, None, s == levels - 1) for q in range(widths[s])]
+                   for s in range(levels)]
+        self.down = [[self._chain(down_ul[s], widths[s], q, up_ul[s], s == levels - 1) for q in range(widths[s])]
+                     for s in range(levels)]
+
+    def _packed(self, matrix: Tensor, nv: int) -> Tensor:
+        out = matrix.new_zeros(matrix.shape[0], nv * self.width)
+        out[:, : matrix.shape[1]] = matrix
+        self._keep.append(out)
+        return out
+
+    def _out(self, blk: FastGatedResnet) -> Tensor:
+        if id(blk) not in self.outs:
+            self.outs[id(blk)] = blk.gated.new_zeros(blk.gated.shape[0], blk.filters)
+            blk.native = {"w_in": self._packed(blk.conv_input.matrix, self.nv_f),
+                          "w_out": self._packed(blk.conv_out.matrix, self.nv_g),
+                          "w_skip": self._packed(blk.skip_mats[-1], self.nv_f) if len(blk.skip_mats) > 1 else None}
+        return self.outs[id(blk)]
+
+    def _chain(self, blocks: list[FastGatedResnet], width: int, q: int, up_blocks, top: bool):
+        """(the Block array's address, its length, the last block's output) of one chain at column q."""
+        chain = (Block * len(blocks))()
+        for b, blk in enumerate(blocks):
+            d, out = chain[b], self._out(blk)
+            d.n, d.f = out.shape
+            d.x_slot, d.ld_x_slot = _rows(blk.x_slots[q][0], "x slot")
+            d.a_in, d.ld_a_in = _rows(blk.x_patches[q], "conv_input patches")
+            d.k_in = blk.x_patches[q].shape[1]
+            d.w_in = blk.native["w_in"].data_ptr()
+            d.term, d.ld_term = _rows(blk.term_cols[q], "row term")
+            d.h_slot, d.ld_h_slot = _rows(blk.h_slots[q][0], "h slot")
+            d.a_out, d.ld_a_out = _rows(blk.h_patches[q], "conv_out patches")
+            d.k_out = blk.h_patches[q].shape[1]
+            d.w_out = blk.native["w_out"].data_ptr()
+            if blk.cond_matrix is not None:
+                d.base_out, d.ld_base_out = _rows(blk.cond_cols[q], "conditioning row")
+            else:
+                d.base_out, d.ld_base_out = blk.conv_out.bias.data_ptr(), 0
+                self._keep.append(blk.conv_out.bias)
+            d.out, d.scratch = out.data_ptr(), self.scratch.data_ptr()
+            if up_blocks is not None:  # a down block: its skip NIN reads concat_elu(u) (in term) and ul's skip
+                k = len(up_blocks) - b - (1 if top else 0)  # which up block's input, as ul_pixel pops them
+                if k == len(up_blocks):
+                    d.skip_a, d.ld_skip_a, d.skip_raw = self._out(up_blocks[-1]).data_ptr(), blk.filters, 1
+                else:
+                    d.skip_a, d.ld_skip_a = _rows(up_blocks[k].input_slot(q), "skip input")
+                d.k_skip, d.w_skip = 2 * blk.filters, blk.native["w_skip"].data_ptr()
+        self._keep.append(chain)
+        return ctypes.addressof(chain), len(blocks), self._out(blocks[-1])
+
+    def run(self, chain: tuple, x: Tensor) -> Tensor:
+        """Run a chain from its input x (N, F): the last block's output, a buffer rewritten by the next call."""
+        address, count, out = chain
+        self.lib.smoothing_block_chain(address, count, x.data_ptr(), x.stride(0))
+        return out
+
+
+class NativeConcatElu:
+    """concat_elu on channels-last values (..., n, C) -> (..., n, 2C), native_blocks.cpp's vector math in
+    place of torch's elu (fast_ops.concat_elu_last): the u rows' element-wise share."""
+
+    def __init__(self, lib: ctypes.CDLL):
+        self.lib = lib
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if x.dim() != 3 or x.dtype != torch.float32 or x.stride(2) != 1:
+            raise ValueError(f"expected (N, n, C) float32 with contiguous channels, got {tuple(x.shape)} {x.stride()}")
+        out = x.new_empty(*x.shape[:2], 2 * x.shape[2])
+        self.lib.smoothing_concat_elu(x.shape[0], x.shape[1], x.shape[2], x.data_ptr(), x.stride(0), x.stride(1),
+                                      out.data_ptr(), out.stride(0), out.stride(1))
+        return out
