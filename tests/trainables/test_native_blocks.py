@@ -12,6 +12,8 @@ from trainables.likelihoods import draw_uniforms, sample_continuous_mol
 from trainables.pixelcnnpp import PixelCNNpp
 from trainables.sampling import fast, native_blocks
 from trainables.sampling.fast import fast_sample
+from trainables.sampling.fast_ops import ActivationMap, ShiftedConv
+from trainables.sampling.native_chains import NativeRowConv
 
 
 @pytest.fixture(autouse=True)
@@ -128,6 +130,34 @@ def test_native_steps_draw_what_torch_steps_and_the_naive_pass_draw(channels, co
         params = model64(native.double(), x_noisy.double()) if conditional else model64(native.double())
     redrawn = sample_continuous_mol(params, channels=channels, uniforms=tuple(u.double() for u in uniforms))
     assert (native.double() - redrawn).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("name", ["u_init", "ul_init_up", "downsize_u.0", "up_stages.0.u_stream.0.conv_input",
+                                  "up_stages.0.u_stream.0.conv_out"])
+def test_native_row_conv_equals_the_module_at_every_row(name):
+    """The u rows' convs (shifted down, stride 1 and 2, 2 to 48 input channels) read in place from a "rows"
+    band by the compiled matmul, with the bias or a base term added: the module's output to float32 rounding."""
+    lib = _library()
+    model = _model(1, False, 24, 1)
+    module = model.get_submodule(name)
+    module = getattr(module, "conv_input", module)
+    cin = module.conv.in_channels
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(3, cin, 8, 12, generator=g)
+    with torch.no_grad():
+        expected = module(x).permute(0, 2, 3, 1)  # (N, H', W', Cout)
+    conv = ShiftedConv(module)
+    conv.native = NativeRowConv(lib, conv)
+    inp = ActivationMap(x[:, :0, 0, 0], 8, 12, cin, conv.margins, layout="rows")
+    for r in range(8):
+        inp.write(r, 0, x[:, :, r].transpose(1, 2))
+    width = expected.shape[2]
+    for r in range(expected.shape[1]):
+        assert (conv(inp, r, 0, width) - expected[:, r]).abs().max() < 1e-5
+    if conv.shift_row == conv.shift_col == 0:  # a base term replaces the bias (the skip NIN's share)
+        base = torch.randn(3, width, conv.out_channels, generator=g)
+        r = expected.shape[1] - 1
+        assert (conv(inp, r, 0, width, base=base) - (expected[:, r] - conv.bias + base)).abs().max() < 1e-5
 
 
 def test_native_steps_keep_the_nan_poison():

@@ -58,7 +58,10 @@ in a CUDA graph and replayed (`cuda_graphs=True`, pixel_steps.py; audited on the
 tests).
 
 Cost: per pixel one matmul per conv at level 0 (and at levels 1, 2 on 1/4 and 1/16 of
-the pixels) plus the draw, instead of a full forward pass. Memory: every cached map
+the pixels) plus the draw, instead of a full forward pass. On the CPU in float32 the ul blocks
+of each pass run as one compiled call (native_chains.py, native_blocks.cpp): ~100 small torch
+operations per pixel cost more than their arithmetic, and MKL runs these small matmuls at
+less than half the speed the CPU allows. Memory: every cached map
 (two per gated resnet) keeps only the band of rows its readers need, two rows (the
 current one and the one above), so the caches take about 2 / H of the activations of
 one forward pass; the denoiser adds its encoder's features, kept whole (4/3 of one
@@ -77,7 +80,7 @@ from torch.nn.utils import parametrize
 from trainables.sampling.fast_ops import ActivationMap, FastGatedResnet, ShiftedConv, concat_elu_last
 from trainables.sampling.pixel_draw import PixelDraw
 from trainables.sampling import native_blocks
-from trainables.sampling.native_chains import NativeChains, NativeConcatElu
+from trainables.sampling.native_chains import NativeChains, NativeConcatElu, NativeRowConv
 from trainables.sampling.pixel_steps import PixelSteps
 from trainables.layers import DownRightShiftedDeconv2d, DownShiftedDeconv2d
 from trainables.likelihoods import Uniforms, draw_uniforms
@@ -190,6 +193,11 @@ class _CachedTrunk:
         self.concat_elu = concat_elu_last if native is None else NativeConcatElu(native)  # of the u rows
         for blk in [b for group in self.up_u + self.down_u for b in group]:
             blk.concat_elu = self.concat_elu
+        if native is not None:  # the u rows' convs (runs of outputs on "rows" maps)
+            u_blocks = [b for group in self.up_u + self.down_u for b in group]
+            for conv in [self.u_init, self.ul_init_up, *self.downsize_u,
+                         *[c for b in u_blocks for c in (b.conv_input, b.conv_out)]]:
+                conv.native = NativeRowConv(native, conv)
 
     def maps(self) -> list[ActivationMap]:
         """Every cache, for accounting."""
@@ -297,7 +305,8 @@ class _CachedTrunk:
                 block = torch.addmm(bias, x, matrix).view(x.shape[0], 2, 2, -1)  # (N, 2 rows, 2 columns, F)
                 for a in range(2):
                     self.ul_upsized[s - 1].write(2 * r + a, 2 * q, block[:, a])
-        return torch.addmm(self.head_bias, F.elu(x), self.head_matrix)
+        elu = F.elu(x) if self.native is None else self.native.elu(x)
+        return torch.addmm(self.head_bias, elu, self.head_matrix)
 
 
 # CPU threads of the sampling loop. Its operations are small (per pixel: matmuls of batch x

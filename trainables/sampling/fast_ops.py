@@ -179,6 +179,7 @@ class ShiftedConv:
         self.matrix = self.matrices["columns"]
         self.weight = weight.contiguous(memory_format=torch.channels_last)  # for conv2d on "rows" maps
         self.bias = conv.bias.detach()
+        self.native = None  # runs of outputs on "rows" maps: native_chains.NativeRowConv where compiled
 
     @property
     def margins(self) -> tuple[int, int, int]:
@@ -202,11 +203,14 @@ class ShiftedConv:
                 return inp.data.new_zeros(batch, n, self.out_channels)
         s, top, left, m = self.stride, r * self.stride - self.pad_top, (c + lead) * self.stride - self.pad_left, n - lead
         if m > 1 and inp.layout == "rows":  # a run of outputs: conv2d reads the band in place, channels last
-            window = inp.window(top, self.kh, left, (m - 1) * s + self.kw).permute(0, 3, 1, 2)  # (N, C, kh, w')
-            out = F.conv2d(window, self.weight, self.bias if base is None else None, stride=s)  # (N, Cout, 1, m)
-            out = out.permute(0, 2, 3, 1).reshape(batch, m, self.out_channels)
-            if base is not None:
-                out = out + base
+            window = inp.window(top, self.kh, left, (m - 1) * s + self.kw)  # (N, kh, w', C)
+            if self.native is not None:
+                out = self.native(window, m, base)
+            else:
+                out = F.conv2d(window.permute(0, 3, 1, 2), self.weight, self.bias if base is None else None, stride=s)
+                out = out.permute(0, 2, 3, 1).reshape(batch, m, self.out_channels)  # from (N, Cout, 1, m)
+                if base is not None:
+                    out = out + base
         else:
             start = self.bias if base is None else _flat(base)
             patches = inp.patches(top, self.kh, left, m, self.kw, s)

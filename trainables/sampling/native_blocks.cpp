@@ -71,18 +71,29 @@ static inline vf vexpm1(vf x) {
 static inline vf velu(vf x) { return x > 0.0f ? x : vexpm1(x); }
 static inline vf vsigmoid(vf x) { return 1.0f / (1.0f + vexp(-x)); }
 
-// c (m x nv*W, row stride ldc) = a (m x k, row stride lda) @ b (k x nv*W, packed)
+// c (m x nv*W, row stride ldc) = a (m x k) @ b (k x nv*W, packed). Row i of a starts at a + i * lda and is
+// read in `segs` segments of k / segs contiguous floats, segment t at + t * seg_stride: a conv's patch over
+// the rows of its window (segs = 1 and seg_stride unused for a plain matrix).
+struct Lhs {
+  const float* a;
+  long lda, segs, seglen, seg_stride;
+};
+
 template <int RR, int V>
-static inline void tile(long k, const float* a, long lda, const float* b, long ldb, float* c, long ldc) {
+static inline void tile(const Lhs& x, const float* b, long ldb, float* c, long ldc) {
   vf acc[RR][V];
   for (int r = 0; r < RR; r++)
     for (int v = 0; v < V; v++) acc[r][v] = vf{};
-  for (long q = 0; q < k; q++) {
-    vf bv[V];
-    for (int v = 0; v < V; v++) bv[v] = load(b + q * ldb + W * v);
-    for (int r = 0; r < RR; r++) {
-      vf av = splat(a[r * lda + q]);
-      for (int v = 0; v < V; v++) acc[r][v] += av * bv[v];
+  for (long t = 0; t < x.segs; t++) {
+    const float* a = x.a + t * x.seg_stride;
+    const float* bt = b + t * x.seglen * ldb;
+    for (long q = 0; q < x.seglen; q++) {
+      vf bv[V];
+      for (int v = 0; v < V; v++) bv[v] = load(bt + q * ldb + W * v);
+      for (int r = 0; r < RR; r++) {
+        vf av = splat(a[r * x.lda + q]);
+        for (int v = 0; v < V; v++) acc[r][v] += av * bv[v];
+      }
     }
   }
   for (int r = 0; r < RR; r++)
@@ -90,31 +101,40 @@ static inline void tile(long k, const float* a, long lda, const float* b, long l
 }
 
 template <int RR>
-static void tile_rows(long k, long nv, const float* a, long lda, const float* b, float* c, long ldc) {
+static void tile_rows(const Lhs& x, long nv, const float* b, float* c, long ldc) {
   const long ldb = nv * W;
   long v = 0;
-  for (; v + VMAX <= nv; v += VMAX) tile<RR, VMAX>(k, a, lda, b + W * v, ldb, c + W * v, ldc);
+  for (; v + VMAX <= nv; v += VMAX) tile<RR, VMAX>(x, b + W * v, ldb, c + W * v, ldc);
   switch (nv - v) {
-    case 1: tile<RR, 1>(k, a, lda, b + W * v, ldb, c + W * v, ldc); break;
-    case 2: tile<RR, 2>(k, a, lda, b + W * v, ldb, c + W * v, ldc); break;
+    case 1: tile<RR, 1>(x, b + W * v, ldb, c + W * v, ldc); break;
+    case 2: tile<RR, 2>(x, b + W * v, ldb, c + W * v, ldc); break;
 #if VMAX > 3
-    case 3: tile<RR, 3>(k, a, lda, b + W * v, ldb, c + W * v, ldc); break;
-    case 4: tile<RR, 4>(k, a, lda, b + W * v, ldb, c + W * v, ldc); break;
+    case 3: tile<RR, 3>(x, b + W * v, ldb, c + W * v, ldc); break;
+    case 4: tile<RR, 4>(x, b + W * v, ldb, c + W * v, ldc); break;
 #endif
     default: break;
   }
 }
 
-static void gemm(long m, long k, long nv, const float* a, long lda, const float* b, float* c) {
+static void gemm_segments(long m, Lhs x, long nv, const float* b, float* c) {
   const long ldc = nv * W;
+  const float* a0 = x.a;
   long r = 0;
-  for (; r + R <= m; r += R) tile_rows<R>(k, nv, a + r * lda, lda, b, c + r * ldc, ldc);
+  for (; r + R <= m; r += R) {
+    x.a = a0 + r * x.lda;
+    tile_rows<R>(x, nv, b, c + r * ldc, ldc);
+  }
+  x.a = a0 + r * x.lda;
   switch (m - r) {
-    case 1: tile_rows<1>(k, nv, a + r * lda, lda, b, c + r * ldc, ldc); break;
-    case 2: tile_rows<2>(k, nv, a + r * lda, lda, b, c + r * ldc, ldc); break;
-    case 3: tile_rows<3>(k, nv, a + r * lda, lda, b, c + r * ldc, ldc); break;
+    case 1: tile_rows<1>(x, nv, b, c + r * ldc, ldc); break;
+    case 2: tile_rows<2>(x, nv, b, c + r * ldc, ldc); break;
+    case 3: tile_rows<3>(x, nv, b, c + r * ldc, ldc); break;
     default: break;
   }
+}
+
+static void gemm(long m, long k, long nv, const float* a, long lda, const float* b, float* c) {
+  gemm_segments(m, Lhs{a, lda, 1, k, 0}, nv, b, c);
 }
 
 // dst[0, n) = f(src[0, n)) for a row of n floats, the tail through a padded vector
@@ -220,6 +240,25 @@ void smoothing_concat_elu(int64_t outer, int64_t inner, int64_t f, const float* 
                           float* out, int64_t os0, int64_t os1) {
   for (int64_t i = 0; i < outer; i++)
     for (int64_t j = 0; j < inner; j++) concat_elu(1, f, x + i * xs0 + j * xs1, 0, out + i * os0 + j * os1, 0);
+}
+
+// A shifted conv at a run of m outputs of one row, for every image: out (batch, m, cout), contiguous, =
+// base + the patches @ w. Image i's window starts at window + i * window_batch; output j's patch at + j * lda
+// (the conv's stride times the channels), read as `rows` rows of seglen floats (the filter's columns times
+// the channels), row t at + t * row_stride. base (i, j, c) at base + i * base_batch + j * base_ld + c (0
+// strides: one bias for all). scratch: m * nv * W floats.
+void smoothing_conv_rows(int64_t batch, int64_t m, const float* window, int64_t window_batch, int64_t lda,
+                         int64_t rows, int64_t seglen, int64_t row_stride, const float* w, int64_t nv, int64_t cout,
+                         const float* base, int64_t base_batch, int64_t base_ld, float* out, float* scratch) {
+  for (int64_t i = 0; i < batch; i++) {
+    gemm_segments(m, Lhs{window + i * window_batch, lda, rows, seglen, row_stride}, nv, w, scratch);
+    for (int64_t j = 0; j < m; j++) {
+      const float* src = scratch + j * nv * W;
+      const float* bias = base + i * base_batch + j * base_ld;
+      float* dst = out + (i * m + j) * cout;
+      for (int64_t c = 0; c < cout; c++) dst[c] = bias[c] + src[c];
+    }
+  }
 }
 
 int64_t smoothing_vector_width(void) { return W; }

@@ -110,6 +110,8 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.smoothing_gemm.restype = None
     lib.smoothing_concat_elu.argtypes = [i64, i64, i64, ptr, i64, i64, ptr, i64, i64]
     lib.smoothing_concat_elu.restype = None
+    lib.smoothing_conv_rows.argtypes = [i64, i64, ptr, i64, i64, i64, i64, i64, ptr, i64, i64, ptr, i64, i64, ptr, ptr]
+    lib.smoothing_conv_rows.restype = None
     lib.smoothing_vector_width.argtypes = []
     lib.smoothing_vector_width.restype = i64
     return lib

@@ -42,6 +42,7 @@ class NativeChains:
         n, f = blk0.gated.shape[0], blk0.filters
         self.nv_f, self.nv_g = -(-f // self.width), -(-2 * f // self.width)
         self.scratch = blk0.gated.new_zeros(n, (self.nv_f + self.nv_g) * self.width + 2 * f)
+        self.head_in = None
         self.up = [[self._chain(up_ul[s], widths[s], q, None, s == levels - 1) for q in range(widths[s])]
                    for s in range(levels)]
         self.down = [[self._chain(down_ul[s], widths[s], q, up_ul[s], s == levels - 1) for q in range(widths[s])]
@@ -92,6 +93,13 @@ class NativeChains:
         self._keep.append(chain)
         return ctypes.addressof(chain), len(blocks), self._out(blocks[-1])
 
+    def elu(self, x: Tensor) -> Tensor:
+        """elu of a contiguous (N, F) float32 tensor (the head's input), into a buffer rewritten by the next call."""
+        if self.head_in is None or self.head_in.shape != x.shape:
+            self.head_in = torch.empty_like(x)
+        self.lib.smoothing_map(2, x.data_ptr(), self.head_in.data_ptr(), x.numel())
+        return self.head_in
+
     def run(self, chain: tuple, x: Tensor) -> Tensor:
         """Run a chain from its input x (N, F): the last block's output, a buffer rewritten by the next call."""
         address, count, out = chain
@@ -112,4 +120,40 @@ class NativeConcatElu:
         out = x.new_empty(*x.shape[:2], 2 * x.shape[2])
         self.lib.smoothing_concat_elu(x.shape[0], x.shape[1], x.shape[2], x.data_ptr(), x.stride(0), x.stride(1),
                                       out.data_ptr(), out.stride(0), out.stride(1))
+        return out
+
+
+class NativeRowConv:
+    """A shifted conv (fast_ops.ShiftedConv) at a run of outputs of one row of a "rows" map: native_blocks.cpp's
+    tiled matmul reading the patches in place (each a kh-row window of the band), in place of conv2d."""
+
+    def __init__(self, lib: ctypes.CDLL, conv):
+        self.lib, self.conv = lib, conv
+        width = lib.smoothing_vector_width()
+        self.nv = -(-conv.out_channels // width)
+        matrix = conv.matrices["rows"]  # (kh * kw * Cin, Cout) in (kh, kw, Cin) order: one row of the window each
+        if matrix.dtype != torch.float32:
+            raise ValueError(f"native convs run float32, not {matrix.dtype}")
+        self.packed = matrix.new_zeros(matrix.shape[0], self.nv * width)
+        self.packed[:, : conv.out_channels] = matrix
+        self.scratch = matrix.new_empty(0)
+        self.width = width
+
+    def __call__(self, window: Tensor, m: int, base=None) -> Tensor:
+        """window (N, kh, w', C), a view of the band; base (N, m, Cout) or None (the bias): (N, m, Cout)."""
+        conv, (n, kh, _, c) = self.conv, window.shape
+        if window.stride(3) != 1 or window.stride(2) != c:
+            raise ValueError(f"the window's columns must hold contiguous channels, got strides {window.stride()}")
+        if self.scratch.numel() < m * self.nv * self.width:
+            self.scratch = self.packed.new_empty(m * self.nv * self.width)
+        out = self.packed.new_empty(n, m, conv.out_channels)
+        if base is None:
+            base, base_batch, base_ld = conv.bias, 0, 0
+        else:
+            if base.stride(2) != 1:
+                raise ValueError("base must hold contiguous channels")
+            base_batch, base_ld = base.stride(0), base.stride(1)
+        self.lib.smoothing_conv_rows(n, m, window.data_ptr(), window.stride(0), conv.stride * c, kh, conv.kw * c,
+                                     window.stride(1), self.packed.data_ptr(), self.nv, conv.out_channels,
+                                     base.data_ptr(), base_batch, base_ld, out.data_ptr(), self.scratch.data_ptr())
         return out
