@@ -80,7 +80,7 @@ from torch.nn.utils import parametrize
 from trainables.sampling.fast_ops import ActivationMap, FastGatedResnet, ShiftedConv, concat_elu_last
 from trainables.sampling.pixel_draw import PixelDraw
 from trainables.sampling import native_blocks
-from trainables.sampling.native_chains import NativeChains, NativeConcatElu, NativeRowConv
+from trainables.sampling.native_chains import NativeChains, NativeConcatElu, NativeRowBlock, NativeRowConv, NativeSkip
 from trainables.sampling.pixel_steps import PixelSteps
 from trainables.layers import DownRightShiftedDeconv2d, DownShiftedDeconv2d
 from trainables.likelihoods import Uniforms, draw_uniforms
@@ -198,6 +198,10 @@ class _CachedTrunk:
             for conv in [self.u_init, self.ul_init_up, *self.downsize_u,
                          *[c for b in u_blocks for c in (b.conv_input, b.conv_out)]]:
                 conv.native = NativeRowConv(native, conv)
+            for blk in u_blocks:  # and each u block's whole row as one call
+                blk.native_row = NativeRowBlock(native, blk)
+            for blk in [b for group in self.down_u + self.up_ul + self.down_ul for b in group]:  # the skip NINs' rows
+                blk.native_skip = NativeSkip(native, blk)
 
     def maps(self) -> list[ActivationMap]:
         """Every cache, for accounting."""

@@ -264,6 +264,8 @@ class FastGatedResnet:
         self.filters = self.conv_input.out_channels
         self.row_started = -1
         self.concat_elu = concat_elu_last  # of the u rows; native_chains.NativeConcatElu where compiled
+        self.native_row = None  # whole rows as one compiled call: native_chains.NativeRowBlock
+        self.native_skip = None  # skip_part by the compiled matmul: native_chains.NativeSkip
 
     def set_cond_row(self, row: int, cond: Tensor) -> None:
         """cond (N, W, F_cond): the conditioning features of row `row`; until the next
@@ -331,6 +333,8 @@ class FastGatedResnet:
         """Stream `stream`'s share of nin_skip(concat_elu(a)), given elu_a = concat_elu(a)
         (N, n, 2F), plus base (N, n, F) (default: the biases of h), into `out` (N, n, F) if given.
         Summed over streams it is the `skip` argument of __call__."""
+        if self.native_skip is not None:
+            return self.native_skip(stream, elu_a, base, out)
         start = self.skip_bias if base is None else _flat(base)
         if out is not None:
             torch.addmm(start, _flat(elu_a), self.skip_mats[stream], out=_flat(out))
@@ -344,12 +348,15 @@ class FastGatedResnet:
         skip (N, n, F): the biases of h plus the skip NIN term (see skip_part), if any.
         elu_x: concat_elu(x), where the caller has it already."""
         n = x.shape[1]
+        if self.cond_matrix is not None:
+            assert row == self.cond_row_index, f"conditioning of row {self.cond_row_index} read at row {row}"
+        if self.native_row is not None and col == 0 and n == self.x_map.width:
+            return self.native_row(x, row, self.concat_elu(x) if elu_x is None else elu_x, skip)
         self.x_map.write(row, col, self.concat_elu(x) if elu_x is None else elu_x)
         h = self.conv_input(self.x_map, row, col, n, base=skip)  # (N, n, F)
         self.h_map.write(row, col, self.concat_elu(h))
         base = None
         if self.cond_matrix is not None:
-            assert row == self.cond_row_index, f"conditioning of row {self.cond_row_index} read at row {row}"
             base = self.cond_row[:, col : col + n]  # (N, n, 2F)
         value, gate = self.conv_out(self.h_map, row, col, n, base=base).chunk(2, dim=-1)
         return torch.addcmul(x, value, torch.sigmoid(gate))

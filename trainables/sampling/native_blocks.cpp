@@ -142,7 +142,9 @@ template <class Op>
 static inline void map_row(const float* src, float* dst, long n, Op op) {
   long i = 0;
   for (; i + W <= n; i += W) store(dst + i, op(load(src + i)));
-  if (i < n) {
+  if (i < n && n >= W && src != dst) {  // the tail as the last whole vector, recomputing a few values
+    store(dst + n - W, op(load(src + n - W)));
+  } else if (i < n) {
     float in[W] = {}, out[W];
     std::memcpy(in, src + i, (n - i) * 4);
     store(out, op(load(in)));
@@ -240,6 +242,51 @@ void smoothing_concat_elu(int64_t outer, int64_t inner, int64_t f, const float* 
                           float* out, int64_t os0, int64_t os1) {
   for (int64_t i = 0; i < outer; i++)
     for (int64_t j = 0; j < inner; j++) concat_elu(1, f, x + i * xs0 + j * xs1, 0, out + i * os0 + j * os1, 0);
+}
+
+// One u-stream gated resnet over a whole row (fast_ops.FastGatedResnet.__call__ at column 0): the caches'
+// current rows and their conv windows (the row above and this one, from the left margin) do not move.
+struct RowBlock {
+  int64_t n, m, f;                           // batch, row width, filters
+  float* x_row; int64_t x_row_batch;         // x_map's current row at column 0: (n, m, 2f), positions 2f apart
+  const float* x_win; int64_t x_win_batch, x_win_row, kh_in, kw_in;  // conv_input's window
+  const float* w_in;                         // (kh_in * kw_in * 2f, nv_f * W) packed
+  const float* bias_in;                      // (f): h's biases where no skip term is given
+  float* h_row; int64_t h_row_batch;
+  const float* h_win; int64_t h_win_batch, h_win_row, kh_out, kw_out;
+  const float* w_out;                        // (kh_out * kw_out * 2f, nv_g * W) packed
+  const float* base_out; int64_t base_out_batch, base_out_ld;  // (n, m, 2f) conditioning row, or a bias (0, 0)
+  float* scratch;                            // m * (nv_f + nv_g) * W floats
+};
+
+// out (n, m, f), contiguous = the block's output for input x (strides xs0, xs1), given elu_x = concat_elu(x)
+// (strides es0, es1) and the skip term (n, m, f) (strides ss0, ss1; null: bias_in).
+void smoothing_row_block(const RowBlock* d, const float* x, int64_t xs0, int64_t xs1, const float* elu_x,
+                         int64_t es0, int64_t es1, const float* skip, int64_t ss0, int64_t ss1, float* out) {
+  const long n = d->n, m = d->m, f = d->f, nv_f = (f + W - 1) / W, nv_g = (2 * f + W - 1) / W;
+  float* h = d->scratch;
+  float* g = h + m * nv_f * W;
+  for (long i = 0; i < n; i++) {
+    float* x_row = d->x_row + i * d->x_row_batch;
+    for (long j = 0; j < m; j++) std::memcpy(x_row + j * 2 * f, elu_x + i * es0 + j * es1, 2 * f * sizeof(float));
+    gemm_segments(m, Lhs{d->x_win + i * d->x_win_batch, 2 * f, d->kh_in, d->kw_in * 2 * f, d->x_win_row}, nv_f, d->w_in, h);
+    for (long j = 0; j < m; j++) {
+      float* hj = h + j * nv_f * W;
+      const float* base = skip ? skip + i * ss0 + j * ss1 : d->bias_in;
+      for (long c = 0; c < f; c++) hj[c] = base[c] + hj[c];
+    }
+    concat_elu(m, f, h, nv_f * W, d->h_row + i * d->h_row_batch, 2 * f);
+    gemm_segments(m, Lhs{d->h_win + i * d->h_win_batch, 2 * f, d->kh_out, d->kw_out * 2 * f, d->h_win_row}, nv_g, d->w_out, g);
+    for (long j = 0; j < m; j++) {
+      float* gj = g + j * nv_g * W;
+      const float* base = d->base_out + i * d->base_out_batch + j * d->base_out_ld;
+      for (long c = 0; c < 2 * f; c++) gj[c] = base[c] + gj[c];
+      map_row(gj + f, gj + f, f, vsigmoid);
+      const float* xj = x + i * xs0 + j * xs1;
+      float* o = out + (i * m + j) * f;
+      for (long c = 0; c < f; c++) o[c] = xj[c] + gj[c] * gj[f + c];
+    }
+  }
 }
 
 // A shifted conv at a run of m outputs of one row, for every image: out (batch, m, cout), contiguous, =

@@ -55,6 +55,20 @@ class Block(ctypes.Structure):
     ]
 
 
+class RowBlock(ctypes.Structure):
+    """native_blocks.cpp's `struct RowBlock`, field for field."""
+
+    _fields_ = [("n", ctypes.c_int64), ("m", ctypes.c_int64), ("f", ctypes.c_int64),
+                ("x_row", ctypes.c_void_p), ("x_row_batch", ctypes.c_int64),
+                ("x_win", ctypes.c_void_p)] + [(k, ctypes.c_int64) for k in ("x_win_batch", "x_win_row", "kh_in", "kw_in")] + [
+                ("w_in", ctypes.c_void_p), ("bias_in", ctypes.c_void_p),
+                ("h_row", ctypes.c_void_p), ("h_row_batch", ctypes.c_int64),
+                ("h_win", ctypes.c_void_p)] + [(k, ctypes.c_int64) for k in ("h_win_batch", "h_win_row", "kh_out", "kw_out")] + [
+                ("w_out", ctypes.c_void_p),
+                ("base_out", ctypes.c_void_p), ("base_out_batch", ctypes.c_int64), ("base_out_ld", ctypes.c_int64),
+                ("scratch", ctypes.c_void_p)]
+
+
 _lock = threading.Lock()
 _loaded: dict = {}  # flags -> (library or None, reason)
 
@@ -112,6 +126,8 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.smoothing_concat_elu.restype = None
     lib.smoothing_conv_rows.argtypes = [i64, i64, ptr, i64, i64, i64, i64, i64, ptr, i64, i64, ptr, i64, i64, ptr, ptr]
     lib.smoothing_conv_rows.restype = None
+    lib.smoothing_row_block.argtypes = [ptr, ptr, i64, i64, ptr, i64, i64, ptr, i64, i64, ptr]
+    lib.smoothing_row_block.restype = None
     lib.smoothing_vector_width.argtypes = []
     lib.smoothing_vector_width.restype = i64
     return lib

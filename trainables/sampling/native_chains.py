@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from trainables.sampling.fast_ops import FastGatedResnet
-from trainables.sampling.native_blocks import Block
+from trainables.sampling.native_blocks import Block, RowBlock
 
 
 def _rows(t: Tensor, what: str) -> tuple[int, int]:
@@ -156,4 +156,96 @@ class NativeRowConv:
         self.lib.smoothing_conv_rows(n, m, window.data_ptr(), window.stride(0), conv.stride * c, kh, conv.kw * c,
                                      window.stride(1), self.packed.data_ptr(), self.nv, conv.out_channels,
                                      base.data_ptr(), base_batch, base_ld, out.data_ptr(), self.scratch.data_ptr())
+        return out
+
+
+class NativeRowBlock:
+    """A u-stream gated resnet over a whole row (fast_ops.FastGatedResnet.__call__ at column 0) as one compiled
+    call: concat_elu(x) into its cache row, conv_input read in place plus the skip term or bias, concat_elu(h)
+    into its cache row, conv_out plus the bias or the conditioning row, the gate."""
+
+    def __init__(self, lib: ctypes.CDLL, blk: FastGatedResnet):
+        self.lib, self.blk = lib, blk
+        width = lib.smoothing_vector_width()
+        f, n = blk.filters, blk.x_map.data.shape[0]
+        nv_f, nv_g = -(-f // width), -(-2 * f // width)
+        d = self.desc = RowBlock()
+        d.n, d.m, d.f = n, blk.x_map.width, f
+        self._keep = []
+        for name, conv, cache, nv in (("x", blk.conv_input, blk.x_map, nv_f), ("h", blk.conv_out, blk.h_map, nv_g)):
+            if (conv.stride, conv.shift_row, conv.shift_col, cache.rows, cache.layout) != (1, 0, 0, 1, "rows") \
+                    or conv.kh != cache.band_rows or cache.left != conv.pad_left or cache.data.dtype != torch.float32:
+                raise ValueError("row blocks need unshifted stride-1 float32 convs reading a whole band of rows")
+            data = cache.data  # (N, top + 1, left + W + right, 2F): never reallocated, the band slides in place
+            matrix = conv.matrices["rows"]
+            packed = matrix.new_zeros(matrix.shape[0], nv * width)
+            packed[:, : conv.out_channels] = matrix
+            self._keep.append(packed)
+            setattr(d, f"{name}_row", data[:, cache.top, cache.left].data_ptr())
+            setattr(d, f"{name}_row_batch", data.stride(0))
+            setattr(d, f"{name}_win", data.data_ptr())  # row 0 (the row above), column 0 (the left margin)
+            setattr(d, f"{name}_win_batch", data.stride(0))
+            setattr(d, f"{name}_win_row", data.stride(1))
+        d.kh_in, d.kw_in, d.kh_out, d.kw_out = blk.conv_input.kh, blk.conv_input.kw, blk.conv_out.kh, blk.conv_out.kw
+        d.w_in, d.w_out = self._keep[0].data_ptr(), self._keep[1].data_ptr()
+        d.bias_in = blk.conv_input.bias.data_ptr()
+        if blk.cond_matrix is not None:  # bias + nin_cond(concat_elu(cond)) of the current row (set_cond_row)
+            d.base_out, d.base_out_batch, d.base_out_ld = blk.cond_row.data_ptr(), blk.cond_row.stride(0), blk.cond_row.stride(1)
+        else:
+            d.base_out, d.base_out_batch, d.base_out_ld = blk.conv_out.bias.data_ptr(), 0, 0
+        self.scratch = blk.x_map.data.new_empty(d.m * (nv_f + nv_g) * width)
+        d.scratch = self.scratch.data_ptr()
+        self._keep += [blk.conv_input.bias, blk.conv_out.bias]
+
+    def __call__(self, x: Tensor, row: int, elu_x: Tensor, skip=None) -> Tensor:
+        """x (N, W, F), elu_x = concat_elu(x) (N, W, 2F), skip (N, W, F) or None: the block output (N, W, F)."""
+        blk = self.blk
+        blk.x_map.start_row(row)
+        blk.h_map.start_row(row)
+        for t in (x, elu_x) if skip is None else (x, elu_x, skip):
+            if t.stride(2) != 1 or t.dtype != torch.float32:
+                raise ValueError(f"expected float32 (N, W, C) with contiguous channels, got {t.dtype} {t.stride()}")
+        out = x.new_empty(x.shape)
+        s_ptr, s0, s1 = (None, 0, 0) if skip is None else (skip.data_ptr(), skip.stride(0), skip.stride(1))
+        self.lib.smoothing_row_block(ctypes.addressof(self.desc), x.data_ptr(), x.stride(0), x.stride(1), elu_x.data_ptr(),
+                                     elu_x.stride(0), elu_x.stride(1), s_ptr, s0, s1, out.data_ptr())
+        return out
+
+
+class NativeSkip:
+    """FastGatedResnet.skip_part on whole rows (the u-stream shares of the skip NINs) by the compiled matmul:
+    base (or the biases of h) + elu_a @ the stream's matrix, into `out` or a new tensor."""
+
+    def __init__(self, lib: ctypes.CDLL, blk: FastGatedResnet):
+        self.lib, self.blk, width = lib, blk, lib.smoothing_vector_width()
+        self.nv = -(-blk.filters // width)
+        self.packed = []
+        for matrix in blk.skip_mats:
+            packed = matrix.new_zeros(matrix.shape[0], self.nv * width)
+            packed[:, : matrix.shape[1]] = matrix
+            self.packed.append(packed)
+        self.scratch = blk.skip_bias.new_empty(0)
+        self.width = width
+
+    def __call__(self, stream: int, elu_a: Tensor, base=None, out=None) -> Tensor:
+        n, m, k = elu_a.shape
+        f, rows = self.blk.filters, n * m
+        if elu_a.stride(2) != 1 or elu_a.stride(0) != m * elu_a.stride(1):
+            raise ValueError(f"expected (N, n, 2F) with evenly spaced rows, got strides {elu_a.stride()}")
+        if out is None:
+            out = elu_a.new_empty(n, m, f)
+        elif not out.is_contiguous():
+            raise ValueError("out must be contiguous")
+        if base is None:
+            start, start_ld = self.blk.skip_bias, 0
+        else:
+            if base.stride(2) != 1 or base.stride(0) != m * base.stride(1):
+                raise ValueError(f"expected a base (N, n, F) with evenly spaced rows, got strides {base.stride()}")
+            start, start_ld = base, base.stride(1)
+        if self.scratch.numel() < rows * self.nv * self.width:
+            self.scratch = out.new_empty(rows * self.nv * self.width)
+        # one "image" of N * n outputs, each a one-row patch of k values
+        self.lib.smoothing_conv_rows(1, rows, elu_a.data_ptr(), 0, elu_a.stride(1), 1, k, 0,
+                                     self.packed[stream].data_ptr(), self.nv, f, start.data_ptr(), 0, start_ld,
+                                     out.data_ptr(), self.scratch.data_ptr())
         return out
