@@ -8,20 +8,13 @@ import pytest
 import torch
 
 from tests.required import skip_unless_required
+from tests.trainables.test_fast_sampling import one_thread  # noqa: F401 (an autouse fixture)
 from trainables.likelihoods import draw_uniforms, sample_continuous_mol
 from trainables.pixelcnnpp import PixelCNNpp
 from trainables.sampling import fast, native_blocks
 from trainables.sampling.fast import fast_sample
 from trainables.sampling.fast_ops import ActivationMap, ShiftedConv
 from trainables.sampling.native_chains import NativeRowConv
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _library(flags=native_blocks.FLAGS):
