@@ -59,9 +59,9 @@ tests).
 
 Cost: per pixel one matmul per conv at level 0 (and at levels 1, 2 on 1/4 and 1/16 of
 the pixels) plus the draw, instead of a full forward pass. On the CPU in float32 the ul blocks
-of each pass run as one compiled call (native_chains.py, native_blocks.cpp): ~100 small torch
-operations per pixel cost more than their arithmetic, and MKL runs these small matmuls at
-less than half the speed the CPU allows. Memory: every cached map
+of each pass at a pixel run as one compiled call, and so does each u block's row
+(native_chains.py, native_blocks.cpp): ~100 small torch operations per pixel cost more than
+their arithmetic, and MKL runs these small matmuls at less than half the speed the CPU allows. Memory: every cached map
 (two per gated resnet) keeps only the band of rows its readers need, two rows (the
 current one and the one above), so the caches take about 2 / H of the activations of
 one forward pass; the denoiser adds its encoder's features, kept whole (4/3 of one
@@ -193,12 +193,10 @@ class _CachedTrunk:
         self.concat_elu = concat_elu_last if native is None else NativeConcatElu(native)  # of the u rows
         for blk in [b for group in self.up_u + self.down_u for b in group]:
             blk.concat_elu = self.concat_elu
-        if native is not None:  # the u rows' convs (runs of outputs on "rows" maps)
-            u_blocks = [b for group in self.up_u + self.down_u for b in group]
-            for conv in [self.u_init, self.ul_init_up, *self.downsize_u,
-                         *[c for b in u_blocks for c in (b.conv_input, b.conv_out)]]:
+        if native is not None:  # the u rows: the convs outside the blocks, each block's row as one call
+            for conv in [self.u_init, self.ul_init_up, *self.downsize_u]:
                 conv.native = NativeRowConv(native, conv)
-            for blk in u_blocks:  # and each u block's whole row as one call
+            for blk in [b for group in self.up_u + self.down_u for b in group]:
                 blk.native_row = NativeRowBlock(native, blk)
             for blk in [b for group in self.down_u + self.up_ul + self.down_ul for b in group]:  # the skip NINs' rows
                 blk.native_skip = NativeSkip(native, blk)
@@ -402,8 +400,9 @@ def fast_sample(
     a GPU: benchmarks/gpu_check.py measures it and checks its samples against the eager steps.
     audit_steps: check, on any device, that every pixel step could be replayed as a graph
     (pixel_steps.PixelSteps); it raises StepAuditError where one could not. Slow: for tests.
-    native: run each pass's ul gated resnets at a pixel as one compiled call (native_blocks.cpp,
-    built on first use with the machine's C++ compiler); only for a float32 model on the CPU.
+    native: run the gated resnets as compiled calls (each pass's ul blocks at a pixel, each u block's
+    row: native_chains.py, native_blocks.cpp, built on first use with the machine's C++ compiler);
+    only for a float32 model on the CPU.
     None (default): where it can, else on torch operations, with a warning once per process if
     the library cannot be built; True: required (RuntimeError if it cannot); False: never. Off
     with audit_steps (the audit sees torch operations only) and on CUDA devices.

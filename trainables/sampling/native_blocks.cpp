@@ -1,4 +1,6 @@
-// The fast sampler's gated-resnet pixel steps in one compiled call (native_blocks.py builds and loads it).
+// The fast sampler's gated resnets as compiled calls (native_blocks.py builds and loads it; native_chains.py
+// calls it): a chain of ul blocks at one pixel (smoothing_block_chain), a u block over a whole row
+// (smoothing_row_block), a shifted conv over a run of a row's outputs (smoothing_conv_rows).
 //
 // A pixel step of a ul-stream gated resnet at batch N and F filters (fast_ops.FastGatedResnet.pixel):
 //   x_slot = concat_elu(x)                    the block input's cache slot, (N, 2F)

@@ -1,15 +1,21 @@
-"""The ul stream's gated resnets at a pixel as compiled chains (native_blocks.cpp), for sampling/fast.py.
+"""The fast sampler's compiled steps (native_blocks.cpp) wrapped for sampling/fast.py.
 
-At level s and column q the up pass runs the level's up blocks in a row and the down pass its down
-blocks; each chain is one call that takes the chain's input and leaves every block's output in a
-buffer of its own. Everything else a block reads sits at a place that does not move from row to row
-(the caches' current-row slots and patch views, the per-row terms, the conditioning row: the same
-property that lets a CUDA graph replay a step, pixel_steps.py), so each block's pointers and strides
-are written once per column into a `native_blocks.Block` and the chain call passes only its input.
+`NativeChains`: the ul stream's gated resnets at a pixel. At level s and column q the up pass runs the
+level's up blocks in a row and the down pass its down blocks; each chain is one call that takes the
+chain's input and leaves every block's output in a buffer of its own. Everything else a block reads
+sits at a place that does not move from row to row (the caches' current-row slots and patch views, the
+per-row terms, the conditioning row: the same property that lets a CUDA graph replay a step,
+pixel_steps.py), so each block's pointers and strides are written once per column into a
+`native_blocks.Block` and the chain call passes only its input. The down blocks' skip input is
+concat_elu of the up blocks' inputs, which the up blocks' caches hold already (as in
+`_CachedTrunk.ul_pixel`), except for the first down block below the top level, whose skip input is the
+last up block's output (concat_elu'ed inside the call).
 
-The down blocks' skip input is concat_elu of the up blocks' inputs, which the up blocks' caches hold
-already (as in `_CachedTrunk.ul_pixel`), except for the first down block below the top level, whose
-skip input is the last up block's output (concat_elu'ed inside the call).
+The u rows: `NativeRowBlock` (a u block's whole row), `NativeRowConv` (the other shifted convs over a
+row), `NativeSkip` (the skip NINs' row shares) and `NativeConcatElu`.
+
+Every call checks the layout of what it is given (float32, contiguous channels) before passing
+addresses to compiled code.
 """
 from __future__ import annotations
 
@@ -36,7 +42,8 @@ class NativeChains:
                  widths: list[int]):
         self.lib, self.width = lib, lib.smoothing_vector_width()
         self._keep: list = []  # every tensor and array a Block points into
-        self.outs: dict = {}
+        self.outs: dict = {}  # id(block) -> its output buffer (N, F)
+        self.packs: dict = {}  # id(block) -> its packed weights
         levels = len(up_ul)
         blk0 = up_ul[0][0]
         n, f = blk0.gated.shape[0], blk0.filters
@@ -57,9 +64,9 @@ class NativeChains:
     def _out(self, blk: FastGatedResnet) -> Tensor:
         if id(blk) not in self.outs:
             self.outs[id(blk)] = blk.gated.new_zeros(blk.gated.shape[0], blk.filters)
-            blk.native = {"w_in": self._packed(blk.conv_input.matrix, self.nv_f),
-                          "w_out": self._packed(blk.conv_out.matrix, self.nv_g),
-                          "w_skip": self._packed(blk.skip_mats[-1], self.nv_f) if len(blk.skip_mats) > 1 else None}
+            self.packs[id(blk)] = {"w_in": self._packed(blk.conv_input.matrix, self.nv_f),
+                                   "w_out": self._packed(blk.conv_out.matrix, self.nv_g),
+                                   "w_skip": self._packed(blk.skip_mats[-1], self.nv_f) if len(blk.skip_mats) > 1 else None}
         return self.outs[id(blk)]
 
     def _chain(self, blocks: list[FastGatedResnet], width: int, q: int, up_blocks, top: bool):
@@ -67,16 +74,17 @@ class NativeChains:
         chain = (Block * len(blocks))()
         for b, blk in enumerate(blocks):
             d, out = chain[b], self._out(blk)
+            pack = self.packs[id(blk)]
             d.n, d.f = out.shape
             d.x_slot, d.ld_x_slot = _rows(blk.x_slots[q][0], "x slot")
             d.a_in, d.ld_a_in = _rows(blk.x_patches[q], "conv_input patches")
             d.k_in = blk.x_patches[q].shape[1]
-            d.w_in = blk.native["w_in"].data_ptr()
+            d.w_in = pack["w_in"].data_ptr()
             d.term, d.ld_term = _rows(blk.term_cols[q], "row term")
             d.h_slot, d.ld_h_slot = _rows(blk.h_slots[q][0], "h slot")
             d.a_out, d.ld_a_out = _rows(blk.h_patches[q], "conv_out patches")
             d.k_out = blk.h_patches[q].shape[1]
-            d.w_out = blk.native["w_out"].data_ptr()
+            d.w_out = pack["w_out"].data_ptr()
             if blk.cond_matrix is not None:
                 d.base_out, d.ld_base_out = _rows(blk.cond_cols[q], "conditioning row")
             else:
@@ -89,12 +97,14 @@ class NativeChains:
                     d.skip_a, d.ld_skip_a, d.skip_raw = self._out(up_blocks[-1]).data_ptr(), blk.filters, 1
                 else:
                     d.skip_a, d.ld_skip_a = _rows(up_blocks[k].input_slot(q), "skip input")
-                d.k_skip, d.w_skip = 2 * blk.filters, blk.native["w_skip"].data_ptr()
+                d.k_skip, d.w_skip = 2 * blk.filters, pack["w_skip"].data_ptr()
         self._keep.append(chain)
         return ctypes.addressof(chain), len(blocks), self._out(blocks[-1])
 
     def elu(self, x: Tensor) -> Tensor:
         """elu of a contiguous (N, F) float32 tensor (the head's input), into a buffer rewritten by the next call."""
+        if not x.is_contiguous() or x.dtype != torch.float32:
+            raise ValueError(f"expected a contiguous float32 tensor, got {x.dtype} {x.stride()}")
         if self.head_in is None or self.head_in.shape != x.shape:
             self.head_in = torch.empty_like(x)
         self.lib.smoothing_map(2, x.data_ptr(), self.head_in.data_ptr(), x.numel())
@@ -103,6 +113,9 @@ class NativeChains:
     def run(self, chain: tuple, x: Tensor) -> Tensor:
         """Run a chain from its input x (N, F): the last block's output, a buffer rewritten by the next call."""
         address, count, out = chain
+        if x.shape != out.shape or x.stride(1) != 1 or x.dtype != torch.float32:
+            raise ValueError(f"a chain's input must be float32 {tuple(out.shape)} with contiguous channels, "
+                             f"got {x.dtype} {tuple(x.shape)} {x.stride()}")
         self.lib.smoothing_block_chain(address, count, x.data_ptr(), x.stride(0))
         return out
 
