@@ -366,7 +366,7 @@ def _native_library(native: Optional[bool], param: Tensor, audit_steps: bool):
         if not _warned_native:
             _warned_native = True
             warnings.warn(f"fast_sample: native pixel steps unavailable ({reason}); sampling on torch operations, "
-                          f"about twice as slow", RuntimeWarning, stacklevel=3)
+                          f"1.6-1.8x slower", RuntimeWarning, stacklevel=3)
     return lib
 
 
