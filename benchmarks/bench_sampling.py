@@ -28,7 +28,8 @@ from torch.nn.utils import parametrize
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainables.sampling.fast import fast_sample, pixel_steps_in_use  # noqa: E402
+from trainables.sampling.fast import fast_sample  # noqa: E402
+from trainables.sampling.native_blocks import pixel_steps_in_use  # noqa: E402
 from trainables.likelihoods import discretized_mol_log_prob, draw_uniforms, sample_discretized_mol  # noqa: E402
 from trainables.losses import DiscretizedNLL  # noqa: E402
 from trainables.pixelcnnpp import PixelCNNpp  # noqa: E402

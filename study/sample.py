@@ -100,7 +100,7 @@ class ProgressBar:
 def sample(args, log=print) -> dict[str, Any]:
     """Everything after parsing; StudyError for bad input, raised before anything is written."""
     from trainables import generate
-    from trainables.sampling.fast import pixel_steps_in_use
+    from trainables.sampling.native_blocks import pixel_steps_in_use
 
     if args.n < 1:
         raise StudyError(f"--n must be >= 1, got {args.n}")

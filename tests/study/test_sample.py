@@ -16,7 +16,7 @@ from study.sample import main
 from tests.study.test_bad_inputs import snapshot
 from tests.trainables.test_experiment import _cfg
 from trainables.experiment import Experiment
-from trainables.sampling.fast import pixel_steps_in_use
+from trainables.sampling.native_blocks import pixel_steps_in_use
 
 NAME = "fake"
 OBJECTIVE = "fd_digits_cnn"

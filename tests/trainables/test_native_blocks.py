@@ -11,7 +11,7 @@ from tests.required import skip_unless_required
 from tests.trainables.test_fast_sampling import one_thread  # noqa: F401 (an autouse fixture)
 from trainables.likelihoods import draw_uniforms, sample_continuous_mol
 from trainables.pixelcnnpp import PixelCNNpp
-from trainables.sampling import fast, native_blocks
+from trainables.sampling import native_blocks
 from trainables.sampling.fast import fast_sample
 from trainables.sampling.fast_ops import ActivationMap, ShiftedConv
 from trainables.sampling.native_chains import NativeRowConv
@@ -175,7 +175,7 @@ def test_native_needs_a_float32_model_on_the_cpu():
 def test_without_a_compiler_the_sampler_warns_once_and_runs_on_torch(monkeypatch):
     monkeypatch.setattr(native_blocks, "_loaded", {})
     monkeypatch.setattr(native_blocks, "_compiler", lambda: None)
-    monkeypatch.setattr(fast, "_warned_native", False)
+    monkeypatch.setattr(native_blocks, "_warned_native", False)
     model = _model(1, False, 8, 1)
     uniforms = draw_uniforms(1, 1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     with pytest.warns(RuntimeWarning, match=r"native pixel steps unavailable \(no C\+\+ compiler"):

@@ -69,7 +69,6 @@ F-channel map). Effective weight-normalised weights are computed once per call.
 """
 from __future__ import annotations
 
-import warnings
 from typing import Callable, Optional
 
 import torch
@@ -80,7 +79,7 @@ from torch.nn.utils import parametrize
 from trainables.sampling.fast_ops import ActivationMap, FastGatedResnet, ShiftedConv, concat_elu_last
 from trainables.sampling.pixel_draw import PixelDraw
 from trainables.sampling import native_blocks
-from trainables.sampling.native_chains import NativeChains, NativeConcatElu, NativeRowBlock, NativeRowConv, NativeSkip
+from trainables.sampling.native_chains import attach
 from trainables.sampling.pixel_steps import PixelSteps
 from trainables.layers import DownRightShiftedDeconv2d, DownShiftedDeconv2d
 from trainables.likelihoods import Uniforms, draw_uniforms
@@ -188,18 +187,10 @@ class _CachedTrunk:
         # The maps a pixel step reads or writes, with the level their rows are counted at.
         self.step_maps = ([(self.x_map, 0)] + [(m, s) for b, s in ul_blocks for m in (b.x_map, b.h_map)]
                           + [(m, s) for s, m in enumerate(self.ul_up_last)] + [(m, s) for s, m in enumerate(self.ul_upsized)])
-        # native (a native_blocks library): each pass's ul blocks at a pixel as one compiled call
-        self.native = None if native is None else NativeChains(native, self.up_ul, self.down_ul, self.widths)
-        self.concat_elu = concat_elu_last if native is None else NativeConcatElu(native)  # of the u rows
-        for blk in [b for group in self.up_u + self.down_u for b in group]:
-            blk.concat_elu = self.concat_elu
-        if native is not None:  # the u rows: the convs outside the blocks, each block's row as one call
-            for conv in [self.u_init, self.ul_init_up, *self.downsize_u]:
-                conv.native = NativeRowConv(native, conv)
-            for blk in [b for group in self.up_u + self.down_u for b in group]:
-                blk.native_row = NativeRowBlock(native, blk)
-            for blk in [b for group in self.down_u + self.up_ul + self.down_ul for b in group]:  # the skip NINs' rows
-                blk.native_skip = NativeSkip(native, blk)
+        # native (a native_blocks library): the gated resnets as compiled calls (native_chains.attach)
+        self.native, self.concat_elu = None, concat_elu_last
+        if native is not None:
+            attach(native, self)
 
     def maps(self) -> list[ActivationMap]:
         """Every cache, for accounting."""
@@ -334,42 +325,6 @@ class _cpu_threads:
             torch.set_num_threads(self.saved)
 
 
-_warned_native = False
-
-
-def pixel_steps_in_use(device: torch.device, dtype: torch.dtype, cuda_graphs: bool = False) -> str:
-    """What fast_sample's pixel steps run on by default for a model on `device` in `dtype`, in words
-    (it builds the native library where it applies, so that the first batch does not wait for it)."""
-    if device.type == "cuda":
-        return "CUDA graphs" if cuda_graphs else "torch operations (CUDA)"
-    if device.type != "cpu" or dtype != torch.float32:
-        return f"torch operations (the native steps run float32 on the CPU, not {dtype} on {device.type})"
-    if native_blocks.load() is None:
-        return f"torch operations (native steps unavailable: {native_blocks.unavailable_reason()})"
-    return "native (compiled trainables/sampling/native_blocks.cpp)"
-
-
-def _native_library(native: Optional[bool], param: Tensor, audit_steps: bool):
-    """The native_blocks library if the pixel steps are to use it (see fast_sample's `native`)."""
-    global _warned_native
-    eligible = param.device.type == "cpu" and param.dtype == torch.float32 and not audit_steps
-    if native is False or (native is None and not eligible):
-        return None
-    if not eligible:
-        raise ValueError(f"native pixel steps run a float32 model on the CPU without audit_steps, "
-                         f"not {param.dtype} on {param.device}" + (" with audit_steps" if audit_steps else ""))
-    lib = native_blocks.load()
-    if lib is None:
-        reason = native_blocks.unavailable_reason()
-        if native:
-            raise RuntimeError(f"native pixel steps unavailable: {reason}")
-        if not _warned_native:
-            _warned_native = True
-            warnings.warn(f"fast_sample: native pixel steps unavailable ({reason}); sampling on torch operations, "
-                          f"1.6-1.8x slower", RuntimeWarning, stacklevel=3)
-    return lib
-
-
 @torch.no_grad()
 def fast_sample(
     model: PixelCNNpp,
@@ -426,7 +381,7 @@ def fast_sample(
     try:
         with parametrize.cached(), _cpu_threads(cpu_threads):
             cond = model.encoder(x_noisy.to(param)) if x_noisy is not None else None  # x~ once, all levels
-            trunk = _CachedTrunk(model, like, h, w, cond, native=_native_library(native, param, audit_steps))
+            trunk = _CachedTrunk(model, like, h, w, cond, native=native_blocks.library_for(native, param, audit_steps))
             pixels = param.new_zeros(h, w, n, c)  # pixel-major while drawing: each pixel a contiguous view
             drawn_row = param.new_zeros(w, n, c)  # the row being drawn, one buffer for every row
             drawn = drawn_row.unbind(0)

@@ -12,7 +12,8 @@ compiler, the flags and the CPU, so nodes of a cluster sharing a home directory 
 and a changed source is rebuilt. Parallel builds each write a complete file (atomic rename).
 
 Where no compiler works, `load()` returns None and `unavailable_reason()` says why; the sampler then
-runs the same steps on torch operations (set SMOOTHING_NATIVE_BLOCKS=0 to choose that).
+runs the same steps on torch operations (set SMOOTHING_NATIVE_BLOCKS=0 to choose that). `library_for`
+is that choice for one call of fast_sample, `pixel_steps_in_use` says it in words.
 """
 from __future__ import annotations
 
@@ -24,8 +25,12 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import warnings
 from pathlib import Path
 from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
 
 from trainables.cache_files import resolve_cache_dir
 
@@ -160,3 +165,39 @@ def unavailable_reason(flags: Sequence[str] = FLAGS) -> str:
     """Why load() returned None ('' when it did not)."""
     load(flags)
     return _loaded[tuple(flags)][1]
+
+
+_warned_native = False
+
+
+def pixel_steps_in_use(device: torch.device, dtype: torch.dtype, cuda_graphs: bool = False) -> str:
+    """What fast_sample's pixel steps run on by default for a model on `device` in `dtype`, in words
+    (it builds the native library where it applies, so that the first batch does not wait for it)."""
+    if device.type == "cuda":
+        return "CUDA graphs" if cuda_graphs else "torch operations (CUDA)"
+    if device.type != "cpu" or dtype != torch.float32:
+        return f"torch operations (the native steps run float32 on the CPU, not {dtype} on {device.type})"
+    if load() is None:
+        return f"torch operations (native steps unavailable: {unavailable_reason()})"
+    return "native (compiled trainables/sampling/native_blocks.cpp)"
+
+
+def library_for(native: Optional[bool], param: Tensor, audit_steps: bool):
+    """This library if fast_sample's pixel steps are to use it (see its `native`), else None."""
+    global _warned_native
+    eligible = param.device.type == "cpu" and param.dtype == torch.float32 and not audit_steps
+    if native is False or (native is None and not eligible):
+        return None
+    if not eligible:
+        raise ValueError(f"native pixel steps run a float32 model on the CPU without audit_steps, "
+                         f"not {param.dtype} on {param.device}" + (" with audit_steps" if audit_steps else ""))
+    lib = load()
+    if lib is None:
+        reason = unavailable_reason()
+        if native:
+            raise RuntimeError(f"native pixel steps unavailable: {reason}")
+        if not _warned_native:
+            _warned_native = True
+            warnings.warn(f"fast_sample: native pixel steps unavailable ({reason}); sampling on torch operations, "
+                          f"1.6-1.8x slower", RuntimeWarning, stacklevel=3)
+    return lib

@@ -28,6 +28,13 @@ from trainables.sampling.fast_ops import FastGatedResnet
 from trainables.sampling.native_blocks import Block, RowBlock
 
 
+def _packed(matrix: Tensor, width: int) -> Tensor:
+    """A weight matrix (K, P) as the compiled matmul reads it: its columns padded with zeros to whole vectors."""
+    out = matrix.new_zeros(matrix.shape[0], -(-matrix.shape[1] // width) * width)
+    out[:, : matrix.shape[1]] = matrix
+    return out
+
+
 def _rows(t: Tensor, what: str) -> tuple[int, int]:
     """(address, row stride) of a 2-D float32 view whose rows are contiguous."""
     if t.dim() != 2 or t.dtype != torch.float32 or (t.shape[1] > 1 and t.stride(1) != 1):
@@ -55,18 +62,12 @@ class NativeChains:
         self.down = [[self._chain(down_ul[s], widths[s], q, up_ul[s], s == levels - 1) for q in range(widths[s])]
                      for s in range(levels)]
 
-    def _packed(self, matrix: Tensor, nv: int) -> Tensor:
-        out = matrix.new_zeros(matrix.shape[0], nv * self.width)
-        out[:, : matrix.shape[1]] = matrix
-        self._keep.append(out)
-        return out
-
     def _out(self, blk: FastGatedResnet) -> Tensor:
         if id(blk) not in self.outs:
             self.outs[id(blk)] = blk.gated.new_zeros(blk.gated.shape[0], blk.filters)
-            self.packs[id(blk)] = {"w_in": self._packed(blk.conv_input.matrix, self.nv_f),
-                                   "w_out": self._packed(blk.conv_out.matrix, self.nv_g),
-                                   "w_skip": self._packed(blk.skip_mats[-1], self.nv_f) if len(blk.skip_mats) > 1 else None}
+            self.packs[id(blk)] = {"w_in": _packed(blk.conv_input.matrix, self.width),
+                                   "w_out": _packed(blk.conv_out.matrix, self.width),
+                                   "w_skip": _packed(blk.skip_mats[-1], self.width) if len(blk.skip_mats) > 1 else None}
         return self.outs[id(blk)]
 
     def _chain(self, blocks: list[FastGatedResnet], width: int, q: int, up_blocks, top: bool):
@@ -147,8 +148,7 @@ class NativeRowConv:
         matrix = conv.matrices["rows"]  # (kh * kw * Cin, Cout) in (kh, kw, Cin) order: one row of the window each
         if matrix.dtype != torch.float32:
             raise ValueError(f"native convs run float32, not {matrix.dtype}")
-        self.packed = matrix.new_zeros(matrix.shape[0], self.nv * width)
-        self.packed[:, : conv.out_channels] = matrix
+        self.packed = _packed(matrix, width)
         self.scratch = matrix.new_empty(0)
         self.width = width
 
@@ -185,15 +185,12 @@ class NativeRowBlock:
         d = self.desc = RowBlock()
         d.n, d.m, d.f = n, blk.x_map.width, f
         self._keep = []
-        for name, conv, cache, nv in (("x", blk.conv_input, blk.x_map, nv_f), ("h", blk.conv_out, blk.h_map, nv_g)):
+        for name, conv, cache in (("x", blk.conv_input, blk.x_map), ("h", blk.conv_out, blk.h_map)):
             if (conv.stride, conv.shift_row, conv.shift_col, cache.rows, cache.layout) != (1, 0, 0, 1, "rows") \
                     or conv.kh != cache.band_rows or cache.left != conv.pad_left or cache.data.dtype != torch.float32:
                 raise ValueError("row blocks need unshifted stride-1 float32 convs reading a whole band of rows")
             data = cache.data  # (N, top + 1, left + W + right, 2F): never reallocated, the band slides in place
-            matrix = conv.matrices["rows"]
-            packed = matrix.new_zeros(matrix.shape[0], nv * width)
-            packed[:, : conv.out_channels] = matrix
-            self._keep.append(packed)
+            self._keep.append(_packed(conv.matrices["rows"], width))
             setattr(d, f"{name}_row", data[:, cache.top, cache.left].data_ptr())
             setattr(d, f"{name}_row_batch", data.stride(0))
             setattr(d, f"{name}_win", data.data_ptr())  # row 0 (the row above), column 0 (the left margin)
@@ -232,11 +229,7 @@ class NativeSkip:
     def __init__(self, lib: ctypes.CDLL, blk: FastGatedResnet):
         self.lib, self.blk, width = lib, blk, lib.smoothing_vector_width()
         self.nv = -(-blk.filters // width)
-        self.packed = []
-        for matrix in blk.skip_mats:
-            packed = matrix.new_zeros(matrix.shape[0], self.nv * width)
-            packed[:, : matrix.shape[1]] = matrix
-            self.packed.append(packed)
+        self.packed = [_packed(matrix, width) for matrix in blk.skip_mats]
         self.scratch = blk.skip_bias.new_empty(0)
         self.width = width
 
@@ -262,3 +255,19 @@ class NativeSkip:
                                      self.packed[stream].data_ptr(), self.nv, f, start.data_ptr(), 0, start_ld,
                                      out.data_ptr(), self.scratch.data_ptr())
         return out
+
+
+def attach(lib: ctypes.CDLL, trunk) -> None:
+    """Route a fast._CachedTrunk's work through the library: the ul blocks at a pixel as chains
+    (trunk.native), the u rows' concat_elu, the convs outside the u blocks, each u block's row, and the
+    skip NINs' row shares."""
+    trunk.native = NativeChains(lib, trunk.up_ul, trunk.down_ul, trunk.widths)
+    trunk.concat_elu = NativeConcatElu(lib)
+    u_blocks = [b for group in trunk.up_u + trunk.down_u for b in group]
+    for conv in [trunk.u_init, trunk.ul_init_up, *trunk.downsize_u]:
+        conv.native = NativeRowConv(lib, conv)
+    for blk in u_blocks:
+        blk.concat_elu = trunk.concat_elu
+        blk.native_row = NativeRowBlock(lib, blk)
+    for blk in [b for group in trunk.down_u + trunk.up_ul + trunk.down_ul for b in group]:
+        blk.native_skip = NativeSkip(lib, blk)
