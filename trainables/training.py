@@ -25,18 +25,35 @@ class DivergenceError(ValueError):
 
 
 class EMA:
-    """Exponential moving average of a model's parameters and buffers, used for evaluation."""
+    """Bias-corrected exponential moving average of a model's weights, used for evaluation.
+
+    After t updates with weights w_1..w_t the average is
+
+        sum_k d^(t-k) (1 - d) w_k / (1 - d^t)
+
+    (Adam's bias correction): a weighted mean of the weights the model has had, in which the
+    initial weights w_0 have no part. A plain EMA started at w_0 keeps d^t of them: at d = 0.99
+    after 300 steps still 5%, enough to ruin samples (measured on MNIST: a 28x28 baseline scored
+    1970 against 545 without averaging). The update count is the optimizer's step count, which
+    checkpoints already hold (the lr scheduler's), so resuming continues the same average.
+    """
 
     def __init__(self, model: torch.nn.Module, decay: float):
         self.decay = decay
         self.model = copy.deepcopy(model).eval()
         self.model.requires_grad_(False)
 
+    def step_weight(self, updates: int) -> float:
+        """Weight of the new weights at update number `updates` (1, 2, ...): (1 - d) / (1 - d^t)."""
+        return (1.0 - self.decay) / (1.0 - self.decay ** updates)
+
     @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
+    def update(self, model: torch.nn.Module, updates: int) -> None:
+        """Fold in `model`'s weights as update number `updates` (1 for the first; 1 copies them)."""
+        weight = self.step_weight(updates)
         for avg, new in zip(self.model.state_dict().values(), model.state_dict().values()):
             if avg.dtype.is_floating_point:
-                avg.lerp_(new, 1.0 - self.decay)
+                avg.lerp_(new, weight)
             else:
                 avg.copy_(new)
 
@@ -147,7 +164,7 @@ def train_epoch(unit: TrainUnit, batches: Batches, *, epoch: int, device, shard:
         unit.optimizer.step()
         unit.scheduler.step()
         if unit.ema is not None:
-            unit.ema.update(unit.model)
+            unit.ema.update(unit.model, updates=unit.scheduler.last_epoch)  # steps taken, this one included
         total += nll.detach().sum()
         dims += x.numel()
         images += x.shape[0]

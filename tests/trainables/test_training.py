@@ -60,6 +60,32 @@ def test_ema_and_clipping_run_and_ema_lags_the_model():
         torch.testing.assert_close(p, q)
 
 
+def test_ema_is_the_bias_corrected_average_of_the_weights_it_saw():
+    """After t steps: sum_k d^(t-k) (1 - d) w_k / (1 - d^t) over the weights after each step;
+    the initial weights have no part (a plain EMA keeps d^t of them)."""
+    images = load_dataset("digits", "train")[:64]
+    decay = 0.8
+    unit = _unit(DiscretizedNLL(), ema_decay=decay)
+    initial = [p.detach().clone() for p in unit.model.parameters()]
+    seen = []  # the weights after every step, (steps, ...) per parameter
+    for step, batch in enumerate(epoch_batches(images, 16, 0.0, 0, 1), start=1):
+        train_epoch(unit, [batch], epoch=1, device="cpu")
+        seen.append([p.detach().clone() for p in unit.model.parameters()])
+    t = len(seen)
+    assert t == 4
+    weights = [decay ** (t - k) * (1 - decay) / (1 - decay**t) for k in range(1, t + 1)]
+    assert sum(weights) == pytest.approx(1.0)
+    for i, avg in enumerate(unit.eval_model.parameters()):
+        expected = sum(w * step_params[i] for w, step_params in zip(weights, seen))
+        torch.testing.assert_close(avg, expected, rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(avg, initial[i])
+    # the first update copies the weights: nothing of the initial ones remains
+    first = _unit(DiscretizedNLL(), ema_decay=0.999)
+    train_epoch(first, [next(iter(epoch_batches(images, 16, 0.0, 0, 1)))], epoch=1, device="cpu")
+    for p, q in zip(first.model.parameters(), first.eval_model.parameters()):
+        torch.testing.assert_close(p, q)
+
+
 def test_a_nan_loss_stops_with_epoch_and_step():
     images = load_dataset("digits", "train")[:48]
     images[20] = float("nan")  # the second batch of 16 (order is shuffled, so find it by content)
