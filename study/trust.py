@@ -4,7 +4,7 @@ Ray Tune's experiment state (tuner.pkl, searcher-state-*.pkl, experiment_state-*
 cloudpickled fields) is unpickled on resume, so whoever can write into the study directory
 can run code as the user who resumes it. A resume is refused when the directory, or
 anything in it, is writable by group or others or belongs to another user. Object stores
-(s3://, gs://) have no mode bits: there the bucket's policy is the boundary (README).
+(s3://, gs://) have no mode bits: there the bucket's policy is the boundary (docs/operations.md).
 """
 from __future__ import annotations
 
@@ -49,5 +49,5 @@ def check_trusted(study_dir: StudyDir) -> None:
                 break
     if reason:
         raise StudyError(f"refusing to resume: {reason}; Tune unpickles the study's state, so whoever can "
-                         f"write there can run code as you (README: Trust boundary). If you trust its "
-                         f"contents: chmod -R go-w {study_dir.path}")
+                         f"write there can run code as you (docs/operations.md: Trust boundary). "
+                         f"If you trust its contents: chmod -R go-w {study_dir.path}")
