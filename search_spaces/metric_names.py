@@ -4,9 +4,9 @@ A sample-quality metric names what it measures and with what (docs/architecture.
 `fd_<E>[_<S>]` is the Frechet distance in feature extractor E's features
 (`fid_inception[_<S>]` for the standard TF-Inception weights), `is_<E>[_<S>]` and
 `is_<E>[_<S>]_std` the Inception Score with E's classifier, for samples of sampler S
-(none: the trial's product samples). Plain data and functions, no torch: `study`
-resolves objectives with them, `trainables` names what it logs, `analysis` parses what
-it reads.
+(none: the trial's product samples); S may also be a diagnostic (DIAGNOSTICS, distances
+only). Plain data and functions, no torch: `study` resolves objectives with them,
+`trainables` names what it logs, `analysis` parses what it reads.
 """
 from __future__ import annotations
 
@@ -22,6 +22,20 @@ DEFAULT_EXTRACTORS = {"digits": "digits_cnn", "mnist": "mnist_cnn", "fashion_mni
 SAMPLERS = ("onestep", "twostep", "direct")  # order of columns and rows; "" = the product samples
 PRODUCT_SAMPLER = {"baseline": "direct", "smoothed": "twostep"}  # what `fd_E`/`is_E` repeat per kind
 FAMILIES = ("distance", "score")
+# Diagnostics of a smoothed trial (trainables/quality/diagnostics.py): which of its two models is at
+# fault. Each is a distance `fd_<E>_<D>` (`fid_inception_<D>`) with its `_se`; x~ = x + sigma * eps of
+# a fixed seeded choice of real test images and a fixed eps, the same in every trial at one sigma.
+DIAGNOSTICS = {
+    "realnoisy": "the real x~ themselves vs the clean test split: the floor, what the noise alone costs",
+    "onestep_realnoisy": "one-step (gradient) denoising of the real x~ vs the clean test split: p(x~)'s score "
+                         "on real input",
+    "twostep_realnoisy": "the denoiser's samples given the real x~ vs the clean test split: p(x | x~) on real "
+                         "input",
+    "xtilde": "the smoothed model's own samples x~ (two-step's first step) vs real noisy test images at the "
+              "same sigma: p(x~) alone",
+}
+# Suffixes a sample-quality name may end with, longest match first (`onestep_realnoisy` before `onestep`).
+_SUFFIXES = tuple(sorted((*SAMPLERS, *DIAGNOSTICS), key=len, reverse=True))
 
 
 def default_extractor(dataset: str) -> str:
@@ -54,12 +68,17 @@ def metric_names(extractor_id: str, sampler: str = "") -> dict[str, str]:
     return {**names, "score_std": names["score"] + "_std"}
 
 
+def diagnostic_names(extractor_id: str) -> dict[str, str]:
+    """{diagnostic: its distance's name} of one extractor, e.g. "xtilde" -> "fd_digits_cnn_xtilde"."""
+    return {d: metric_names(extractor_id, d)["distance"] for d in DIAGNOSTICS}
+
+
 @dataclass(frozen=True)
 class SampleMetric:
     """A parsed sample-quality metric name: `fd_<E>[_<S>]`, `fid_inception[_<S>]`, `is_<E>[_<S>]`."""
     family: str      # "distance" | "score"
     extractor: str   # feature extractor id, e.g. digits_cnn, inception
-    sampler: str     # onestep | twostep | direct | "" (the trial's product samples)
+    sampler: str     # onestep | twostep | direct | "" (the trial's product samples) | a key of DIAGNOSTICS
 
     @property
     def name(self) -> str:
@@ -97,7 +116,7 @@ def parse_sample_metric(name: str) -> Optional[SampleMetric]:
     if rest.endswith("_std") or not rest:
         return None
     sampler = ""
-    for candidate in SAMPLERS:
+    for candidate in _SUFFIXES:
         if rest.endswith(f"_{candidate}"):
             sampler, rest = candidate, rest[: -len(candidate) - 1]
             break
