@@ -13,6 +13,7 @@ from typing import Any, Optional
 MODEL_KINDS = ("baseline", "smoothed")  # a "smoothed" trial trains p(x~) and its denoiser p(x|x~)
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "celeba", "folder")
 GRADIENT_MODES = ("full", "fixed_output")
+DIAGNOSTIC_MODES = ("auto", "on", "off")  # auto: on for smoothed trials, off for baselines
 PRECISIONS = ("auto", "bf16", "off")
 DENOISER_LIKELIHOODS = ("discretized", "continuous")  # trainables/losses.py: DenoiserNLL
 DENOISER_CONDITIONINGS = ("encoder",)  # x~ through a non-causal encoder into every gated resnet
@@ -67,6 +68,7 @@ class EvalConfig:
     extractor: str = ""             # feature extractor id; "" picks the dataset default
     inception_weights: str = ""     # TF-Inception weights file; "" = env var / torch hub cache
     max_eval_images: int = 0        # cap on test images for bpd, a fixed seeded choice (0: all)
+    diagnostics: str = "auto"       # real-noisy and x~ distances (quality/diagnostics.py): auto | on | off
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,9 @@ class TrialConfig:
             (e.num_eval_samples >= 2, f"num_eval_samples must be >= 2, got {e.num_eval_samples}"),
             (e.bound_noise_draws >= 1, f"bound_noise_draws must be >= 1, got {e.bound_noise_draws}"),
             (e.gradient_mode in GRADIENT_MODES, f"gradient_mode must be one of {GRADIENT_MODES}"),
+            (e.diagnostics in DIAGNOSTIC_MODES, f"diagnostics must be one of {DIAGNOSTIC_MODES}, got {e.diagnostics!r}"),
+            (e.diagnostics != "on" or t.kind == "smoothed", "diagnostics=on needs kind=smoothed: a baseline trial has "
+             "no p(x~) or denoiser to diagnose (diagnostics=auto turns them on for smoothed trials only)"),
         ]
         for ok, message in checks:
             if not ok:

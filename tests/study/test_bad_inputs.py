@@ -44,6 +44,7 @@ def saved_study(tmp_path):
     (["--space", "noise_sweep", "--dataset", "svhn"], "unknown dataset 'svhn'; valid datasets: digits, mnist"),
     (["--space", "mixture_sweep", "--noise-std", "-0.5"], "noise_std must be >= 0, got -0.5"),
     (["--space", "noise_sweep", "--num-mixtures", "0"], "num_mixtures must be >= 1, got 0"),
+    (["--space", "noise_sweep", "--set", "diagnostics=on"], "diagnostics=on needs kind=smoothed"),  # its baseline
     (["--resume", "--name", "never-ran"], "--resume: no study 'never-ran'"),
 ])
 def test_bad_input_one_line(capsys, tmp_path, argv, message):
