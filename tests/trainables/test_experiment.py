@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from search_spaces.metric_names import diagnostic_names
 from trainables.checkpoint import CheckpointMismatchError, load_checkpoint, rng_state, save_checkpoint
 from trainables.config import DataConfig, EvalConfig, ModelConfig, TrainConfig, TrialConfig
 from trainables.experiment import Experiment
@@ -30,7 +31,8 @@ def test_resume_gives_the_same_metrics_as_not_stopping(tmp_path, kind, noise_std
     resumed.restore(tmp_path)
     assert resumed.epoch == 1
     final = resumed.run_epoch()
-    timing = {"images_per_s", "epoch_seconds", "sample_seconds", "bpd_seconds", "feature_seconds"}
+    timing = {"images_per_s", "epoch_seconds", "sample_seconds", "bpd_seconds", "feature_seconds",
+              *(("diagnostic_seconds",) if kind == "smoothed" else ())}
     assert {k: v for k, v in final.items() if k not in timing} == {
         k: v for k, v in expected[1].items() if k not in timing}
     assert resumed.done
@@ -39,6 +41,8 @@ def test_resume_gives_the_same_metrics_as_not_stopping(tmp_path, kind, noise_std
     samplers = ("onestep", "twostep") if kind == "smoothed" else ("direct",)
     expected_names = {f"{m}{s}{se}" for m in ("fd_digits_cnn", "is_digits_cnn") for s in ("", *(f"_{x}" for x in samplers))
                       for se in ("", "_se")}
+    if kind == "smoothed":  # the diagnostics (quality/diagnostics.py), distances only
+        expected_names |= {f"{n}{se}" for n in diagnostic_names("digits_cnn").values() for se in ("", "_se")}
     assert {k for k in final if k.startswith(("fd_", "is_"))} == expected_names, "each number with its SE"
     grids = resumed.write_sample_grids(tmp_path / "grids")
     assert grids and all(p.stat().st_size > 0 for p in grids)

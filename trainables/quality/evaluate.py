@@ -45,7 +45,7 @@ def _checked_images(images: torch.Tensor, dataset: str, image_size: int = 0) -> 
 def evaluate_samples(images: torch.Tensor, dataset: str, *, extractor: str = "", sampler: str = "",
                      data_dir: Optional[str] = None, cache_dir=None, inception_weights: Optional[str] = None,
                      reference_size: int = 0, batch_size: int = 256, device=None,
-                     log: Callable = print, image_size: int = 0) -> dict[str, float]:
+                     log: Callable = print, image_size: int = 0, reference_noise_std: float = 0.0) -> dict[str, float]:
     """Sample-quality metrics of generated images (N, C, H, W) in [-1, 1] (clamped here).
 
     extractor: an id of extractors.EXTRACTORS; "" takes the dataset's default.
@@ -53,6 +53,8 @@ def evaluate_samples(images: torch.Tensor, dataset: str, *, extractor: str = "",
     reference_size: real test images for the reference statistics (0: the whole split).
     device: where the extractor runs (None: the images' device).
     image_size: the side of celeba/folder images (0: their default; data.image_shape).
+    reference_noise_std: > 0 compares with real noisy test images at this sigma, clamped like the
+    samples (reference_stats.py), instead of the clean split: the reference of x~ samples.
     Returns {distance name: Frechet distance to the real test split, score name: IS
     mean over 10 splits, score name + "_std": IS std, "num_samples": N}, names from
     metric_names(extractor, sampler), e.g. fd_digits_cnn, is_digits_cnn, is_digits_cnn_std.
@@ -66,7 +68,7 @@ def evaluate_samples(images: torch.Tensor, dataset: str, *, extractor: str = "",
                             log=log, inception_weights=inception_weights)
     mu_ref, sigma_ref = reference_statistics(dataset, model, n=reference_size, data_dir=data_dir,
                                              cache_dir=cache_dir, batch_size=batch_size, log=log,
-                                             image_size=image_size)
+                                             image_size=image_size, noise_std=reference_noise_std)
     features, probs = run_extractor(model, images, batch_size=batch_size, log=log, what="samples")
     mu, sigma = feature_statistics(features)  # warns when N < feature dim
     splits = min(IS_SPLITS, len(images))

@@ -5,7 +5,9 @@ denoised) and two-step (denoiser) samples. Metric names carry the feature extrac
 and the sampler (docs/architecture.md); `fd_E`/`is_E` repeat the product sampler's
 numbers (direct or two-step) under a name every kind shares, the study objective. Each
 distance and score comes with its standard error, `<name>_se` (quality/uncertainty.py);
-the sample count is the trial's `num_eval_samples`.
+the sample count is the trial's `num_eval_samples`. A smoothed trial's evaluation also
+logs the diagnostics (quality/diagnostics.py, cfg.eval.diagnostics), from the same x~
+samples the two-step sampler drew.
 """
 from __future__ import annotations
 
@@ -20,10 +22,12 @@ from search_spaces.metric_names import PRODUCT_SAMPLER, default_extractor, metri
 from trainables.config import TrialConfig
 from trainables.data import epoch_generator
 from trainables.sampling.fast import fast_sample
+from trainables.quality.diagnostics import diagnostics_enabled, smoothed_diagnostics
 from trainables.quality.evaluate import evaluate_samples
 from trainables.sampling.naive import gradient_denoise, to_image_range, two_step_sample
 
 SAMPLE_STREAM = 2  # generator stream of evaluation samples: never the training streams
+DIAGNOSTIC_STREAM = 3  # generator stream of the denoiser's draws given real x~ (diagnostics)
 # The sampler of every evaluation: the exact fast one (naive.sample is its tested reference).
 SAMPLER = fast_sample
 GRID_MIN_WIDTH = 256  # px: a grid of 8x8 digits is 82 px wide, too small to see in MLflow's artifact view
@@ -77,6 +81,10 @@ class SampleEvaluator:
                     metrics[name] = scores[source]
                     metrics[standard_error_name(name)] = scores[standard_error_name(source)]
         metrics["feature_seconds"] = time.perf_counter() - start  # features of the samples and their scores
+        if diagnostics_enabled(cfg):  # validate() allows it for smoothed trials only
+            metrics.update(smoothed_diagnostics(
+                models["smoothed"], models["denoiser"], cfg, x_noisy, device=self.device, log=self.log,
+                generator=epoch_generator(cfg.train.seed, epoch, stream=DIAGNOSTIC_STREAM), sampler=SAMPLER))
         return metrics
 
     def write_grids(self, directory) -> list[Path]:
