@@ -12,8 +12,8 @@ import re
 from typing import Iterable
 
 from search_spaces.metric_names import (  # noqa: F401  (re-exported for the analysis modules)
-    PRODUCT_SAMPLER, SAMPLERS, SE_SUFFIX, SampleMetric, parse_sample_metric, sample_metric_name, standard_error_name,
-    standard_error_of,
+    DIAGNOSTICS, PRODUCT_SAMPLER, SAMPLERS, SE_SUFFIX, SampleMetric, parse_sample_metric, sample_metric_name,
+    standard_error_name, standard_error_of,
 )
 
 # study/tracking.py: tags of the runs of a study's experiment
@@ -37,7 +37,8 @@ SAMPLER_LABELS = {"onestep": "one-step", "twostep": "two-step", "direct": "direc
 
 BPD_METRICS = ("train_bpd", "test_bpd", "train_bpd_smoothed", "test_bpd_smoothed",
                "train_bpd_denoiser", "test_bpd_denoiser", "bpd_bound")
-TIME_METRICS = ("images_per_s", "epoch_seconds", "sample_seconds", "bpd_seconds", "feature_seconds")
+TIME_METRICS = ("images_per_s", "epoch_seconds", "sample_seconds", "bpd_seconds", "feature_seconds",
+                "diagnostic_seconds")
 
 
 FD_BOOTSTRAP_RESAMPLES = 200  # trainables/quality/uncertainty.py: B of the distance's bootstrap standard error
@@ -55,10 +56,10 @@ def extractors(names: Iterable[str]) -> list[str]:
 
 def metric_order(names: Iterable[str]) -> list[str]:
     """Metrics in reading order: bits/dim, then per extractor distance and score with the
-    samplers side by side (one-step, two-step, direct, product), each followed by its standard
-    error, then timings, then the rest."""
+    samplers side by side (one-step, two-step, direct, product, then the diagnostics), each
+    followed by its standard error, then timings, then the rest."""
     names = list(dict.fromkeys(names))
-    sampler_rank = {s: i for i, s in enumerate((*SAMPLERS, ""))}
+    sampler_rank = {s: i for i, s in enumerate((*SAMPLERS, "", *DIAGNOSTICS))}
     extractor_rank = {e: i for i, e in enumerate(extractors(names))}
 
     def key(name: str):

@@ -9,10 +9,13 @@ import pandas as pd
 
 from analysis import plots
 from analysis.conventions import (
-    BPD_METRICS, FD_BOOTSTRAP_RESAMPLES, FINISHED_STATES, IS_SPLITS, STATES, sample_metric_name, standard_error_name,
+    BPD_METRICS, DIAGNOSTICS, FD_BOOTSTRAP_RESAMPLES, FINISHED_STATES, IS_SPLITS, STATES, sample_metric_name,
+    standard_error_name,
 )
 from analysis.load import StudyData
-from analysis.render import Block, Image, Table, fmt, mean_std, paper_view, time_view, trend_view, trials_view
+from analysis.render import (
+    Block, Image, Table, fmt, mean_std, paper_view, state_mark, time_view, trend_view, trials_view,
+)
 from analysis.tables import sample_counts
 
 UNCERTAINTY_NOTE = (
@@ -151,6 +154,46 @@ def trend_section(data: StudyData, by: str, trend: pd.DataFrame, extractor_ids: 
     return blocks
 
 
+DIAGNOSTICS_NOTE = (
+    "Which model is at fault. A smoothed trial's samples pass through two models: p(x~) draws x~, then the "
+    "denoiser (two-step) or one gradient step on log p(x~) (one-step) turns it into x. The diagnostics feed "
+    "the same real test images x~ = x + σ·eps (a fixed seeded choice, fixed eps: the same in every trial at "
+    "one σ) to the models, distances with ± SE: `realnoisy` is the real x~ themselves against the clean test "
+    "split, the floor of what the noise alone costs; `onestep_realnoisy` and `twostep_realnoisy` are one-step "
+    "denoising and the denoiser given those real x~, to set beside `onestep` and `twostep` of the model's own "
+    "x~; `xtilde` is the model's own x~ against real noisy test images at the same σ, p(x~) alone. Real-input "
+    "distances that stay low while `onestep`/`twostep` and `xtilde` rise put the fault on p(x~); real-input "
+    "distances that rise put it on the denoiser (`test_bpd_denoiser` says the same in bits/dim).")
+
+
+def diagnostic_columns(extractor: str) -> list[str]:
+    """The floor, each denoiser on real x~ beside the same sampler on the model's x~, then p(x~) alone."""
+    names = ["realnoisy", "onestep_realnoisy", "onestep", "twostep_realnoisy", "twostep", "xtilde"]
+    return [sample_metric_name("distance", extractor, s) for s in names]
+
+
+def diagnostics_section(data: StudyData, trend: pd.DataFrame, extractor: str) -> list[Block]:
+    """Per smoothed trial (its latest evaluation) and per σ (trend_table), the diagnostics beside the samples'."""
+    blocks: list[Block] = [("h2", "Diagnostics: which model is at fault")]
+    columns = diagnostic_columns(extractor)
+    trials = data.trials
+    logged = [c for c in columns if c in trials and trials[c].notna().any()]
+    diagnostic = [c for c in logged if c in {sample_metric_name("distance", extractor, d) for d in DIAGNOSTICS}]
+    if not diagnostic:
+        return blocks + [("p", "No trial logged diagnostics (`diagnostics` = off, baseline trials only, or a "
+                               "study from before them).")]
+    diagnosed = trials[trials[diagnostic].notna().any(axis=1)]
+    rows = [[str(t["run_name"]), state_mark(t["state"]), fmt(t.get("noise_std")), fmt(t.get("seed")),
+             fmt(t.get("epochs")), *(mean_std(t.get(c), None, se=t.get(standard_error_name(c))) for c in logged),
+             fmt(t.get("test_bpd_denoiser"))] for _, t in diagnosed.iterrows()]
+    blocks += [("p", DIAGNOSTICS_NOTE + " Per trial, at its latest evaluation:"),
+               Table(["run", "state", "noise_std", "seed", "epochs", *(f"{c} (± SE)" for c in logged),
+                      "test_bpd_denoiser"], rows),
+               ("p", "Per configuration, the mean over repeats as in the trends:"),
+               trend_view(trend, logged)]
+    return blocks
+
+
 def pareto_section(data: StudyData, extractor: str, plot_paths: dict[str, Path], root: Path) -> list[Block]:
     distance = sample_metric_name("distance", extractor)
     blocks: list[Block] = [("h2", "Sample quality vs likelihood")]
@@ -196,6 +239,7 @@ def report_blocks(data: StudyData, named: dict[str, pd.DataFrame], plot_paths: d
                              ("bpd_vs_sigma", "bits/dim vs σ")], root, bins)
     blocks += trend_section(data, "num_mixtures", named["trend_num_mixtures"], extractor_ids, plot_paths,
                             [("distance_vs_mixtures", "sample quality vs num_mixtures")], root)
+    blocks += diagnostics_section(data, named["trend_noise_std"], extractor)
     blocks += pareto_section(data, extractor, plot_paths, root)
     blocks.append(("h2", "Learning curves"))
     blocks += [image(n, "learning curves per trial") for n in sorted(plot_paths) if n.startswith("learning_curves")]
