@@ -73,6 +73,9 @@ def test_smoke_study_logs_one_run_per_trial(smoke_study):
     smoothed = [r for r in trials if r.data.tags["kind"] == "smoothed"]
     assert all("fd_digits_cnn_onestep" in r.data.metrics and "fd_digits_cnn_twostep" in r.data.metrics
                for r in smoothed)
+    diagnostics = {f"fd_digits_cnn_{d}{se}" for d in ("realnoisy", "onestep_realnoisy", "twostep_realnoisy", "xtilde")
+                   for se in ("", "_se")} | {"diagnostic_seconds"}
+    assert all(diagnostics <= set(r.data.metrics) for r in smoothed) and not diagnostics & set(baseline.data.metrics)
     history = json.loads((study_dir / "optuna_trials.json").read_text())
     assert [t["state"] for t in history] == ["COMPLETE", "COMPLETE"]
     assert all(0.1 <= t["params"]["noise_std"] <= 0.8 for t in history)
