@@ -44,6 +44,8 @@ DEFAULT_SIZE, DEFAULT_SIZED_FOR = GPU_SIZE, "gpu"  # any other dataset (CelebA, 
 SMOKE_TEST_SIZE: dict[str, Any] = {
     "nr_filters": 8, "nr_resnet": 1, "num_mixtures": 3, "batch_size": 128, "max_epochs": 2, "eval_every": 2,
     "num_eval_samples": 32, "bound_noise_draws": 1, "max_eval_images": 64, "denoiser_batch_size": 0,
+    # the machinery, not the science: at depth 1 a stacked denoiser (the paper space's) misses part of x~ at 28x28
+    "allow_partial_coverage": True,
 }
 SMOKE_TEST_NUM_SAMPLES = 2
 ASHA_MIN_TRIALS = 5                 # "auto" scheduler: ASHA from this many searched trials on, else FIFO

@@ -16,7 +16,9 @@ GRADIENT_MODES = ("full", "fixed_output")
 DIAGNOSTIC_MODES = ("auto", "on", "off")  # auto: on for smoothed trials, off for baselines
 PRECISIONS = ("auto", "bf16", "off")
 DENOISER_LIKELIHOODS = ("discretized", "continuous")  # trainables/losses.py: DenoiserNLL
-DENOISER_CONDITIONINGS = ("encoder",)  # x~ through a non-causal encoder into every gated resnet
+# How x~ enters the denoiser (pixelcnnpp.py): "encoder", a non-causal encoder into every gated resnet;
+# "stacked", x~ above x in one 2H x W image (the authors' code; its receptive field must cover all of x~).
+DENOISER_CONDITIONINGS = ("encoder", "stacked")
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,7 @@ class ModelConfig:
     num_mixtures: int = 5       # logistic mixture components per pixel
     dropout: float = 0.0        # channel-wise dropout inside gated resnets (authors: 0.5 on every dataset)
     denoiser_conditioning: str = "encoder"  # how x~ enters p(x | x~) (pixelcnnpp.py); checkpoints record it
+    allow_partial_coverage: bool = False    # stacked: accept a depth at which some clean pixels miss part of x~
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,26 @@ class TrialConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        self._check_stacked_coverage()
+
+    def _check_stacked_coverage(self) -> None:
+        """A stacked denoiser (x~ above x) sees x~ only through its receptive field: refuse a depth at
+        which some clean pixel misses part of x~, unless allow_partial_coverage (pixelcnnpp.stacked_coverage)."""
+        m, d = self.model, self.data
+        if self.train.kind != "smoothed" or m.denoiser_conditioning != "stacked" or m.allow_partial_coverage:
+            return
+        from trainables.data import image_shape
+        from trainables.pixelcnnpp import full_coverage_depth, stacked_coverage
+
+        _, h, w = image_shape(d.dataset, d.image_size)
+        seen = stacked_coverage(m.nr_resnet, h, w)
+        if seen < h * w:
+            depth = full_coverage_depth(h, w)
+            deeper = f"nr_resnet >= {depth}, " if depth else ""
+            raise ValueError(f"denoiser_conditioning=stacked at nr_resnet={m.nr_resnet} on {d.dataset} ({h}x{w}): only "
+                             f"{seen} of {h * w} clean pixels see all of x~ (the receptive field of the {2 * h}x{w} "
+                             f"stacked image is too small); use {deeper}denoiser_conditioning=encoder, or "
+                             f"allow_partial_coverage=true")
 
 
 _PARTS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "eval": EvalConfig}

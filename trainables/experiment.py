@@ -61,7 +61,8 @@ class Experiment:
                               ("denoiser", DenoiserNLL(t.denoiser_likelihood), True)]}[t.kind]
         units = {}
         for name, loss, conditional in kinds:
-            net = PixelCNNpp(self.image_shape[0], m.nr_filters, m.nr_resnet, m.num_mixtures, m.dropout, conditional)
+            net = PixelCNNpp(self.image_shape[0], m.nr_filters, m.nr_resnet, m.num_mixtures, m.dropout, conditional,
+                             m.denoiser_conditioning)
             units[name] = TrainUnit.create(net.to(self.device), loss, lr=t.lr, lr_decay=t.lr_decay,
                                            ema_decay=t.ema_decay, grad_clip=t.grad_clip,
                                            mixed_precision=t.mixed_precision, compile=t.compile, shard=self.shard)

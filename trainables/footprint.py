@@ -14,7 +14,8 @@ BYTES_PER_PARAM = 4 * 4     # float32 x (weights, Adam m, Adam v, EMA)
 
 def parameter_count(trial: dict[str, Any], conditional: bool) -> int:
     """Parameters of one PixelCNN++ of these flat trial values (the denoiser, `conditional`, adds
-    the encoder of x~), counted on the meta device: no memory, no compute."""
+    the encoder of x~ unless it is stacked; a study.json from before denoiser_conditioning lacks it:
+    TrialConfig's default), counted on the meta device: no memory, no compute."""
     import torch
 
     from trainables.data import image_shape
@@ -23,7 +24,7 @@ def parameter_count(trial: dict[str, Any], conditional: bool) -> int:
     channels = image_shape(trial["dataset"], int(trial.get("image_size", 0) or 0))[0]
     with torch.device("meta"):
         net = PixelCNNpp(channels, int(trial["nr_filters"]), int(trial["nr_resnet"]), int(trial["num_mixtures"]),
-                         float(trial["dropout"]), conditional)
+                         float(trial["dropout"]), conditional, trial.get("denoiser_conditioning", "encoder"))
     return sum(p.numel() for p in net.parameters())
 
 

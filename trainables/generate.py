@@ -67,8 +67,10 @@ class TrialModels:
 def build_network(config: dict, unit: str) -> PixelCNNpp:
     """The untrained network of one unit, the architecture trainables.experiment builds."""
     channels = IMAGE_SHAPES[config["dataset"]][0]
+    denoiser = unit == "denoiser"  # its design is recorded in the config (a baseline's may predate the key)
     return PixelCNNpp(channels, config["nr_filters"], config["nr_resnet"], config["num_mixtures"],
-                      config["dropout"], conditional=unit == "denoiser")
+                      config["dropout"], conditional=denoiser,
+                      conditioning=config["denoiser_conditioning"] if denoiser else "encoder")
 
 
 def _assemble(config: dict, states: dict[str, dict]) -> TrialModels:

@@ -71,7 +71,8 @@ def _measure(trial: TrialConfig, shape: tuple[int, int, int], device: torch.devi
     train = forward = 0.0
     nets = []
     for loss, conditional in ((SmoothedNLL(), False), (DenoiserNLL(), True)):
-        net = PixelCNNpp(c, m.nr_filters, m.nr_resnet, m.num_mixtures, m.dropout, conditional).to(device)
+        net = PixelCNNpp(c, m.nr_filters, m.nr_resnet, m.num_mixtures, m.dropout, conditional,
+                         m.denoiser_conditioning).to(device)
         unit = TrainUnit.create(net, loss, lr=t.lr, lr_decay=t.lr_decay, mixed_precision=t.mixed_precision)
         train_epoch(unit, [pair], epoch=1, device=device)                     # warm-up
         train += train_epoch(unit, [pair] * PROBE_STEPS, epoch=1, device=device).seconds / (PROBE_STEPS * batch)
