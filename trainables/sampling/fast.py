@@ -49,6 +49,9 @@ The schedule, with the receptive fields read off the layers (layers.py):
   gate of every gated resnet) does not depend on x: the encoder runs once on x~, and
   when row i starts, each block of level s with 2^s dividing i gets its pre-gate term
   for row i/2^s (`FastGatedResnet.set_cond_row`), read by that row's u and ul steps.
+- The stacked denoiser (denoiser_conditioning="stacked") is the unconditional network on
+  x~ above x, 2H x W, whose top H rows are given: their activations are computed from
+  x~ a whole row at a time (given_rows.py), then rows H..2H-1 are drawn as above.
 
 The loop: per row, the u stream and the row's terms eagerly (`_CachedTrunk.u_row`, which also
 slides every band to the row, `start_row`), then one pixel step per column (ul_pixel, the
@@ -77,6 +80,7 @@ from torch import Tensor
 from torch.nn.utils import parametrize
 
 from trainables.sampling.fast_ops import ActivationMap, FastGatedResnet, ShiftedConv, concat_elu_last
+from trainables.sampling.given_rows import prefill
 from trainables.sampling.pixel_draw import PixelDraw
 from trainables.sampling import native_blocks
 from trainables.sampling.native_chains import attach
@@ -375,27 +379,32 @@ def fast_sample(
         uniforms = draw_uniforms(n, c, model.num_mixtures, h, w, generator=generator, device=param.device)
     draw = PixelDraw(uniforms, c, temperature, quantize=discretized)
     like = param.new_empty(n, 0)
+    given = h if model.stacked else 0  # the stacked denoiser: x~'s h rows above the h drawn ones
     was_training = model.training
     model.eval()
     cpu_threads = (threads or CPU_THREADS) if param.device.type == "cpu" else None
     try:
         with parametrize.cached(), _cpu_threads(cpu_threads):
-            cond = model.encoder(x_noisy.to(param)) if x_noisy is not None else None  # x~ once, all levels
-            trunk = _CachedTrunk(model, like, h, w, cond, native=native_blocks.library_for(native, param, audit_steps))
+            cond = model.encoder(x_noisy.to(param)) if model.encoder is not None else None  # x~ once, all levels
+            trunk = _CachedTrunk(model, like, given + h, w, cond,
+                                 native=native_blocks.library_for(native, param, audit_steps))
+            if given:
+                prefill(trunk, x_noisy.to(param))  # rows 0..h-1 of the stacked image
             pixels = param.new_zeros(h, w, n, c)  # pixel-major while drawing: each pixel a contiguous view
             drawn_row = param.new_zeros(w, n, c)  # the row being drawn, one buffer for every row
             drawn = drawn_row.unbind(0)
 
-            def start(i: int) -> None:
-                trunk.u_row(i)
+            def start(i: int) -> None:  # i: the row drawn, given + i: its row in the trunk's image
+                trunk.u_row(given + i)
                 draw.begin_row(i)
 
             def step(i: int, j: int) -> None:
-                value = draw(trunk.ul_pixel(i, j), i, j)  # (N, C) from the mixture parameters (N, P)
+                value = draw(trunk.ul_pixel(given + i, j), i, j)  # (N, C) from the mixture parameters (N, P)
                 drawn[j].copy_(value)
-                trunk.x_map.write(i, j, value.view(n, 1, c))
+                trunk.x_map.write(given + i, j, value.view(n, 1, c))
 
-            steps = PixelSteps(start, step, trunk.step_key, w, param.device, graphs=cuda_graphs, audit=audit_steps)
+            steps = PixelSteps(start, step, lambda i: trunk.step_key(given + i), w, param.device, graphs=cuda_graphs,
+                               audit=audit_steps)
             for i in range(h):
                 steps.row(i)
                 pixels[i].copy_(drawn_row)
