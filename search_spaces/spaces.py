@@ -22,10 +22,13 @@ BASELINE = {"kind": "baseline", "noise_std": 0.0}
 # 160 filters on CIFAR-10 and 40 on MNIST (digits and Fashion-MNIST use the MNIST setting),
 # channel-wise dropout 0.5 in every gated resnet on every dataset, Adam lr 2e-4, batch 80 for the
 # smoothed model and 50 for the denoiser, whose loss is the continuous density of x + 0.01 N(0, 1),
-# and one-step denoising with the network's output held fixed (runners/pixelcnnpp_gradient_sampler_
-# runner.py). What still differs, and why: docs/science.md.
+# the denoiser run on x~ stacked above x (their conditioned runner; at depth 5 every clean pixel sees
+# all of x~ at 28x28 and 32x32, which config validation checks per image size), and one-step
+# denoising with the network's output held fixed (runners/pixelcnnpp_gradient_sampler_runner.py).
+# What still differs, and why: docs/science.md.
 _PAPER_COMMON = {"num_mixtures": 10, "nr_resnet": 5, "dropout": 0.5, "lr": 2e-4, "batch_size": 80,
-                 "denoiser_batch_size": 50, "denoiser_likelihood": "continuous", "gradient_mode": "fixed_output"}
+                 "denoiser_batch_size": 50, "denoiser_likelihood": "continuous", "gradient_mode": "fixed_output",
+                 "denoiser_conditioning": "stacked"}
 _PAPER_MNIST = {**_PAPER_COMMON, "noise_std": 0.5, "nr_filters": 40}
 _PAPER_CIFAR10 = {**_PAPER_COMMON, "noise_std": 0.3, "nr_filters": 160}
 # CelebA 32x32: their configs/pixelcnnpp_smoothed_train_celeba.yml (sigma 0.3, 160 filters, batch 80).

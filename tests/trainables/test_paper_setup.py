@@ -98,3 +98,36 @@ def test_each_model_of_a_trial_steps_with_its_batch_size():
     steps = {name: unit.scheduler.last_epoch for name, unit in exp.units.items()}  # one lr step per batch
     assert steps == {"smoothed": -(-n // 400), "denoiser": -(-n // 250)}
     assert np.isfinite(metrics["train_bpd_denoiser"]) and np.isfinite(metrics["bpd_bound"])
+
+
+def test_the_paper_space_runs_the_authors_stacked_denoiser_at_a_depth_that_sees_all_of_x_noisy():
+    """Their conditioned runner stacks x~ above x; at the paper's depth every clean pixel of every
+    dataset's image size sees all of x~, so the config validates (test_stacked_denoiser.py)."""
+    from search_spaces import SPACES
+    from trainables.data import image_shape
+    from trainables.pixelcnnpp import stacked_coverage
+
+    for dataset, fixed in SPACES["paper"].fixed_per_dataset.items():
+        assert fixed["denoiser_conditioning"] == "stacked", dataset
+        _, h, w = image_shape(dataset)
+        assert stacked_coverage(fixed["nr_resnet"], h, w) == h * w, dataset
+        TrialConfig.from_flat({**fixed, "dataset": dataset, "kind": "smoothed"})  # validates, coverage included
+
+
+@pytest.mark.filterwarnings("ignore::trainables.quality.scores.FewSamplesWarning")  # 2 samples: cost only
+def test_a_stacked_trial_trains_scores_and_samples_its_denoiser_on_the_stacked_image():
+    """The denoiser of a stacked trial has exactly the smoothed model's parameter shapes (no encoder);
+    an epoch trains both, scores the bound and draws two-step samples with the fast sampler."""
+    from trainables.experiment import Experiment
+
+    cfg = TrialConfig(model=ModelConfig(nr_filters=4, nr_resnet=1, num_mixtures=2, denoiser_conditioning="stacked"),
+                      train=TrainConfig(kind="smoothed", max_epochs=1, batch_size=400), data=DataConfig(noise_std=0.3),
+                      eval=EvalConfig(eval_every=1, num_eval_samples=2, bound_noise_draws=1, max_eval_images=32))
+    exp = Experiment(cfg, device="cpu", log=lambda m: None)
+    denoiser, smoothed = exp.units["denoiser"].model, exp.units["smoothed"].model
+    assert denoiser.stacked and denoiser.encoder is None
+    assert {k: v.shape for k, v in denoiser.state_dict().items()} == {k: v.shape for k, v in smoothed.state_dict().items()}
+    metrics = exp.run_epoch()
+    assert np.isfinite(metrics["test_bpd_denoiser"]) and np.isfinite(metrics["bpd_bound"])
+    twostep = exp.evaluator.last_samples["twostep"]
+    assert twostep.shape == (2, 1, 8, 8) and torch.equal(twostep, ((twostep + 1) * 127.5).round() / 127.5 - 1)
