@@ -19,6 +19,12 @@ EXTRACTOR_IDS = ("inception", "digits_cnn", "mnist_cnn", "fashion_mnist_cnn", "c
 # and as the literature reports FID on CelebA (its weights file must be at hand offline).
 DEFAULT_EXTRACTORS = {"digits": "digits_cnn", "mnist": "mnist_cnn", "fashion_mnist": "fashion_mnist_cnn",
                       "cifar10": "inception", "celeba": "inception", "folder": "inception"}
+# One id can name several networks (mnist_cnn trained on another training split, or on other
+# hardware): these run tags name the exact one a trial's distances come from, its weights' sha256
+# (16 hex digits) and a classifier's test accuracy (trainables/quality/extractors.py: extractor_tags);
+# analysis compares distances only between trials with the same extractor_sha.
+EXTRACTOR_SHA_TAG, EXTRACTOR_ACCURACY_TAG = "extractor_sha", "extractor_accuracy"
+EXTRACTOR_TAGS = (EXTRACTOR_SHA_TAG, EXTRACTOR_ACCURACY_TAG)
 SAMPLERS = ("onestep", "twostep", "direct")  # order of columns and rows; "" = the product samples
 PRODUCT_SAMPLER = {"baseline": "direct", "smoothed": "twostep"}  # what `fd_E`/`is_E` repeat per kind
 FAMILIES = ("distance", "score")

@@ -3,8 +3,12 @@
 Penultimate-layer activations give the Frechet-distance features, the softmax gives
 the Inception-Score probabilities. The network is trained once per content hash
 (training and test data, architecture, hyperparameters), cached under the cache dir
-with its test accuracy, and refused when that accuracy is below the spec's threshold:
-a metric computed with a poor classifier would be noise with a trustworthy name.
+with its test accuracy and the sha256 of its weights, and refused when that accuracy is
+below the spec's sanity floor (`min_accuracy`): a metric computed with a useless
+classifier would be noise with a trustworthy name. The floors sit well under what
+5,000 training images reach (docs/science.md, "Feature extractors: accuracy and the
+gate"); above them the accuracy is no verdict but a fact, tagged beside every distance
+(`extractor_accuracy`) with the weights' sha that names the network (`extractor_sha`).
 
 Training is sized by the data, not by a fixed epoch count: Adam steps up to a budget,
 checked every `eval_every` steps on a held-out part of the training split; when the
@@ -130,6 +134,7 @@ class TrainedClassifier:
     test_accuracy: float            # on the dataset's full test split
     content_hash: str               # sha256 of data + architecture + hyperparameters
     path: Path                      # the cache file it came from
+    weights_sha: str                # sha256 of the weights: the extractor's identity (weights_sha256)
 
     @property
     def extractor_id(self) -> str:
@@ -264,6 +269,17 @@ def _weights(model: nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def weights_sha256(state_dict: dict) -> str:
+    """sha256 of a state dict's names, dtypes, shapes and values: the identity of the extractor.
+
+    Not the content hash: that names the data and the spec, while the weights also depend on
+    the device and thread count they were trained with; two studies share an extractor only
+    when they share these bytes."""
+    names = sorted(state_dict)
+    arrays = [state_dict[k].detach().cpu().contiguous().numpy() for k in names]
+    return hashlib.sha256((json.dumps(names) + sha256_of_arrays(*arrays)).encode()).hexdigest()
+
+
 @torch.no_grad()
 def accuracy(model: SmallCNN, images, labels, device: torch.device, batch_size: int = 1024) -> float:
     """Fraction of images (N, C, H, W) whose argmax logit equals the label (N,)."""
@@ -288,7 +304,9 @@ def _load_cached(path: Path, expected_hash: str, spec: ClassifierSpec, log: Call
         warnings.warn(f"ignoring unreadable classifier cache {path} ({type(err).__name__}: {err}); retraining")
         return None
     payload["model"] = model.eval().requires_grad_(False)
-    log(f"{spec.dataset}_cnn: loaded {path.name} (test accuracy {payload['test_accuracy']:.4f})")
+    payload["weights_sha256"] = weights_sha256(model.state_dict())  # of the weights as loaded
+    log(f"{spec.dataset}_cnn: loaded {path.name} (test accuracy {payload['test_accuracy']:.4f}, sanity floor "
+        f"{spec.min_accuracy:.2f}, weights {payload['weights_sha256'][:12]})")
     return payload
 
 
@@ -301,11 +319,13 @@ def _train_and_store(spec: ClassifierSpec, train, test, digest: str, path: Path,
     start, cpu_start = time.monotonic(), time.process_time()
     model, record = _train(spec, *train, device, log)
     test_accuracy = accuracy(model, *test, device)
+    state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = {
         "format": CACHE_FORMAT,
         "content_hash": digest,
         "spec": json.dumps(dataclasses.asdict(spec)),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": state_dict,
+        "weights_sha256": weights_sha256(state_dict),
         "test_accuracy": float(test_accuracy),
         "num_train": len(train[0]),
         "num_test": len(test[0]),
@@ -316,8 +336,9 @@ def _train_and_store(spec: ClassifierSpec, train, test, digest: str, path: Path,
         "train_device": str(device),
     }
     atomic_write(path, lambda handle: torch.save(payload, handle))
-    log(f"{spec.dataset}_cnn: test accuracy {test_accuracy:.4f} after {record.steps} steps "
-        f"({payload['train_seconds']:.1f} s, {payload['train_cpu_seconds']:.1f} CPU s), cached at {path}")
+    log(f"{spec.dataset}_cnn: test accuracy {test_accuracy:.4f} (sanity floor {spec.min_accuracy:.2f}) after "
+        f"{record.steps} steps ({payload['train_seconds']:.1f} s, {payload['train_cpu_seconds']:.1f} CPU s), "
+        f"weights {payload['weights_sha256'][:12]}, cached at {path}")
     payload["model"] = model.cpu()
     return payload
 
@@ -345,14 +366,16 @@ def load_classifier(dataset: str, *, data_dir: Optional[str] = None, cache_dir=N
     payload = _load_cached(path, digest, spec, log) or _train_and_store(spec, train, test, digest, path, device, log)
     if payload["test_accuracy"] < spec.min_accuracy:
         raise ClassifierAccuracyError(refusal_message(spec, payload, path))
-    return TrainedClassifier(payload["model"].to(device), spec, payload["test_accuracy"], digest, path)
+    return TrainedClassifier(payload["model"].to(device), spec, payload["test_accuracy"], digest, path,
+                             payload["weights_sha256"])
 
 
 def refusal_message(spec: ClassifierSpec, payload: dict, path: Path) -> str:
     """One line: the accuracy reached, the floor, on how much data, and what to do."""
     record = payload.get("training", {})
     return (f"{spec.dataset}_cnn reached test accuracy {payload['test_accuracy']:.4f} on {payload['num_test']} "
-            f"test images, below its floor {spec.min_accuracy:.2f} (trained on {record.get('num_train', '?')} "
-            f"images, {record.get('steps', '?')} steps; cached at {path}); its features would not measure "
+            f"test images, below its floor {spec.min_accuracy:.2f} for {spec.dataset} (trained on "
+            f"{record.get('num_train', '?')} images, {record.get('steps', '?')} steps; cached at {path}); "
+            f"a classifier this poor is a sanity failure and its features would not measure "
             f"sample quality. Give it more training images (the full {spec.dataset} training split), or "
             f"choose another extractor (--set extractor=inception); delete the file to retrain.")

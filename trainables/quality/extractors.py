@@ -9,6 +9,11 @@ and class probabilities (B, K) for the score. Its id is part of every metric nam
   uses). Names `fid_inception`, `is_inception`, reserved for the standard weights file.
 - `<dataset>_cnn`: a small CNN trained on that dataset's training split
   (`trainables/quality/classifiers.py`), for offline use. Names `fd_<id>`, `is_<id>`.
+
+One id can stand for several networks: `mnist_cnn` trained on another training split (or
+on other hardware) is another extractor with the same id. `extractor_tags` names the exact
+one (`extractor_sha`: its weights; `extractor_accuracy`: a classifier's test accuracy); each
+trial's MLflow run carries them, and analysis refuses to compare distances across them.
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from search_spaces.metric_names import default_extractor
+from search_spaces.metric_names import EXTRACTOR_ACCURACY_TAG, EXTRACTOR_SHA_TAG, default_extractor
 from trainables.cache_files import INCEPTION_WEIGHTS_ENV_VAR, sha256_of_file
 from trainables.quality.classifiers import load_classifier
 
@@ -39,6 +44,7 @@ class FeatureExtractor:
     num_classes: int        # K
     device: torch.device    # where `compute` wants its input
     compute: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # (B,C,H,W) in [-1,1] -> (B,D), (B,K)
+    accuracy: Optional[float] = None  # a dataset classifier's test accuracy; None for Inception
 
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
@@ -78,6 +84,23 @@ def run_extractor(extractor: FeatureExtractor, images: torch.Tensor, *, batch_si
     return np.concatenate(features), np.concatenate(probs)
 
 
+def extractor_tags(extractor: FeatureExtractor) -> dict[str, str]:
+    """The MLflow tags naming exactly this extractor: {extractor_sha, extractor_accuracy (classifiers)}."""
+    tags = {EXTRACTOR_SHA_TAG: extractor.fingerprint[:16]}
+    if extractor.accuracy is not None:
+        tags[EXTRACTOR_ACCURACY_TAG] = f"{extractor.accuracy:.4f}"
+    return tags
+
+
+def trial_extractor_tags(extractor_id: str, dataset: str, *, data_dir: Optional[str] = None,
+                         inception_weights: Optional[str] = None) -> dict[str, str]:
+    """extractor_tags of the extractor a trial's evaluation uses ("" id: the dataset's default),
+    built on the CPU from the same cache (after the trial's first evaluation: a cache hit)."""
+    extractor = build_extractor(extractor_id or default_extractor(dataset), dataset, data_dir=data_dir,
+                                device="cpu", log=lambda line: None, inception_weights=inception_weights)
+    return extractor_tags(extractor)
+
+
 # --- dataset classifiers ---------------------------------------------------------------
 
 def _classifier_extractor(trained_on: str, dataset: str, *, data_dir, cache_dir, device, log,
@@ -94,8 +117,8 @@ def _classifier_extractor(trained_on: str, dataset: str, *, data_dir, cache_dir,
         features, logits = model.features_and_logits(images)  # (B, F), (B, 10)
         return features, torch.softmax(logits.double(), dim=1)
 
-    return FeatureExtractor(classifier.extractor_id, classifier.content_hash, classifier.spec.feature_dim,
-                            model.head[-1].out_features, device, compute)
+    return FeatureExtractor(classifier.extractor_id, classifier.weights_sha, classifier.spec.feature_dim,
+                            model.head[-1].out_features, device, compute, classifier.test_accuracy)
 
 
 # --- Inception-v3 (torch-fidelity) -------------------------------------------------------
