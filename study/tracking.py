@@ -90,6 +90,7 @@ class MlflowTracker(TrialListener):
         self._client = None
         self._runs: dict[str, _Run] = {}
         self._hardware: dict[str, str] = {}  # trial id -> hardware tag already set
+        self._tags: dict[str, dict[str, str]] = {}  # trial id -> trial_tags already set
 
     @property
     def client(self):
@@ -217,6 +218,14 @@ class MlflowTracker(TrialListener):
         if run is not None and self._hardware.get(trial_id) != description:
             self.client.set_tag(run.run_id, "hardware", description)
             self._hardware[trial_id] = description
+
+    def trial_tags(self, trial_id: str, tags: dict[str, str]) -> None:
+        """Tag the run with the exact extractor of its distances (set again only when it changes)."""
+        run = self._run(trial_id)
+        if run is not None and self._tags.get(trial_id) != tags:
+            for key, value in sorted(tags.items()):
+                self.client.set_tag(run.run_id, key, value)
+            self._tags[trial_id] = dict(tags)
 
     def trial_checkpoint(self, trial_id: str, directory: str) -> None:
         """Sample grids of the evaluation (PNG files named by sampler and epoch) as run artifacts."""

@@ -16,7 +16,8 @@ from trainables.tune.listener import EVENTS, Fanout, TrialListener, ended_state
 ROOT = Path(__file__).resolve().parents[2]
 ARGS = {  # one call per event, arguments as TrialEvents passes them
     "trial_started": ("t1", {"kind": "smoothed"}, False), "trial_result": ("t1", {"epoch": 1.0}),
-    "trial_hardware": ("t1", "cpu"), "trial_checkpoint": ("t1", "/tmp/ckpt"), "trial_retrying": ("t1", 1),
+    "trial_hardware": ("t1", "cpu"), "trial_tags": ("t1", {"extractor_sha": "0123456789abcdef"}),
+    "trial_checkpoint": ("t1", "/tmp/ckpt"), "trial_retrying": ("t1", 1),
     "trial_ended": ("t1", "completed", None, None, {"epoch": 1.0}), "optuna_history": ([],), "study_ended": ([],),
 }
 

@@ -184,7 +184,7 @@ def _worker_loop(loop_config: dict) -> None:
     from trainables.distributed import Shard
     from trainables.experiment import Experiment
     from trainables.hardware import describe_hardware
-    from trainables.tune.trainable import write_checkpoint_metrics
+    from trainables.tune.trainable import evaluation_extractor_tags, write_checkpoint_metrics
 
     torch.set_num_threads(loop_config["threads"])
     cfg = TrialConfig.from_flat(loop_config["trial"])
@@ -199,17 +199,19 @@ def _worker_loop(loop_config: dict) -> None:
         with checkpoint.as_directory() as directory:
             exp.restore(directory)
     hardware = f"{describe_hardware(device)}; {shard.world_size} DDP workers"
+    extractor: dict[str, str] = {}  # rank 0's extractor_sha/_accuracy tags, from its first evaluation on
     while not exp.done:
         metrics = exp.run_epoch()
         if shard.is_main and "sample_seconds" in metrics:  # an evaluation epoch: checkpoint with grids
+            extractor = extractor or evaluation_extractor_tags(cfg)
             with tempfile.TemporaryDirectory() as directory:
                 exp.save(directory)
                 exp.write_sample_grids(directory)
-                reported = {**metrics, "hardware": hardware}
+                reported = {**metrics, "hardware": hardware, **extractor}
                 write_checkpoint_metrics(directory, reported)
                 ray.train.report(reported, checkpoint=ray.train.Checkpoint.from_directory(directory))
         else:
-            ray.train.report({**metrics, "hardware": hardware} if shard.is_main else {})
+            ray.train.report({**metrics, "hardware": hardware, **extractor} if shard.is_main else {})
 
 
 class _RelayToTune(ray.train.UserCallback):

@@ -6,6 +6,7 @@ from typing import Optional
 
 from ray import tune
 
+from search_spaces.metric_names import EXTRACTOR_TAGS
 from trainables.tune.listener import ERRORED, TrialListener, ended_state
 from trainables.tune.results import exception_line, reported_metrics
 from trainables.tune.search import FixedTrialsFirst
@@ -43,6 +44,9 @@ class TrialEvents(tune.Callback):
         self.listener.trial_result(trial.trial_id, reported_metrics(result))
         if isinstance(result.get("hardware"), str):
             self.listener.trial_hardware(trial.trial_id, result["hardware"])
+        tags = {key: result[key] for key in EXTRACTOR_TAGS if isinstance(result.get(key), str)}
+        if tags:
+            self.listener.trial_tags(trial.trial_id, tags)
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
         with checkpoint.as_directory() as directory:

@@ -35,6 +35,10 @@ class TrialListener:
     def trial_hardware(self, trial_id: str, description: str) -> None:
         """The hardware the trial's latest epoch ran on (trainables/hardware.py), e.g. "cpu: <model> (1 torch threads)"."""
 
+    def trial_tags(self, trial_id: str, tags: dict[str, str]) -> None:
+        """Strings the trial reported beside its metrics, for its run's tags: the exact feature extractor
+        of its distances (search_spaces.metric_names.EXTRACTOR_TAGS: extractor_sha, extractor_accuracy)."""
+
     def trial_checkpoint(self, trial_id: str, directory: str) -> None:
         """A checkpoint was saved; `directory` is a local copy, valid during the call only."""
 

@@ -31,6 +31,7 @@ def train_trial(config: dict) -> None:
     raise_if_diverged()
     exp = Experiment(cfg)
     hardware = describe_hardware(exp.device)  # a string beside the metrics; the tracker tags the run with it
+    extractor: dict[str, str] = {}  # extractor_sha/_accuracy, known from the first evaluation on (tagged too)
     checkpoint = tune.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as directory:
@@ -42,14 +43,24 @@ def train_trial(config: dict) -> None:
             mark_diverged(str(err))
             raise
         if "sample_seconds" in metrics:  # an evaluation epoch (docs/architecture.md): it has the objective
+            extractor = extractor or evaluation_extractor_tags(cfg)
             with tempfile.TemporaryDirectory() as directory:
                 exp.save(directory)
                 exp.write_sample_grids(directory)
-                reported = {**metrics, "hardware": hardware}
+                reported = {**metrics, "hardware": hardware, **extractor}
                 write_checkpoint_metrics(directory, reported)
                 tune.report(reported, checkpoint=tune.Checkpoint.from_directory(directory))
         else:
-            tune.report({**metrics, "hardware": hardware})
+            tune.report({**metrics, "hardware": hardware, **extractor})
+
+
+def evaluation_extractor_tags(cfg: TrialConfig) -> dict[str, str]:
+    """Tags naming the exact feature extractor of the trial's distances (its weights' sha, a classifier's
+    test accuracy): one id such as mnist_cnn may be another network on another node or training split."""
+    from trainables.quality.extractors import trial_extractor_tags
+
+    return trial_extractor_tags(cfg.eval.extractor, cfg.data.dataset, data_dir=cfg.data.data_dir,
+                                inception_weights=cfg.eval.inception_weights or None)
 
 
 def write_checkpoint_metrics(directory: str, metrics: dict) -> None:
