@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 
 from analysis import plots, render, tables
 from analysis.conventions import BPD_METRICS, FINISHED_STATES, sample_metric_name
-from analysis.load import AnalysisError, StudyData
+from analysis.load import AnalysisError, StudyData, extractor_shas
 from analysis.render import Block, Image, trend_view
 from analysis.sections import sample_columns, state_counts
 
@@ -122,11 +122,26 @@ def comparison_blocks(datas: Sequence[StudyData], trends: dict[str, pd.DataFrame
     return blocks
 
 
+def check_same_networks(datas: Sequence[StudyData]) -> None:
+    """Refuse studies that report one extractor id from different networks (extractor_sha tags): their
+    distances would share a column and a panel. Studies from before the tag are not checked."""
+    seen: dict[str, tuple[str, str]] = {}  # extractor id -> (study, extractor_sha) of the first study with it
+    for data in datas:
+        for sha in extractor_shas(data.trials):  # load_trials allows one per study
+            first = seen.setdefault(extractor_of(data), (data.study, sha))
+            if first[1] != sha:
+                raise AnalysisError(f"studies {first[0]!r} and {data.study!r} both report "
+                                    f"{sample_metric_name('distance', extractor_of(data))} but from different "
+                                    f"{extractor_of(data)} networks (extractor_sha {first[1]} vs {sha}: trained "
+                                    f"on other data or hardware); their distances are not comparable")
+
+
 def write_comparison(datas: Sequence[StudyData], out: Path) -> Path:
     """Tables, the plot, report.md and report.html under `out`; returns report.md's path."""
     names = [d.study for d in datas]
     if len(set(names)) != len(names):
         raise AnalysisError(f"--study names a study twice: {', '.join(names)}")
+    check_same_networks(datas)
     from analysis.report import PLOTS_DIR, REPORT_HTML, REPORT_MD, TABLES_DIR, export_tables
 
     out.mkdir(parents=True, exist_ok=True)

@@ -24,13 +24,14 @@ from analysis.conventions import (
     DEFAULT_STORAGE_PATH, MLFLOW_DB, ROLE_TAG, STATE_TAG, STUDY_FILE, SUMMARY_ROLE, TRIAL_ID_TAG, TRIAL_ROLE,
     extractors, metric_order,
 )
+from search_spaces.metric_names import EXTRACTOR_SHA_TAG, EXTRACTOR_TAGS
 
 HTTP_PROBE_TIMEOUT_S = 5.0
 # MLflow status of a trial run -> the study's state, for runs that carry no state tag
 _STATE_OF_STATUS = {"RUNNING": "running", "FINISHED": "completed", "FAILED": "errored", "KILLED": "interrupted",
                     "SCHEDULED": "running"}
 TRIAL_TAGS = ("kind", "dataset", "extractor", "space", "trial_origin", "error", "num_failures",
-               "optuna_number", "optuna_state", "hardware")  # hardware: tag set by the study per trial
+               "optuna_number", "optuna_state", "hardware", *EXTRACTOR_TAGS)  # the last three: reported per trial
 EPOCH_ID_COLUMNS = ("trial_id", "run_name", "kind", "state", "noise_std", "num_mixtures", "seed")
 
 
@@ -155,6 +156,7 @@ def load_trials(study: str, storage_path: Optional[str] = None, mlflow_uri: Opti
     except MlflowException as err:
         raise AnalysisError(f"MLflow at {uri}: {str(err).splitlines()[0]}") from None
     trials = trials_table(trial_runs, histories)
+    check_one_extractor(study, trials)
     epochs = epochs_table(trials, histories)
     doc = read_study_file(study_dir(study, storage_path)) or {}
     return StudyData(study=study, mlflow_uri=uri, experiment_id=experiment.experiment_id,
@@ -242,6 +244,23 @@ def trials_table(runs: list, histories: dict[str, pd.DataFrame]) -> pd.DataFrame
     table = table.sort_values(_sort_keys(table), kind="stable").reset_index(drop=True)
     table.attrs["params"] = [c[6:] for c in params]  # the hyperparameter columns (tables.repeat_keys)
     return table
+
+
+def extractor_shas(trials: pd.DataFrame) -> list[str]:
+    """The distinct extractor_sha tags of the trials, first seen first (runs from before the tag have none)."""
+    return list(dict.fromkeys(trials[EXTRACTOR_SHA_TAG].dropna())) if EXTRACTOR_SHA_TAG in trials else []
+
+
+def check_one_extractor(study: str, trials: pd.DataFrame) -> None:
+    """Refuse a study whose distances come from different networks under one extractor id (a classifier
+    trained on other data, or by a cluster node with its own cache): its tables would compare them."""
+    shas = extractor_shas(trials)
+    if len(shas) > 1:
+        counts = trials[EXTRACTOR_SHA_TAG].value_counts()
+        raise AnalysisError(f"study {study!r}: its trials' distances come from {len(shas)} different feature "
+                            f"extractors (" + ", ".join(f"{EXTRACTOR_SHA_TAG} {s} in {counts[s]} trials" for s in shas)
+                            + "), which are not comparable; give every node one classifier cache "
+                            "($SMOOTHING_STUDY_CACHE on shared storage) and rerun the trials of the odd one out")
 
 
 def _sort_keys(table: pd.DataFrame) -> list[str]:
