@@ -9,19 +9,21 @@ from ray import tune
 from search_spaces.metric_names import EXTRACTOR_TAGS
 from trainables.tune.listener import ERRORED, TrialListener, ended_state
 from trainables.tune.results import exception_line, reported_metrics
-from trainables.tune.search import FixedTrialsFirst
 
 
 class TrialEvents(tune.Callback):
     """Hands Tune's trial events, as plain data, to a `TrialListener` (trainables/tune/listener.py:
     the events, their arguments and meaning).
 
+    `searcher` is the study's outermost searcher (repeats.SeededRepeater; a study from before
+    it: search.FixedTrialsFirst): is_fixed, optuna_trial and optuna_history of a trial id.
+
     The listener belongs to the driver process (it holds an MLflow client, a terminal) and is
     not pickled with Tune's state: `attach` sets it on a built Tuner's callback and again on
     the callback Tune restores from tuner.pkl (trainables/tune/tuner.py: attach_listener).
     """
 
-    def __init__(self, searcher: FixedTrialsFirst):
+    def __init__(self, searcher):
         self.searcher = searcher
         self._listener: Optional[TrialListener] = None
 
@@ -63,12 +65,12 @@ class TrialEvents(tune.Callback):
         self._ended(trial, ERRORED, _error_line(trial), reported_metrics(trial.last_result))
 
     def on_experiment_end(self, trials, **info):
-        self.listener.study_ended(self.searcher.searcher.optuna_history())
+        self.listener.study_ended(self.searcher.optuna_history())
 
     def _ended(self, trial, state: str, error: Optional[str], metrics: dict) -> None:
-        optuna = self.searcher.searcher.optuna_trial(trial.trial_id)
+        optuna = self.searcher.optuna_trial(trial.trial_id)
         self.listener.trial_ended(trial.trial_id, state, error, optuna, metrics)
-        self.listener.optuna_history(self.searcher.searcher.optuna_history())
+        self.listener.optuna_history(self.searcher.optuna_history())
 
 
 def _trial_config(trial) -> dict:

@@ -5,13 +5,13 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
 from trainables.tune.internals import asha_forget, asha_state, set_asha_state
-from trainables.tune.search import FixedTrialsFirst
 
 
 class FixedTrialsExemptASHA(ASHAScheduler):
-    """ASHA that never stops (or ranks) a space's fixed reference trials."""
+    """ASHA that never stops (or ranks) a space's fixed reference trials (every repeat of one: the
+    study's outermost searcher, repeats.SeededRepeater, says which trials are fixed)."""
 
-    def __init__(self, searcher: FixedTrialsFirst, **kwargs):
+    def __init__(self, searcher, **kwargs):
         super().__init__(**kwargs)
         self.searcher = searcher
 

@@ -133,6 +133,13 @@ class FixedTrialsFirst(Searcher):
     def is_fixed(self, trial_id: str) -> bool:
         return trial_id in self.fixed_ids
 
+    def optuna_trial(self, trial_id: str) -> Optional[dict]:
+        """The inner searcher's Optuna trial of `trial_id` (None for a fixed trial), as plain data."""
+        return self.searcher.optuna_trial(trial_id)
+
+    def optuna_history(self) -> list[dict]:
+        return self.searcher.optuna_history()
+
     def get_state(self) -> dict:
         return {"fixed": self.fixed, "fixed_ids": dict(self.fixed_ids)}
 

@@ -14,6 +14,7 @@ from trainables.tune.events import TrialEvents
 from trainables.tune.internals import local_tuner, tuner_run_callbacks
 from trainables.tune.listener import TrialListener
 from trainables.tune.progress import StudyProgress
+from trainables.tune.repeats import SeededRepeater
 from trainables.tune.results import exception_line, reported_metrics
 from trainables.tune.scheduler import FixedTrialsExemptASHA, SchedulerState
 from trainables.tune.search import FixedTrialsFirst, PruneAwareOptunaSearch, _NothingToSearch
@@ -57,6 +58,12 @@ class TuneSpec:
     optuna_storage: Optional[str] = None  # Optuna RDB URL (sqlite:///<study dir>/optuna.db); None: in memory
     workers_per_trial: int = 1   # > 1: each trial is a Ray Train DDP run of this many workers, each
                                  # holding cpus_per_trial CPUs and gpus_per_trial GPUs (data_parallel.py)
+    repeats: int = 1             # Tune trials (seeds seed, seed + 1, ...) per configuration (repeats.py)
+
+    @property
+    def total_trials(self) -> int:
+        """Tune trials in all: every configuration (searched and fixed) `repeats` times."""
+        return self.repeats * (self.num_samples + len(self.fixed_trials))
 
 
 def connect(address: Optional[str]) -> dict[str, float]:
@@ -121,8 +128,8 @@ def build_tuner(spec: TuneSpec, listener: TrialListener, progress=None) -> tune.
             storage=_fresh_optuna_storage(spec), study_name=spec.name)
     else:
         inner = _NothingToSearch()
-    searcher = FixedTrialsFirst(list(spec.fixed_trials), inner)
-    total = spec.num_samples + len(spec.fixed_trials)
+    searcher = SeededRepeater(FixedTrialsFirst(list(spec.fixed_trials), inner), spec.repeats, spec.seed)
+    total = spec.total_trials
     callbacks = [TrialEvents(searcher), StudyProgress(total, spec.max_epochs, spec.objective[0], spec.mode[0])]
     if spec.scheduler == "asha":
         scheduler = FixedTrialsExemptASHA(searcher, time_attr="epoch", metric=spec.objective[0], mode=spec.mode[0],
@@ -131,7 +138,7 @@ def build_tuner(spec: TuneSpec, listener: TrialListener, progress=None) -> tune.
     else:
         scheduler = FIFOScheduler()
     tune_config = tune.TuneConfig(
-        search_alg=searcher, scheduler=scheduler, num_samples=spec.num_samples + len(spec.fixed_trials),
+        search_alg=searcher, scheduler=scheduler, num_samples=total,
         max_concurrent_trials=spec.max_concurrent or None, reuse_actors=False, trial_dirname_creator=_trial_dirname)
     run_config = tune.RunConfig(
         name=spec.name, storage_path=spec.storage_path, callbacks=callbacks, verbose=0,
@@ -166,7 +173,7 @@ def restore_tuner(spec: TuneSpec, path: str, listener: TrialListener, progress=N
 
     _quiet_optuna()
     tuner = tune.Tuner.restore(path, trainable=_trainable(spec), resume_unfinished=True, resume_errored=True)
-    total = spec.num_samples + len(spec.fixed_trials)
+    total = spec.total_trials
     extend_restored(tuner, total)
     attach_listener(tuner, listener, progress, total)
     return tuner
