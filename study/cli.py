@@ -53,6 +53,7 @@ CLI_DEFAULTS: dict[str, Default] = {
     "num_to_keep": Default(2),
     "checkpoint_artifact": Default("best"),
     "seed": Default(TrainConfig.seed),
+    "repeats": Default(1, note="one seed per configuration"),
     "inception_weights": Default(None, f"torch hub cache or ${INCEPTION_WEIGHTS_ENV_VAR}"),
 }
 
@@ -92,6 +93,14 @@ def finite_float(text: str) -> float:
     return value
 
 
+def whole_number(text: str) -> int:
+    """argparse type of a count flag: `2`, not `2.5` or `two` (one line, exit 2: _Parser.error)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line instead of usage + message
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
@@ -122,6 +131,9 @@ _FLAGS = [
     ("--num-to-keep", {"type": int}, "checkpoints kept per trial: best by objective + latest"),
     ("--checkpoint-artifact", {"choices": CHECKPOINT_ARTIFACTS}, "log each trial's best checkpoint to MLflow"),
     ("--seed", {"type": int}, "seed of Optuna's TPE sampler and of every trial"),
+    ("--repeats", {"type": whole_number},
+     "seeds per configuration: every Optuna proposal and fixed trial runs as R trials with seeds S, S+1, ..., "
+     "S+R-1 (S: --seed); Optuna is told their mean; tables show the mean ± its 95%% t-interval across seeds"),
     ("--inception-weights", {}, "path of the TF-Inception weights file for fid_inception/is_inception"),
 ]
 
@@ -173,7 +185,13 @@ def resolve(flags: dict[str, Any]) -> StudyConfig:
         num_samples = smoke_samples if smoke else space.default_num_samples
     if num_samples < 1:
         raise StudyError(f"--num-samples must be >= 1, got {num_samples}")
+    repeats = option(flags, "repeats")
+    if repeats < 1:
+        raise StudyError(f"--repeats must be >= 1, got {repeats}")
     if not space.searched:  # nothing to search: num_samples repeats the fixed trials with successive seeds
+        if num_samples > 1 and repeats > 1:
+            raise StudyError(f"space {space.name!r} searches nothing, so --num-samples {num_samples} already runs "
+                             f"its fixed trials with {num_samples} seeds; give --repeats {repeats} alone")
         fixed_trials = tuple({**t, "seed": trial["seed"] + r} for r in range(num_samples) for t in space.fixed_trials)
     check_trials(trial, space, fixed_trials)
     extractor = trial.get("extractor") or default_extractor(dataset)
@@ -199,7 +217,7 @@ def resolve(flags: dict[str, Any]) -> StudyConfig:
         cpus_per_trial=option(flags, "cpus_per_trial"), gpus_per_trial=option(flags, "gpus_per_trial"),
         max_concurrent=option(flags, "max_concurrent"), max_failures=option(flags, "max_failures"),
         num_to_keep=option(flags, "num_to_keep"), checkpoint_artifact=option(flags, "checkpoint_artifact"),
-        smoke_test=smoke,
+        smoke_test=smoke, repeats=repeats,
     )
     _check_resources(cfg)
     return cfg

@@ -84,10 +84,22 @@ class StudyConfig:
     num_to_keep: int                # checkpoints kept per trial: the best by the first objective + the latest
     checkpoint_artifact: str        # "best": the trial's best checkpoint goes to MLflow; "none"
     smoke_test: bool                # the tiny study of the end-to-end tests
+    repeats: int                    # seeds per configuration: each runs as trials with seed, seed + 1, ...;
+                                    # Optuna sees one trial per configuration (trainables/tune/repeats.py)
 
     @property
     def multi_objective(self) -> bool:
         return len(self.objective) > 1
+
+    @property
+    def configurations(self) -> int:
+        """Configurations the study runs: Optuna's proposals (where it searches) and the fixed trials."""
+        return self.num_samples * bool(self.searched) + len(self.fixed_trials)
+
+    @property
+    def total_trials(self) -> int:
+        """Tune trials in all: every configuration with `repeats` seeds."""
+        return self.repeats * self.configurations
 
     def trial_config(self, overrides: Optional[dict] = None) -> TrialConfig:
         """The TrialConfig of one trial: shared values + its searched or fixed-trial values."""
@@ -102,6 +114,7 @@ class StudyConfig:
         for key in ("objective", "mode"):
             raw[key] = tuple(raw[key])
         raw["fixed_trials"] = tuple(raw["fixed_trials"])
+        raw.setdefault("repeats", 1)  # a study.json from before --repeats: one seed per configuration
         return cls(**raw)
 
 

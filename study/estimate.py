@@ -15,7 +15,8 @@ tiny batches of 8x8 images of the dataset's channels. Stated model (`trial_secon
 - a baseline trial trains, tests and samples one network: half a smoothed trial without
   the bound;
 - the study: the trials' sum over the trials running at once, and at least its longest
-  trial. Every trial runs all epochs: ASHA's early stops only shorten a study.
+  trial. Every trial runs all epochs: ASHA's early stops only shorten a study. With
+  `--repeats R` every configuration counts R times (one trial per seed).
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ class StudyPlan:
     eval_samples: int
     bound_noise_draws: int
     concurrency: int            # trials running at once
+    repeats: int = 1            # trials (seeds) per configuration, counted in smoothed_ and baseline_trials
 
     @property
     def trials(self) -> int:
@@ -67,8 +69,9 @@ def estimate_seconds(t: StepTimes, p: StudyPlan) -> float:
 
 
 def estimate_line(t: StepTimes, p: StudyPlan) -> str:
+    seeds = f" = {p.trials // p.repeats} configurations x {p.repeats} seeds" if p.repeats > 1 else ""
     return (f"estimate: ~{estimate_seconds(t, p) / 60:.0f} min (measured {t.seconds_per_step:.3g} s/step on "
-            f"{t.device}; {p.trials} trials, {min(p.concurrency, p.trials)} at a time)")
+            f"{t.device}; {p.trials} trials{seeds}, {min(p.concurrency, p.trials)} at a time)")
 
 
 def evaluations_per_trial(max_epochs: int, eval_every: int) -> int:
@@ -96,6 +99,7 @@ def plan_of(cfg: StudyConfig, sizes: tuple[int, int], slots: int) -> StudyPlan:
     trial = cfg.trial
     trials = [{**trial, **t} for t in cfg.fixed_trials]
     trials += [{**trial, "kind": trial.get("kind", "smoothed")}] * (cfg.num_samples if cfg.searched else 0)
+    trials *= cfg.repeats  # one trial per seed
     baseline = sum(t.get("kind") == "baseline" for t in trials)
     train, test = sizes
     subset = trial.get("train_subset")  # a TrialConfig field only where the data code supports it
@@ -104,7 +108,7 @@ def plan_of(cfg: StudyConfig, sizes: tuple[int, int], slots: int) -> StudyPlan:
     return StudyPlan(smoothed_trials=len(trials) - baseline, baseline_trials=baseline, epochs=trial["max_epochs"],
                      evaluations=evaluations_per_trial(trial["max_epochs"], trial["eval_every"]),
                      train_images=train, test_images=test, eval_samples=trial["num_eval_samples"],
-                     bound_noise_draws=trial["bound_noise_draws"], concurrency=slots)
+                     bound_noise_draws=trial["bound_noise_draws"], concurrency=slots, repeats=cfg.repeats)
 
 
 def probe_overrides(cfg: StudyConfig) -> dict:

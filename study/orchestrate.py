@@ -18,7 +18,9 @@ from study.cli import NON_IDENTITY_FLAGS, default_name, identity_diff, option, r
 from study.config import StudyConfig, StudyError
 from study.reconcile import reconcile
 from study.storage import OPTUNA_DB, STUDY_FILE, StudyDir, normalize_storage_path
-from study.summary import best_rows, format_table, sample_count, table_rows, ui_hint, with_se, write_summary
+from study.summary import (
+    best_rows, format_group_table, format_table, group_stats, sample_count, table_rows, ui_hint, with_se, write_summary,
+)
 from study.progress import ProgressPrinter, StudyLine
 from study.trust import check_trusted
 from study.tracking import MlflowTracker
@@ -95,7 +97,7 @@ def tune_spec(cfg: StudyConfig, gpus_per_trial: float, max_concurrent: int = 0):
         cpus_per_trial=cfg.cpus_per_trial, gpus_per_trial=gpus_per_trial,
         max_concurrent=max_concurrent or cfg.max_concurrent, max_failures=cfg.max_failures,
         num_to_keep=cfg.num_to_keep, workers_per_trial=cfg.trial.get("workers_per_trial", 1),
-        optuna_storage=optuna_storage(cfg))
+        optuna_storage=optuna_storage(cfg), repeats=cfg.repeats)
 
 
 def optuna_storage(cfg: StudyConfig):
@@ -178,8 +180,9 @@ def run_study(cfg: StudyConfig, resuming: bool, flags: dict[str, Any], log=print
         if restorable:
             tune_adapter.repair_checkpoints(study_dir.path, log)  # a kill between Tune's pruning and its save
         log(f"{'resuming' if restorable else 'starting'} study {cfg.name!r} in {study_dir.path} "
-            f"({cfg.space}: {cfg.num_samples} searched + {len(cfg.fixed_trials)} fixed trials, "
-            f"{cfg.cpus_per_trial:g} CPU / {gpus:g} GPU per trial"
+            f"({cfg.space}: {cfg.num_samples} searched + {len(cfg.fixed_trials)} fixed "
+            + (f"configurations x {cfg.repeats} seeds = {cfg.total_trials} trials, " if cfg.repeats > 1 else "trials, ")
+            + f"{cfg.cpus_per_trial:g} CPU / {gpus:g} GPU per trial"
             + (f" worker, {cfg.trial['workers_per_trial']} DDP workers)" if cfg.trial.get("workers_per_trial", 1) > 1
                else ")"))
         log(ui_hint(cfg, tracker.experiment_id, optuna_storage(cfg)))
@@ -201,7 +204,7 @@ def run_study(cfg: StudyConfig, resuming: bool, flags: dict[str, Any], log=print
 
 
 def finish(cfg, study_dir, tracker, records, wall, gpus, log) -> dict[str, Any]:
-    expected = cfg.num_samples * bool(cfg.searched) + len(cfg.fixed_trials)
+    expected = cfg.total_trials
     ended = len(records) >= expected and all(r["error"] or r["metrics"].get("epoch") is not None for r in records)
     reconcile(tracker, records, study_ended=ended and not _any_running(tracker))
     states = tracker.states()
@@ -218,22 +221,36 @@ def finish(cfg, study_dir, tracker, records, wall, gpus, log) -> dict[str, Any]:
     log(f"study {cfg.name!r}: {len(rows)} trials in {wall / 60:.1f} min "
         + ", ".join(f"{sum(r['state'] == s for r in rows)} {s}" for s in ("completed", "pruned", "errored")))
     log(format_table(cfg, rows))
+    log("")
+    log(format_group_table(cfg, rows))
     if interrupted:
         log(f"\nINTERRUPTED: resume with the same command, or: python -m study.run --resume --name {cfg.name} "
             f"--storage-path {cfg.storage_path}")
+    _log_best(cfg, rows, best, log)
+    log(f"\nresults: {study_dir.path}  (study.json, results.csv, optuna_trials.json, optuna.db, Ray experiment"
+        + (", mlflow.db)" if cfg.mlflow_uri.startswith("sqlite:") else ")"))
+    log(ui_hint(cfg, tracker.experiment_id, _existing_optuna_storage(cfg)))
+    return {"rows": rows, "best": best, "interrupted": interrupted, "summary_run_id": summary_run}
+
+
+def _log_best(cfg: StudyConfig, rows: list[dict], best: list[dict], log) -> None:
+    """The best trial (or the Pareto front): its numbers ± SE, its configuration's mean ± t95 over its seeds
+    (a study with --repeats), its config."""
+    stats = group_stats(cfg, rows)
     for row in best:
         label = "best" if len(best) == 1 else "Pareto-optimal"
         log(f"\n{label} ({', '.join(f'{o} {m}' for o, m in zip(cfg.objective, cfg.mode))}): {row['run']}")
         shown = dict.fromkeys((*cfg.objective, "bpd_bound"))
         log("  " + ", ".join(f"{k}={row[k]:.4g}{with_se(row, k)}" for k in shown if k in row)
             + f"  (± SE; distances of {sample_count(cfg)} samples)")
+        group = stats.get(row["config_group"], {})
+        if group.get("trials", 0) >= 2:
+            log(f"  its configuration over {group['completed']}/{group['trials']} seeds: " + ", ".join(
+                f"{k}={group[k]['mean']:.4g}" + (f" ± {group[k]['t95']:.3g}" if group[k]["t95"] is not None else "")
+                for k in shown if k in group and group[k]["n"]) + "  (mean ± t95 across seeds)")
         keys = dict.fromkeys(("kind", "noise_std", "num_mixtures", *cfg.searched))
         log("  config: " + " ".join(f"{k}={row[k]:.4g}" if isinstance(row[k], float) else f"{k}={row[k]}"
                                     for k in keys if k in row))
-    log(f"\nresults: {study_dir.path}  (study.json, results.csv, optuna_trials.json, optuna.db, Ray experiment"
-        + (", mlflow.db)" if cfg.mlflow_uri.startswith("sqlite:") else ")"))
-    log(ui_hint(cfg, tracker.experiment_id, _existing_optuna_storage(cfg)))
-    return {"rows": rows, "best": best, "interrupted": interrupted, "summary_run_id": summary_run}
 
 
 def _any_running(tracker: MlflowTracker) -> bool:

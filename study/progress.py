@@ -53,7 +53,9 @@ class ProgressPrinter(TrialListener):
                     metrics: dict[str, float]) -> None:
         tail = f": {error}" if error else ""
         if optuna:
-            tail += f" (Optuna trial {optuna['number']}: {optuna['state']})"
+            told = (optuna["state"] if optuna["state"] != "RUNNING"  # --repeats: told when all seeds ended
+                    else "told the mean when the other seeds of its configuration end")
+            tail += f" (Optuna trial {optuna['number']}: {told})"
         self._say(trial_id, f"{state}{tail}")
 
 

@@ -1,4 +1,11 @@
-"""The end of a study: the result table, the best trial (or Pareto front), the summary run, the printout."""
+"""The end of a study: the result table, the best trial (or Pareto front), the summary run, the printout.
+
+results.csv has one row per trial; every row also carries its configuration group (study/groups.py:
+`config_group`, `config_label`, `config_trials`, `config_completed`) and, for every metric M with a
+standard error `M_se` and for the objectives and `bpd_bound`, the group's statistics over its completed
+seeds: `M:mean`, `M:t95` (half-width of the 95% t-interval across seeds, empty below two seeds),
+`M:n` (seeds with a value) and, where M has one, `M:se` (bootstrap SE of that mean).
+"""
 from __future__ import annotations
 
 import csv
@@ -8,6 +15,7 @@ from typing import Any, Optional
 
 from search_spaces.metric_names import metric_names, standard_error_name
 from study.config import StudyConfig
+from study.groups import config_group, config_label, seed_stats
 from study.tracking import OPTUNA_FILE, VIEW_KEY, MlflowTracker, run_name
 from study.storage import STUDY_FILE, StudyDir
 from trainables.tune.listener import ERRORED, ended_state
@@ -39,7 +47,9 @@ def table_rows(cfg: StudyConfig, records: list[dict], states: dict[str, str],
                "kind": cfg_.get("kind"), "noise_std": cfg_.get("noise_std"), "num_mixtures": cfg_.get("num_mixtures"),
                "state": states.get(rec["trial_id"]) or (trial_state(rec, int(cfg_.get("max_epochs", 0)))
                                                          if started else "pending"),
-               "error": rec["error"] or ""}
+               "error": rec["error"] or "",
+               "config_group": config_group(cfg_) if started else "",
+               "config_label": config_label(cfg_, list(cfg.searched)) if started else ""}
         row.update({k: cfg_.get(k) for k in cfg.searched if k not in row})
         row.update(rec["metrics"])
         rows.append(row)
@@ -70,6 +80,52 @@ def to_csv(rows: list[dict]) -> str:
     return out.getvalue()
 
 
+def interval_metrics(cfg: StudyConfig, rows: list[dict]) -> list[str]:
+    """Metrics that get statistics over seeds: every metric with a standard error `<metric>_se` in some row
+    (generic: a new metric with an SE gets them too), then the objectives and `bpd_bound`."""
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    with_se = [k for k in keys if standard_error_name(k) in keys]
+    return list(dict.fromkeys([*with_se, *(k for k in (*cfg.objective, "bpd_bound") if k in keys)]))
+
+
+def group_stats(cfg: StudyConfig, rows: list[dict]) -> dict[str, dict[str, Any]]:
+    """config_group -> {"label", "trials", "completed", metric: seed_stats over its completed seeds}."""
+    metrics = interval_metrics(cfg, rows)
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        if row.get("config_group"):
+            groups.setdefault(row["config_group"], []).append(row)
+    out = {}
+    for group, members in groups.items():
+        done = [r for r in members if r["state"] in FINISHED_STATES]
+        stats = {"label": members[0]["config_label"], "trials": len(members), "completed": len(done)}
+        for m in metrics:
+            ses = [r.get(standard_error_name(m)) for r in done] if _has_se(rows, m) else None
+            stats[m] = seed_stats([r.get(m) for r in done], ses)
+        out[group] = stats
+    return out
+
+
+def with_group_columns(cfg: StudyConfig, rows: list[dict]) -> list[dict]:
+    """The rows of results.csv: each trial's row with its group's statistics over seeds (module docstring)."""
+    stats = group_stats(cfg, rows)
+    out = []
+    for row in rows:
+        group = stats.get(row.get("config_group"))
+        extra: dict[str, Any] = {}
+        if group is not None:
+            extra = {"config_trials": group["trials"], "config_completed": group["completed"]}
+            for m in interval_metrics(cfg, rows):
+                keys = ("mean", "t95", "n", "se") if _has_se(rows, m) else ("mean", "t95", "n")
+                extra.update({f"{m}:{k}": "" if group[m][k] is None else group[m][k] for k in keys})
+        out.append({**row, **extra})
+    return out
+
+
+def _has_se(rows: list[dict], metric: str) -> bool:
+    return any(standard_error_name(metric) in r for r in rows)
+
+
 def format_table(cfg: StudyConfig, rows: list[dict]) -> str:
     """The paper's comparison for people: distance one-step / two-step (or direct) ± its standard
     error, with the sample count in the header, and bits/dim."""
@@ -93,6 +149,40 @@ def format_table(cfg: StudyConfig, rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def format_group_table(cfg: StudyConfig, rows: list[dict]) -> str:
+    """Per configuration: the mean over its completed seeds ± the half-width of its 95% t-interval across
+    seeds, [the bootstrap SE of that mean]; for a study without repeats, the one line that says its ± SE
+    covers sampling noise only."""
+    stats = group_stats(cfg, rows)
+    if not any(g["trials"] >= 2 for g in stats.values()):
+        return (f"intervals: ± SE is the bootstrap over one trial's {sample_count(cfg)} generated samples: sampling "
+                "noise only, not seed-to-seed variation (one seed per configuration; --repeats 3 runs three and "
+                "prints a 95% interval across seeds)")
+    dist = metric_names(cfg.extractor)["distance"]
+    columns = [(f"{dist} {label}", f"{dist}_{sampler}") for sampler, label in
+               (("onestep", "one-step"), ("twostep", "two-step"), ("direct", "direct"))]
+    columns += [(m, m) for m in dict.fromkeys((*cfg.objective, "bpd_bound")) if m not in (dist,)]
+    columns = [(h, m) for h, m in columns if any(g.get(m, {}).get("n") for g in stats.values())]
+    lines = [f"per configuration, over its seeds: mean ± t95 (seeds) [SE (bootstrap, {sample_count(cfg)} samples)]",
+             "| configuration | seeds completed | " + " | ".join(h for h, _ in columns) + " |",
+             "|" + "|".join("---" for _ in range(len(columns) + 2)) + "|"]
+    for group in stats.values():
+        cells = [_interval_cell(group[m]) for _, m in columns]
+        lines.append(f"| {group['label']} | {group['completed']}/{group['trials']} | " + " | ".join(cells) + " |")
+    lines.append(f"mean ± t95 [SE]: the mean over a configuration's completed seeds ± the half-width of its 95% "
+                 f"t-interval across seeds, t(0.975, n-1)·sd/√n (seed-to-seed variation); [SE]: the bootstrap "
+                 f"standard error of that mean from the {sample_count(cfg)} generated samples per distance, "
+                 "√(Σ SE²)/n (sampling noise only); no t95 below two seeds")
+    return "\n".join(lines)
+
+
+def _interval_cell(stat: dict[str, Any]) -> str:
+    if not stat["n"]:
+        return ""
+    text = f"{stat['mean']:.2f}" + (f" ± {stat['t95']:.2f}" if stat["t95"] is not None else "")
+    return text + (f" [{stat['se']:.2f}]" if stat["se"] is not None else "")
+
+
 def sample_count(cfg: StudyConfig):
     """Generated images behind every distance of the study (`num_eval_samples`; "?" where it is searched)."""
     return cfg.trial.get("num_eval_samples", "?")
@@ -109,7 +199,8 @@ def write_summary(cfg: StudyConfig, study_dir: StudyDir, tracker: MlflowTracker,
     """results.csv in the study dir, and the summary into the study's run in MLflow (the trials' parent)."""
     from mlflow.entities import Metric
 
-    study_dir.write_text(RESULTS_FILE, to_csv(rows))
+    csv_text = to_csv(with_group_columns(cfg, rows))
+    study_dir.write_text(RESULTS_FILE, csv_text)
     client = tracker.client
     run_id = tracker.parent_run_id
     counts = {f"n_{s}": sum(r["state"] == s for r in rows) for s in ("completed", "pruned", "errored")}
@@ -126,7 +217,7 @@ def write_summary(cfg: StudyConfig, study_dir: StudyDir, tracker: MlflowTracker,
     now = int(time.time() * 1000)
     session = len(client.get_metric_history(run_id, "n_trials"))  # step: one per session that ended the study
     client.log_batch(run_id, metrics=[Metric(k, float(v), now, session) for k, v in metrics.items()])
-    client.log_text(run_id, to_csv(rows), RESULTS_FILE)
+    client.log_text(run_id, csv_text, RESULTS_FILE)
     client.log_text(run_id, study_dir.read_text(STUDY_FILE), STUDY_FILE)
     if study_dir.exists(OPTUNA_FILE):
         client.log_text(run_id, study_dir.read_text(OPTUNA_FILE), OPTUNA_FILE)

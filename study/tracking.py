@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from study.config import StudyConfig
+from study.groups import GROUP_TAG, LABEL_TAG, config_group, config_label
 from study.storage import MLFLOW_ARTIFACTS, StudyDir
 from trainables.tune.listener import TrialListener
 
@@ -142,7 +143,7 @@ class MlflowTracker(TrialListener):
         params = {"space": cfg.space, "num_samples": cfg.num_samples, "objective": ",".join(cfg.objective),
                   "mode": ",".join(cfg.mode), "scheduler": cfg.scheduler, "extractor": cfg.extractor,
                   "seed": cfg.seed, "storage_path": cfg.storage_path, "gpus_per_trial": gpus_per_trial,
-                  "cpus_per_trial": cfg.cpus_per_trial}
+                  "cpus_per_trial": cfg.cpus_per_trial, "repeats": cfg.repeats}
         self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
         return run.info.run_id
 
@@ -174,7 +175,8 @@ class MlflowTracker(TrialListener):
             tags = {ROLE_TAG: "trial", TRIAL_ID_TAG: trial_id, "study": self.cfg.name, "space": self.cfg.space,
                     "kind": config["kind"], "dataset": config["dataset"], "extractor": self.cfg.extractor,
                     "trial_origin": "fixed" if fixed else "optuna", STATE_TAG: "running",
-                    PARENT_TAG: self.parent_run_id, NUMBER_TAG: str(number)}
+                    PARENT_TAG: self.parent_run_id, NUMBER_TAG: str(number),
+                    GROUP_TAG: config_group(config), LABEL_TAG: config_label(config, list(self.cfg.searched))}
             name = run_name(config, list(self.cfg.searched), self.cfg.seed, number)
             created = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
             params = [Param(k, str(v)) for k, v in sorted(config.items())]
@@ -253,6 +255,17 @@ class MlflowTracker(TrialListener):
 
     def optuna_history(self, history: list[dict]) -> None:
         self.study_dir.write_text(OPTUNA_FILE, json.dumps(history, indent=1, default=str))
+        if self.cfg.repeats > 1:
+            self._update_optuna_states(history)
+
+    def _update_optuna_states(self, history: list[dict]) -> None:
+        """With --repeats, Optuna is told once every seed of a configuration has ended: the repeats that
+        ended before the last one were tagged optuna_state RUNNING; they get the state Optuna has now."""
+        states = {str(t["number"]): t["state"] for t in history}
+        for run in self._trial_runs(" and tags.optuna_state = 'RUNNING'"):
+            state = states.get(run.data.tags.get("optuna_number", ""))
+            if state and state != "RUNNING":
+                self.client.set_tag(run.info.run_id, "optuna_state", state)
 
     def study_ended(self, history: list[dict]) -> None:
         self.optuna_history(history)
