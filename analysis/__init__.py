@@ -4,7 +4,7 @@ From a notebook:
     from analysis import load_trials, trend_table, paper_table
     data = load_trials("noise_sweep-digits")          # also while the study runs
     data.trials, data.epochs                          # one row per trial / per trial and epoch
-    trend_table(data.trials, "noise_std")             # mean/std/n over repeats
+    trend_table(data.trials, "noise_std")             # mean/std/n/t95/se over repeats (seeds)
     from analysis.report import write_report          # everything, as `python -m analysis.report`
 
 Never imports ray, torch, `trainables` or `study` (tests/test_imports.py).

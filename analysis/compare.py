@@ -23,7 +23,8 @@ from analysis import plots, render, tables
 from analysis.conventions import BPD_METRICS, FINISHED_STATES, sample_metric_name
 from analysis.load import AnalysisError, StudyData, extractor_shas
 from analysis.render import Block, Image, trend_view
-from analysis.sections import sample_columns, state_counts
+from analysis.intervals import SINGLE_SEED_NOTE
+from analysis.sections import UNCERTAINTY_NOTE, sample_columns, state_counts
 
 STUDY_KEY = "study"
 TREND_KEYS = ("noise_std", "num_mixtures")
@@ -58,7 +59,7 @@ def extractor_of(data: StudyData) -> str:
 
 
 def distance_vs_sigma(datas: Sequence[StudyData]) -> Figure:
-    """Two-step distance vs noise_std, one line (mean ± std over repeats) per study, one panel per extractor."""
+    """Two-step distance vs noise_std, one line (mean ± t95 across seeds) per study, one panel per extractor."""
     panels = list(dict.fromkeys(extractor_of(d) for d in datas))
     fig = Figure(figsize=(6 * len(panels), 4.4))
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
@@ -110,11 +111,13 @@ def comparison_blocks(datas: Sequence[StudyData], trends: dict[str, pd.DataFrame
     for by, trend in trends.items():
         blocks += [("h2", f"Trends vs {by}"),
                    ("p", f"Rows: study, then every hyperparameter that varies except `seed`, sorted by `{by}`; "
-                         "mean ± std over repeats; n = completed trials.")]
+                         "n = completed trials. " + UNCERTAINTY_NOTE)]
         if trend.empty:
             blocks.append(("p", "_(no trials yet)_"))
             continue
         blocks += [trend_view(trend, sample_columns(extractors)), trend_view(trend, list(BPD_METRICS))]
+        if not (trend[tables.TRIALS_N] >= 2).any():
+            blocks.append(("p", SINGLE_SEED_NOTE))
         if by == "noise_std":
             blocks.append(Image(str(plot.relative_to(root)), "two-step distance vs σ, one line per study"))
     blocks += [("h2", "Files"), ("p", "Tables (Parquet and CSV): " + ", ".join(

@@ -79,3 +79,18 @@ def metric_order(names: Iterable[str]) -> list[str]:
         return (4, 0, 0, 0, name)
 
     return sorted(names, key=key)
+
+
+# study/groups.py: a trial's configuration group (its config without the seed; `--repeats` runs several
+# seeds of one), tagged on every trial run; for runs of older studies it is recomputed from the params.
+GROUP_TAG, LABEL_TAG = "config_group", "config_label"
+GROUP_HASH_CHARS = 10
+
+
+def config_group(params: dict) -> str:
+    """study.groups.config_group of a trial run from its MLflow params (strings, as the study logged them)."""
+    import hashlib
+    import json
+
+    shared = {str(k): str(v) for k, v in params.items() if k != "seed"}
+    return hashlib.sha1(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:GROUP_HASH_CHARS]

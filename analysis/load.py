@@ -2,7 +2,9 @@
 
 `load_trials("noise_sweep-digits")` -> StudyData with
 - `trials`: one row per trial: identity, how it ended (MLflow `status` and the study's
-  `state` tag, `pruned`), its typed params, and the last value of every metric;
+  `state` tag, `pruned`), its configuration group (`config_group`: the same for the seeds
+  of one configuration, recomputed from the params for runs of studies that did not tag
+  it; `config_label`), its typed params, and the last value of every metric;
 - `epochs`: one row per trial and epoch (metric step = epoch), every metric a column.
 
 It works while a study runs: each trial's table is cut at the last epoch whose batch
@@ -21,8 +23,8 @@ from typing import Any, Optional
 import pandas as pd
 
 from analysis.conventions import (
-    DEFAULT_STORAGE_PATH, MLFLOW_DB, ROLE_TAG, STATE_TAG, STUDY_FILE, SUMMARY_ROLE, TRIAL_ID_TAG, TRIAL_ROLE,
-    extractors, metric_order,
+    DEFAULT_STORAGE_PATH, GROUP_TAG, LABEL_TAG, MLFLOW_DB, ROLE_TAG, STATE_TAG, STUDY_FILE, SUMMARY_ROLE,
+    TRIAL_ID_TAG, TRIAL_ROLE, config_group, extractors, metric_order,
 )
 from search_spaces.metric_names import EXTRACTOR_SHA_TAG, EXTRACTOR_TAGS
 
@@ -32,7 +34,8 @@ _STATE_OF_STATUS = {"RUNNING": "running", "FINISHED": "completed", "FAILED": "er
                     "SCHEDULED": "running"}
 TRIAL_TAGS = ("kind", "dataset", "extractor", "space", "trial_origin", "error", "num_failures",
                "optuna_number", "optuna_state", "hardware", *EXTRACTOR_TAGS)  # the last three: reported per trial
-EPOCH_ID_COLUMNS = ("trial_id", "run_name", "kind", "state", "noise_std", "num_mixtures", "seed")
+GROUP_TAGS = (GROUP_TAG, LABEL_TAG)  # the trial's configuration group (study/groups.py)
+EPOCH_ID_COLUMNS = ("trial_id", "run_name", "kind", "state", "noise_std", "num_mixtures", "seed", GROUP_TAG)
 
 
 class AnalysisError(ValueError):
@@ -224,6 +227,7 @@ def trials_table(runs: list, histories: dict[str, pd.DataFrame]) -> pd.DataFrame
         row = {"trial_id": tags.get(TRIAL_ID_TAG, info.run_id), "run_id": info.run_id,
                "run_name": info.run_name, "status": info.status, "state": state, "pruned": state == "pruned",
                "epochs": epochs, **{t: tags.get(t) for t in TRIAL_TAGS},
+               GROUP_TAG: tags.get(GROUP_TAG) or config_group(run.data.params), LABEL_TAG: tags.get(LABEL_TAG),
                "start_time": _time(info.start_time), "end_time": _time(info.end_time),
                "last_update": _time(last_update)}
         row.update({f"param:{k}": v for k, v in run.data.params.items()})
@@ -232,7 +236,7 @@ def trials_table(runs: list, histories: dict[str, pd.DataFrame]) -> pd.DataFrame
     table = pd.DataFrame(rows)
     if table.empty:
         return pd.DataFrame(columns=["trial_id", "run_id", "run_name", "status", "state", "pruned", "epochs",
-                                     *TRIAL_TAGS, "start_time", "end_time", "last_update"])
+                                     *TRIAL_TAGS, *GROUP_TAGS, "start_time", "end_time", "last_update"])
     params = [c for c in table.columns if c.startswith("param:")]
     for column in params:  # params win over the tags of the same name (kind, dataset, extractor)
         table[column[6:]] = typed(table.pop(column))

@@ -14,6 +14,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis.conventions import FINISHED_STATES, SAMPLER_LABELS, sample_metric_name, standard_error_name
+from analysis.intervals import seed_interval, t95
 from analysis.tables import pooled_se, sample_counts
 
 SAMPLER_STYLE = {"onestep": ("C0", "o"), "twostep": ("C1", "s"), "direct": ("C2", "D")}
@@ -63,9 +64,10 @@ def _se_bars(ax, frame: pd.DataFrame, x: str, metric: str, color: str) -> None:
 
 def _series_vs(ax, trials: pd.DataFrame, x: str, metric: str, color: str, marker: str, label: str,
                hue: Optional[str] = None) -> bool:
-    """Points per trial with their standard errors (`<metric>_se`) as bars, means with std error
-    bars over repeats per x (one line per `hue` value, up to four; points only beyond); hollow
-    markers for trials not completed."""
+    """Points per trial with their bootstrap standard errors (`<metric>_se`) as thin bars; per x the mean
+    over the completed repeats (seeds) with the half-width of its 95% t-interval across seeds as capped bars
+    (none below two seeds; one line per `hue` value, up to four; points only beyond); hollow markers for
+    trials not completed."""
     if metric not in trials or trials[metric].notna().sum() == 0:
         return False
     done, other = _split(trials[trials[metric].notna()])
@@ -75,12 +77,14 @@ def _series_vs(ax, trials: pd.DataFrame, x: str, metric: str, color: str, marker
         groups = list(done.groupby(hue)) if hue else [(None, done)]
         if len(groups) <= len(LINE_STYLES):
             for (value, group), style in zip(groups, LINE_STYLES):
-                stats = group.groupby(x)[metric].agg(["mean", "std"]).reset_index().sort_values(x)
+                stats = group.groupby(x)[metric].agg(["mean", t95, "count"]).reset_index().sort_values(x)
                 name = f"{label}, {hue}={_value(value)}" if hue else label
-                ax.errorbar(stats[x].astype(float), stats["mean"], yerr=stats["std"].fillna(0), color=color,
-                            marker=marker, ls=style, capsize=3, label=f"{name} (mean, bars: sd over seeds)")
+                low, high = stats["count"].min(), stats["count"].max()
+                seeds = f"n={low}" + (f"–{high}" if high > low else "")
+                ax.errorbar(stats[x].astype(float), stats["mean"], yerr=stats["t95"].fillna(0), color=color,
+                            marker=marker, ls=style, capsize=3, label=f"{name}: mean ± t95 (seeds, {seeds})")
         ax.scatter(done[x].astype(float), done[metric], color=color, alpha=0.35, s=14,
-                   label=f"{label} (per trial ± SE)" if standard_error_name(metric) in done else
+                   label=f"{label}: per trial ± SE (bootstrap)" if standard_error_name(metric) in done else
                    None if len(groups) <= len(LINE_STYLES) else f"{label} (per trial)")
         names = [_short_name(r) for r in done["run_name"]] if "run_name" in done else [""] * len(done)
         ax.__dict__.setdefault("_points", []).extend(
@@ -128,14 +132,15 @@ def _baseline_line(ax, trials: pd.DataFrame, metric: str, label: str) -> bool:
     values = base[metric].dropna() if metric in base else pd.Series(dtype=float)
     if values.empty:
         return False
-    mean, std = values.mean(), values.std(ddof=1) if len(values) > 1 else 0.0
-    se = pooled_se(base, metric)
-    band = f"; band ± SE {se:.3g}" if np.isfinite(se) else ""
-    ax.axhline(mean, color="k", ls="--", lw=1.2, label=f"{label} (n={len(values)}{band})")
+    interval, se = seed_interval(values), pooled_se(base, metric)
+    bands = ([f"light band ± t95 {interval.half_width:.3g} (seeds)"] if np.isfinite(interval.half_width) else []) \
+        + ([f"dark band ± SE {se:.3g} (bootstrap)"] if np.isfinite(se) else [])
+    ax.axhline(interval.mean, color="k", ls="--", lw=1.2,
+               label=f"{label} (n={interval.n}" + "".join(f"; {b}" for b in bands) + ")")
     if np.isfinite(se) and se > 0:
-        ax.axhspan(mean - se, mean + se, color="k", alpha=0.12)
-    if std > 0:
-        ax.axhspan(mean - std, mean + std, color="k", alpha=0.05)
+        ax.axhspan(interval.mean - se, interval.mean + se, color="k", alpha=0.12)
+    if np.isfinite(interval.half_width) and interval.half_width > 0:
+        ax.axhspan(interval.low, interval.high, color="k", alpha=0.05)
     return True
 
 
@@ -166,8 +171,8 @@ def distance_vs(trials: pd.DataFrame, extractor: str, x: str = "noise_std") -> F
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         label_close(ax)
-    fig.suptitle(f"Sample quality in the feature space of `{extractor}` vs {x} "
-                 f"({sample_counts(trials)} generated samples per point; bars: ± SE)")
+    fig.suptitle(f"Sample quality in the feature space of `{extractor}` vs {x} ({sample_counts(trials)} generated "
+                 "samples per point; capped bars on means: ± t95 across seeds; thin bars on trials: ± SE bootstrap)")
     return fig
 
 

@@ -2,8 +2,10 @@
 
 Column headers are the metric names themselves (one name per idea), so the extractor
 id is in every sample-quality header and two extractors never share a column.
-Cells read `value ± SE (sd S)`: "±" is always a standard error from the finite sample
-count (tables.pooled_se), "sd" the spread over repeats (seeds).
+A configuration's cell reads `mean ± T (t95, n=k), SE s` (interval_cell): ± T is the
+half-width of the 95% t-interval of the mean across its k seeds (analysis/intervals.py),
+SE the bootstrap standard error of that mean from the finite sample count alone
+(tables.pooled_se); one seed: `value, SE s`. A single trial's cell reads `value ± SE`.
 """
 from __future__ import annotations
 
@@ -62,6 +64,19 @@ def mean_std(mean, std, prefix: str = "", se=None) -> str:
     return text
 
 
+def interval_cell(mean, t95, n, se=None, prefix: str = "") -> str:
+    """`12 ± 25 (t95, n=2), SE 0.86`: the mean over seeds, the half-width of its 95% t-interval across the n
+    seeds (where n >= 2), and the bootstrap standard error of the mean (where given); `16, SE 1.6` for one seed."""
+    if _missing(mean):
+        return MISSING
+    text = f"{prefix}{fmt(mean)}"
+    if not _missing(t95):
+        text += f" ± {fmt(t95, 2)} (t95, n={int(n)})"
+    if not _missing(se):
+        text += f", SE {fmt(se, 2)}"
+    return text
+
+
 def state_mark(state: str) -> str:
     """Completed trials plain; every other state in bold so it cannot be missed."""
     return state if state in FINISHED_STATES else f"**{state}**"
@@ -89,7 +104,7 @@ def trials_view(trials: pd.DataFrame, extractor: Optional[str]) -> Table:
 
 
 def trend_view(table: pd.DataFrame, metrics: Sequence[str]) -> Table:
-    """A trend table (tables.trend_table) as `mean ± SE (sd std)` cells, `n` and what was not included."""
+    """A trend table (tables.trend_table) as interval cells, `n` and what was not included."""
     metrics = [m for m in metrics if (m, "mean") in table.columns and table[(m, "n")].sum() > 0]
     keys = list(table.index.names)
     header = [*keys, "n", *metrics, "not included"]
@@ -97,16 +112,19 @@ def trend_view(table: pd.DataFrame, metrics: Sequence[str]) -> Table:
     for index, row in table.iterrows():
         index = index if isinstance(index, tuple) else (index,)
         cells = [fmt(v) for v in index] + [str(row[("trials", "n")])]
-        cells += [mean_std(row[(m, "mean")], row[(m, "std")], se=row.get((m, "se"))) for m in metrics]
+        cells += [interval_cell(row[(m, "mean")], row.get((m, "t95")), row[(m, "n")], se=row.get((m, "se")))
+                  for m in metrics]
         rows.append(cells + [row[("trials", "not_included")] or ""])
     return Table(header, rows)
 
 
 def paper_view(table: pd.DataFrame, extractor_ids: Sequence[str]) -> Table:
-    """Model | sampler | n | samples | is_E ↑ | fd_E ↓ (per extractor, ± SE) | bits/dim ↓ (≤: the two-step bound)."""
+    """Model | sampler | n | samples | is_E ↑ | fd_E ↓ (per extractor) | bits/dim ↓ (≤: the two-step bound), as
+    interval cells: ± t95 across seeds, SE bootstrap."""
     header = ["model", "sampler", "n", "samples"]
     for e in extractor_ids:
-        header += [f"{sample_metric_name('score', e)} ↑ (± SE)", f"{sample_metric_name('distance', e)} ↓ (± SE)"]
+        header += [f"{sample_metric_name('score', e)} ↑ (± t95 seeds; SE bootstrap)",
+                   f"{sample_metric_name('distance', e)} ↓ (± t95 seeds; SE bootstrap)"]
     header += ["bits/dim ↓", "not included"]
     rows = []
     for _, r in table.iterrows():
@@ -114,9 +132,9 @@ def paper_view(table: pd.DataFrame, extractor_ids: Sequence[str]) -> Table:
         for e in extractor_ids:
             for family in ("score", "distance"):
                 name = sample_metric_name(family, e)
-                cells.append(mean_std(r.get(name), r.get(f"{name}:std"), se=r.get(f"{name}:se")))
+                cells.append(interval_cell(r.get(name), r.get(f"{name}:t95"), r["n"], se=r.get(f"{name}:se")))
         prefix = "≤ " if r["bpd_metric"] == "bpd_bound" else ""
-        cells.append(mean_std(r["bpd"], r["bpd:std"], prefix))
+        cells.append(interval_cell(r["bpd"], r.get("bpd:t95"), r["n"], prefix=prefix))
         cells.append(r["not_included"] or "")
         rows.append(cells)
     return Table(header, rows)

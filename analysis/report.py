@@ -43,7 +43,10 @@ def extractor_ids(data: StudyData) -> list[str]:
 
 
 def study_bins(data: StudyData) -> dict:
-    """Bins of the continuous searched hyperparameters (tables.searched_bins), from study.json."""
+    """Bins of the continuous searched hyperparameters (tables.searched_bins), from study.json; none in a
+    study with --repeats, whose configurations repeat exactly (a row is one configuration's seeds)."""
+    if int(data.study_config.get("repeats", 1)) > 1:
+        return {}
     return tables.searched_bins(data.study_config.get("searched") or {})
 
 
@@ -265,6 +268,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     if (paper["n"] == 0).any():
         print(f"(+ {paper.loc[paper['n'] == 0, 'model'].nunique()} configurations without a completed trial: "
               "see the report)")
+    for _, text in sections.seed_note(paper):
+        print(text.replace("**", "").replace("`", ""))
     print(f"report: {report}  (and {out / REPORT_HTML}, tables/, plots/)")
     if logged:
         print(f"logged to MLflow run {logged[0]} ({logged[1]} run) under {ARTIFACT_PATH}/")

@@ -12,6 +12,7 @@ from analysis.conventions import (
     BPD_METRICS, DIAGNOSTICS, FD_BOOTSTRAP_RESAMPLES, FINISHED_STATES, IS_SPLITS, STATES, sample_metric_name,
     standard_error_name,
 )
+from analysis.intervals import SINGLE_SEED_NOTE
 from analysis.load import StudyData
 from analysis.render import (
     Block, Image, Table, fmt, mean_std, paper_view, state_mark, time_view, trend_view, trials_view,
@@ -19,13 +20,14 @@ from analysis.render import (
 from analysis.tables import sample_counts
 
 UNCERTAINTY_NOTE = (
-    "Cells read `value ± SE (sd S)`. ± is the standard error from the finite number of generated samples "
-    f"(`samples`): for a distance, the bootstrap over the samples (B = {FD_BOOTSTRAP_RESAMPLES} resamples with "
-    f"replacement, the reference statistics of the real test split fixed); for IS, over its {IS_SPLITS} splits; "
-    "for a mean over n repeats, "
-    "sqrt(Σ SE²) / n. sd is the spread over repeats (seeds), which also holds training noise. Two numbers "
-    "whose difference is within about two SEs are no evidence of a difference; distances of different "
-    "sample counts are not comparable (the distance is biased upwards at small counts).")
+    "Cells read `mean ± T (t95, n=k), SE s`. The mean is over the k completed seeds (repeats) of a "
+    "configuration; ± T is the half-width of its 95% t-interval across seeds, t(0.975, k−1)·sd/√k: it covers "
+    "seed-to-seed variation (training, the generated samples, the evaluation), none below two seeds. SE is the "
+    "standard error of the same mean from the finite number of generated samples (`samples`) alone: for a "
+    f"distance, the bootstrap over the samples (B = {FD_BOOTSTRAP_RESAMPLES} resamples with replacement, the "
+    f"reference statistics of the real test split fixed); for IS, over its {IS_SPLITS} splits; over k seeds, "
+    "sqrt(Σ SE²) / k. Two means whose t-intervals overlap widely are no evidence of a difference; distances of "
+    "different sample counts are not comparable (the distance is biased upwards at small counts).")
 
 
 def sample_columns(extractor_ids: list[str]) -> list[str]:
@@ -94,12 +96,18 @@ def main_result(data: StudyData, paper: pd.DataFrame, extractor_ids: list[str]) 
     comparable = ("" if extractor_ids == ["inception"] else
                   f" Distances and scores are in the feature space of `{', '.join(extractor_ids)}`: comparable "
                   "within this study, not with Inception FID/IS of the literature.")
-    return [("h2", "Main result (the paper's table)"),
-            ("p", "Per configuration, the mean over repeats (n = completed trials; others are listed, not "
-                  "averaged) " + UNCERTAINTY_NOTE + " Baseline: direct samples and its exact `test_bpd`. Smoothed: one-step "
-                  "(gradient-denoised) and two-step samples; bits/dim `≤ bpd_bound`, the two-step upper bound on "
-                  "clean test data (one-step denoising defines no likelihood)." + comparable),
-            paper_view(paper[paper["n"] > 0], extractor_ids)] + _without_completed(paper, _running(data.trials))
+    blocks = [("h2", "Main result (the paper's table)"),
+              ("p", "Per configuration, the mean over repeats (n = completed trials; others are listed, not "
+                    "averaged) " + UNCERTAINTY_NOTE + " Baseline: direct samples and its exact `test_bpd`. Smoothed: "
+                    "one-step (gradient-denoised) and two-step samples; bits/dim `≤ bpd_bound`, the two-step upper "
+                    "bound on clean test data (one-step denoising defines no likelihood)." + comparable),
+              paper_view(paper[paper["n"] > 0], extractor_ids)]
+    return blocks + _without_completed(paper, _running(data.trials)) + seed_note(paper)
+
+
+def seed_note(paper: pd.DataFrame) -> list[Block]:
+    """The one line of a study without repeats: its intervals cover sampling noise only (intervals.py)."""
+    return [] if (paper["n"] >= 2).any() else [("p", SINGLE_SEED_NOTE)]
 
 
 def _without_completed(paper: pd.DataFrame, running: bool) -> list[Block]:
@@ -147,7 +155,9 @@ def trend_section(data: StudyData, by: str, trend: pd.DataFrame, extractor_ids: 
         unit = " decades (log scale)" if log else ""
         blocks.append(("p", f"`{key}` was searched continuously in [{fmt(low)}, {fmt(high)}], so no two trials share "
                             f"a value: repeats are trials in one bin of width {fmt(width)}{unit}, written "
-                            "[low, high); values outside the range (the σ = 0 baseline) stay exact."))
+                            "[low, high); values outside the range (the σ = 0 baseline) stay exact. A row that "
+                            "pools several configurations (`trials:configs` in the exported tables) has a t95 "
+                            "that holds their spread as well as the seeds'."))
     blocks.append(trend_view(trend, sample_columns(extractor_ids)))
     blocks.append(trend_view(trend, list(BPD_METRICS)))
     blocks += [Image(str(plot_paths[n].relative_to(root)), caption) for n, caption in plot_names if n in plot_paths]

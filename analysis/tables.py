@@ -5,10 +5,13 @@ hyperparameters agree on every key that varies in the study except `seed`. Only
 trials in `states` (default: completed) enter them; every other trial of a group is
 counted in its `not_included` note ("1 pruned, 1 running"), never silently dropped.
 
-A sample-quality metric also gets `se`: the standard error of the mean that comes from
+Every metric also gets `t95`: the half-width of the 95% t-interval of its mean across the
+repeats (seeds), t_{0.975, n-1} * std / sqrt(n), NaN below two (analysis/intervals.py).
+A metric with standard errors (a sample-quality metric, or any metric logged with a
+`<metric>_se` companion) also gets `se`: the standard error of the mean that comes from
 the finite sample count alone, sqrt(sum_i se_i^2) / n over the n repeats' logged
-standard errors `<metric>_se` (the bootstrap / split SE of each trial; NaN where a trial
-logged none). `std` is the spread over repeats (seeds), which also holds training noise.
+standard errors (the bootstrap / split SE of each trial; NaN where a trial logged none).
+`std` and `t95` are the spread over repeats (seeds), which also holds training noise.
 
 A continuous searched hyperparameter never repeats exactly (TPE proposes sigma 0.4814 and
 0.4842): with `bins` its values are grouped into stated bins (`Bin`, e.g. [0.45, 0.5)) so
@@ -27,11 +30,13 @@ from analysis.conventions import (
     BPD_METRICS, FINISHED_STATES, PRODUCT_SAMPLER, SAMPLERS, STATES, TIME_METRICS, metric_order,
     parse_sample_metric, sample_metric_name, sample_metrics, standard_error_name, standard_error_of,
 )
-from analysis.load import TRIAL_TAGS
+from analysis.intervals import mean_se, seed_interval
+from analysis.load import GROUP_TAGS, TRIAL_TAGS
 
 NOT_GROUPED = ("seed",)  # what makes trials repeats of one configuration
 TRIALS_NOTE = ("trials", "not_included")
 TRIALS_N = ("trials", "n")
+TRIALS_CONFIGS = ("trials", "configs")  # distinct config_group among them: > 1 where a bin pools configurations
 KEY_ORDER = ("kind", "noise_std", "num_mixtures")
 
 
@@ -40,7 +45,7 @@ def param_columns(trials: pd.DataFrame) -> list[str]:
     if trials.attrs.get("params"):
         return [c for c in trials.attrs["params"] if c in trials.columns]
     info = {"trial_id", "run_id", "run_name", "status", "state", "pruned", "epochs", "start_time", "end_time",
-            "last_update", *TRIAL_TAGS} - {"kind", "dataset", "extractor"}
+            "last_update", *TRIAL_TAGS, *GROUP_TAGS} - {"kind", "dataset", "extractor"}
     return [c for c in trials.columns if c not in info and not is_metric(c)]
 
 
@@ -55,10 +60,12 @@ def pooled_se(frame: pd.DataFrame, metric: str) -> float:
     se = standard_error_name(metric)
     if metric not in frame or se not in frame:
         return np.nan
-    rows = frame[frame[metric].notna()]
-    if rows.empty or rows[se].isna().any():
-        return np.nan
-    return float(np.sqrt((rows[se].astype(float) ** 2).sum()) / len(rows))
+    return mean_se(frame[metric].astype(float), frame[se].astype(float))
+
+
+def has_standard_error(frame: pd.DataFrame, metric: str) -> bool:
+    """A sample-quality metric (its SE may be missing in older studies: NaN), or any metric logged with an SE."""
+    return parse_sample_metric(metric) is not None or standard_error_name(metric) in frame
 
 
 def sample_counts(frame: pd.DataFrame) -> str:
@@ -128,8 +135,12 @@ def binned(trials: pd.DataFrame, bins: Optional[dict]) -> pd.DataFrame:
 
 
 def value_metrics(trials: pd.DataFrame) -> list[str]:
-    """The metrics aggregated over repeats (standard errors enter as their metric's `se`)."""
-    return metric_order(c for c in trials.columns if is_metric(c) and standard_error_of(c) is None)
+    """The metrics aggregated over repeats: the known ones and any column logged with a `<column>_se`
+    companion (standard errors enter as their metric's `se`)."""
+    with_se = {c for c in trials.columns if standard_error_name(c) in trials.columns}
+    errors = {standard_error_name(c) for c in with_se}
+    return metric_order(c for c in trials.columns
+                        if (is_metric(c) or c in with_se) and standard_error_of(c) is None and c not in errors)
 
 
 def _note(states: pd.Series, included: Sequence[str]) -> str:
@@ -144,12 +155,12 @@ def trend_table(trials: pd.DataFrame, by: str = "noise_std", metrics: Optional[I
 
     Rows: one per configuration, indexed by repeat_keys(trials, by) and sorted by them; a key
     in `bins` (searched_bins) is indexed by its Bin.
-    Columns: (metric, "mean" | "std" | "n") in metric_order (one-step next to two-step),
-    sample-quality metrics also (metric, "se") (pooled_se), then ("trials", "n") counted
-    in the mean and ("trials", "not_included").
+    Columns: (metric, "mean" | "std" | "n" | "t95") in metric_order (one-step next to two-step),
+    metrics with standard errors also (metric, "se") (pooled_se), then ("trials", "n") counted
+    in the mean, ("trials", "configs") the distinct config_group among them and ("trials", "not_included").
     """
     if trials.empty:
-        return pd.DataFrame(columns=pd.MultiIndex.from_tuples([TRIALS_N, TRIALS_NOTE]))
+        return pd.DataFrame(columns=pd.MultiIndex.from_tuples([TRIALS_N, TRIALS_CONFIGS, TRIALS_NOTE]))
     if by not in trials.columns:
         raise ValueError(f"no column {by!r} in the trials table; hyperparameters: {param_columns(trials)}")
     metrics = list(metrics) if metrics is not None else value_metrics(trials)
@@ -160,13 +171,12 @@ def trend_table(trials: pd.DataFrame, by: str = "noise_std", metrics: Optional[I
         used = group[group["state"].isin(states)]
         row = {}
         for metric in metrics:
-            values = used[metric].dropna() if metric in used else pd.Series(dtype=float)
-            row[(metric, "mean")] = values.mean() if len(values) else np.nan
-            row[(metric, "std")] = values.std(ddof=1) if len(values) > 1 else np.nan
-            row[(metric, "n")] = len(values)
-            if parse_sample_metric(metric) is not None:
+            row[(metric, "mean")], row[(metric, "std")], row[(metric, "t95")] = _mean_std(used, metric)
+            row[(metric, "n")] = int(used[metric].notna().sum()) if metric in used else 0
+            if has_standard_error(trials, metric):
                 row[(metric, "se")] = pooled_se(used, metric)
         row[TRIALS_N] = len(used)
+        row[TRIALS_CONFIGS] = used["config_group"].nunique() if "config_group" in used else len(used)
         row[TRIALS_NOTE] = _note(group["state"], states)
         rows[key if isinstance(key, tuple) else (key,)] = row
     table = pd.DataFrame.from_dict(rows, orient="index")
@@ -226,8 +236,9 @@ def paper_table(trials: pd.DataFrame, states: Sequence[str] = FINISHED_STATES,
     """Meng et al.'s comparison: per configuration and sampler, IS, distance and bits/dim.
 
     Rows: the baseline's direct samples; a smoothed configuration's one-step and two-step
-    samples. Columns per extractor E (never mixed): `is_E`, `is_E:std`, `is_E:se`, `fd_E`
-    (or `fid_inception`), `fd_E:std`, `fd_E:se` (se: pooled_se); `bpd`, `bpd:std` with
+    samples. Columns per extractor E (never mixed): `is_E`, `is_E:std`, `is_E:t95`, `is_E:se`,
+    `fd_E` (or `fid_inception`), `fd_E:std`, `fd_E:t95`, `fd_E:se` (t95: half-width of the 95%
+    t-interval across seeds; se: pooled_se); `bpd`, `bpd:std`, `bpd:t95` with
     `bpd_metric` saying which: the baseline's exact `test_bpd`, the two-step upper bound
     `bpd_bound`, none for one-step (gradient denoising defines no likelihood); `n`;
     `samples` (generated images per distance, sample_counts); `not_included`. Keys in
@@ -257,21 +268,23 @@ def paper_table(trials: pd.DataFrame, states: Sequence[str] = FINISHED_STATES,
             for e in extractor_ids:
                 for family in ("score", "distance"):
                     name, column = sample_metric_name(family, e), sample_metric_name(family, e, sampler)
-                    row[name], row[f"{name}:std"] = _mean_std(used, column)
+                    row[name], row[f"{name}:std"], row[f"{name}:t95"] = _mean_std(used, column)
                     row[f"{name}:se"] = pooled_se(used, column)
             bpd_metric = {"direct": "test_bpd", "twostep": "bpd_bound"}.get(sampler, "")
             row["bpd_metric"] = bpd_metric
-            row["bpd"], row["bpd:std"] = _mean_std(used, bpd_metric) if bpd_metric else (np.nan, np.nan)
+            row["bpd"], row["bpd:std"], row["bpd:t95"] = _mean_std(used, bpd_metric)
             row["not_included"] = _note(group["state"], states)
             rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _mean_std(frame: pd.DataFrame, column: str) -> tuple[float, float]:
-    if column not in frame:
-        return np.nan, np.nan
-    values = frame[column].dropna()
-    return (values.mean() if len(values) else np.nan), (values.std(ddof=1) if len(values) > 1 else np.nan)
+def _mean_std(frame: pd.DataFrame, column: str) -> tuple[float, float, float]:
+    """(mean, std, t95) of a column over the frame's rows with a value; NaN where there are none (or < 2)."""
+    if not column or column not in frame:
+        return np.nan, np.nan, np.nan
+    values = frame[column].dropna().astype(float)
+    interval = seed_interval(values)
+    return interval.mean, (values.std(ddof=1) if len(values) > 1 else np.nan), interval.half_width
 
 
 # ---------------------------------------------------------------- time

@@ -52,3 +52,18 @@ def test_metric_order_puts_samplers_side_by_side():
                                      "fd_digits_cnn_onestep_se", "fd_digits_cnn_twostep", "fd_digits_cnn_twostep_se",
                                      "fd_digits_cnn", "is_digits_cnn_onestep", "is_digits_cnn", "is_digits_cnn_se",
                                      "sample_seconds", "grad_norm"]
+
+
+def test_configuration_group_of_a_runs_params_is_the_studys():
+    """The study tags each run with groups.config_group(config); analysis recomputes it from the params the
+    study logged as str(value), for runs of studies from before the tag."""
+    from study import groups
+
+    config = {"kind": "smoothed", "noise_std": 0.4814, "num_mixtures": 5, "data_dir": None, "compile": False,
+              "lr": 2e-4, "seed": 3, "extractor": "digits_cnn"}
+    params = {k: str(v) for k, v in config.items()}
+    assert c.config_group(params) == groups.config_group(config)
+    assert c.config_group({**params, "seed": "4"}) == c.config_group(params), "seeds of one configuration"
+    assert c.config_group({**params, "noise_std": "0.4842"}) != c.config_group(params)
+    assert (c.GROUP_TAG, c.LABEL_TAG, c.GROUP_HASH_CHARS) == (groups.GROUP_TAG, groups.LABEL_TAG,
+                                                              groups.GROUP_HASH_CHARS)

@@ -38,14 +38,16 @@ def test_cli_writes_the_report(cli_run, study):
     assert f"logged to MLflow run {study['run_ids']['summary']} (summary run)" in proc.stdout
     assert "Downloading artifacts" not in proc.stderr, "no progress bar per sample grid"
     text = (out / "report.md").read_text()
-    assert (f"| model | sampler | n | samples | is_{EXTRACTOR} ↑ (± SE) | fd_{EXTRACTOR} ↓ (± SE) | bits/dim ↓ "
-            "| not included |") in text
-    # ± the pooled standard error sqrt(sum se_i^2) / n (conftest: fd se = fd / 10, is se = 0.05), sd over seeds
-    assert ("| PixelCNN++ baseline (σ=0, K=5) | direct | 2 | 100 | 2.5 ± 0.035 (sd 0.71) | 25 ± 1.8 (sd 7.1) "
-            "| 1.1 (sd 0.14) |  |") in text
-    assert ("| smoothed (σ=0.3, K=5) | two-step | 2 | 100 | 2.7 ± 0.035 (sd 0.28) | 12 ± 0.86 (sd 2.8) "
-            "| ≤ 1.4 (sd 0.14) | 1 interrupted |") in text
-    assert "| smoothed (σ=0.5, K=5) | two-step | 1 | 100 | 2.6 ± 0.05 | 16 ± 1.6 |" in text, "one trial: its own SE"
+    assert (f"| model | sampler | n | samples | is_{EXTRACTOR} ↑ (± t95 seeds; SE bootstrap) | fd_{EXTRACTOR} ↓ "
+            "(± t95 seeds; SE bootstrap) | bits/dim ↓ | not included |") in text
+    # conftest, two seeds each: ± t95 = t(0.975, 1) sd / sqrt(2) = 12.706 sd / sqrt(2) across seeds (baseline fd
+    # 20, 30: sd 7.07 -> 64), SE = sqrt(sum se_i^2) / 2, the bootstrap SE of the mean (fd se = fd / 10: 1.8)
+    assert ("| PixelCNN++ baseline (σ=0, K=5) | direct | 2 | 100 | 2.5 ± 6.4 (t95, n=2), SE 0.035 "
+            "| 25 ± 64 (t95, n=2), SE 1.8 | 1.1 ± 1.3 (t95, n=2) |  |") in text
+    assert ("| smoothed (σ=0.3, K=5) | two-step | 2 | 100 | 2.7 ± 2.5 (t95, n=2), SE 0.035 "
+            "| 12 ± 25 (t95, n=2), SE 0.86 | ≤ 1.4 ± 1.3 (t95, n=2) | 1 interrupted |") in text
+    assert "| smoothed (σ=0.5, K=5) | two-step | 1 | 100 | 2.6, SE 0.05 | 16, SE 1.6 |" in text, "one seed: no t95"
+    assert "One seed per configuration" not in text, "this study has configurations with two seeds"
     assert "| smoothed (σ=0.6, K=5) |" not in text, "no row of dashes for a configuration without completed trials"
     assert "smoothed (σ=0.6, K=5): 1 running; smoothed (σ=0.7, K=5): 1 pruned." in text
     for state in ("pruned", "errored", "running", "interrupted"):

@@ -131,3 +131,44 @@ def test_labels_tell_close_configurations_apart(data):
     assert config_labels(rows, ["noise_std", "num_mixtures"]) == [
         "smoothed (σ=0.4814, K=5)", "smoothed (σ=0.4842, K=5)", "smoothed (σ=0.48421, K=5)"]
     assert config_labels(rows[:2], ["noise_std"]) == ["smoothed (σ=0.481)", "smoothed (σ=0.484)"]
+
+
+def test_trend_table_has_the_t_interval_across_seeds(data):
+    t = trend_table(data.trials, "noise_std")
+    row = t.loc[("smoothed", 0.3, 5)]
+    # two seeds, two-step 10 and 14: sd sqrt(8), t(0.975, 1) = tan(0.475 pi)
+    assert row[(FD2, "t95")] == pytest.approx(math.tan(0.475 * math.pi) * SQRT8 / math.sqrt(2))
+    assert row[("bpd_bound", "t95")] == pytest.approx(math.tan(0.475 * math.pi) * 0.2 / 2), "bpd 1.3 and 1.5"
+    assert math.isnan(t.loc[("smoothed", 0.5, 5)][(FD2, "t95")]), "one seed: no interval"
+    assert row[("trials", "configs")] == 1, "two seeds of one configuration"
+    assert f"{FD2}:t95" in flatten(t).columns
+
+
+def test_trend_table_gives_any_metric_with_a_standard_error_its_se(data):
+    """Generic over names: a new metric logged with a `_se` companion gets `se` and `t95` like the distances."""
+    trials = data.trials.assign(new_metric=data.trials["bpd_bound"], new_metric_se=0.5)
+    trials.attrs = data.trials.attrs
+    row = trend_table(trials, "noise_std").loc[("smoothed", 0.3, 5)]
+    assert row[("new_metric", "se")] == pytest.approx(math.sqrt(2 * 0.25) / 2)
+    assert row[("new_metric", "t95")] == pytest.approx(row[("bpd_bound", "t95")])
+
+
+def test_paper_table_has_the_t_interval_across_seeds(data):
+    p = paper_table(data.trials).set_index(["kind", "noise_std", "num_mixtures", "sampler"])
+    fd, is_ = f"fd_{EXTRACTOR}", f"is_{EXTRACTOR}"
+    t1 = math.tan(0.475 * math.pi)
+    base = p.loc[("baseline", 0.0, 5, "direct")]
+    assert base[f"{fd}:t95"] == pytest.approx(t1 * math.sqrt(50.0) / math.sqrt(2))      # direct 20 and 30
+    assert base["bpd:t95"] == pytest.approx(t1 * math.sqrt(0.02) / math.sqrt(2))        # test_bpd 1.0 and 1.2
+    two = p.loc[("smoothed", 0.3, 5, "twostep")]
+    assert two[f"{is_}:t95"] == pytest.approx(t1 * math.sqrt(0.08) / math.sqrt(2))      # IS 2.5 and 2.9
+    assert math.isnan(p.loc[("smoothed", 0.5, 5, "twostep")][f"{fd}:t95"])
+
+
+def test_trials_carry_their_configuration_group(data):
+    groups = data.trials.set_index("trial_id")["config_group"]
+    assert groups["s03a"] == groups["s03b"] == groups["s03c"], "seeds 0, 1, 2 of one configuration"
+    assert len({groups["s03a"], groups["s05a"], groups["s03k10"], groups["base0"]}) == 4
+    assert groups["base0"] == groups["base1"]
+    assert "config_group" in data.epochs.columns
+    assert "config_group" not in repeat_keys(data.trials), "the group is no hyperparameter"
