@@ -2,6 +2,7 @@
 import contextlib
 import dataclasses
 import io
+import math
 import subprocess
 from pathlib import Path
 
@@ -166,3 +167,38 @@ def test_distance_plot_draws_each_trials_standard_error(data):
     # conftest: s03a two-step 10 ± 1.0, s03b 14 ± 1.4 at sigma 0.3 (se = distance / 10)
     assert {(0.3, 9.0, 11.0), (0.3, 12.6, 15.4)} <= spans
     assert "100 generated samples per point" in fig.texts[0].get_text()
+
+
+def test_distance_plot_draws_the_t_interval_across_seeds_on_each_mean(data):
+    from matplotlib.container import ErrorbarContainer
+
+    from analysis import plots
+
+    fig = plots.distance_vs(data.trials, EXTRACTOR, "noise_std")
+    ax = fig.axes[0]
+    spans, labels = set(), [t.get_text() for t in ax.get_legend().get_texts()]
+    for container in ax.containers:
+        if isinstance(container, ErrorbarContainer) and container.get_label().endswith(")"):
+            for collection in container.lines[2]:
+                spans |= {(round(float(s[0][0]), 3), round(float(s[0][1]), 2), round(float(s[1][1]), 2))
+                          for s in collection.get_segments()}
+    # two-step at sigma 0.3: seeds 10 and 14, mean 12 ± t(0.975, 1) * sqrt(8) / sqrt(2) = 12 ± 25.41
+    t95 = math.tan(0.475 * math.pi) * 2.0
+    assert (0.3, round(12 - t95, 2), round(12 + t95, 2)) in spans
+    assert any("mean ± t95 (seeds, n=1–2)" in text for text in labels), labels
+    assert any("per trial ± SE (bootstrap)" in text for text in labels), labels
+
+
+def test_a_single_seed_study_says_its_intervals_cover_sampling_noise_only(data):
+    from analysis import sections
+    from analysis.render import markdown_table, trend_view
+    from analysis.tables import paper_table, trend_table
+
+    single = data.trials[data.trials["seed"] == 0]
+    single.attrs = data.trials.attrs
+    note = sections.seed_note(paper_table(single))
+    assert len(note) == 1 and "covers the sampling noise of the generated samples only" in note[0][1]
+    assert "--repeats" in note[0][1]
+    assert sections.seed_note(paper_table(data.trials)) == [], "two seeds of a configuration: intervals across seeds"
+    cells = markdown_table(trend_view(trend_table(single, "noise_std"), [f"fd_{EXTRACTOR}_twostep"]))
+    assert "| 10, SE 1 |" in cells and "t95" not in cells, "one seed: its value and SE, no interval"
