@@ -109,14 +109,15 @@ def group_stats(cfg: StudyConfig, rows: list[dict]) -> dict[str, dict[str, Any]]
 def with_group_columns(cfg: StudyConfig, rows: list[dict]) -> list[dict]:
     """The rows of results.csv: each trial's row with its group's statistics over seeds (module docstring)."""
     stats = group_stats(cfg, rows)
+    columns = [(m, ("mean", "t95", "n", "se") if _has_se(rows, m) else ("mean", "t95", "n"))
+               for m in interval_metrics(cfg, rows)]
     out = []
     for row in rows:
         group = stats.get(row.get("config_group"))
         extra: dict[str, Any] = {}
         if group is not None:
             extra = {"config_trials": group["trials"], "config_completed": group["completed"]}
-            for m in interval_metrics(cfg, rows):
-                keys = ("mean", "t95", "n", "se") if _has_se(rows, m) else ("mean", "t95", "n")
+            for m, keys in columns:
                 extra.update({f"{m}:{k}": "" if group[m][k] is None else group[m][k] for k in keys})
         out.append({**row, **extra})
     return out
