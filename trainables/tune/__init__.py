@@ -6,6 +6,7 @@ which passes plain data in and gets plain data back. Importing it has no side ef
 - `trainable.py`: the function trainable (one trial = one Experiment).
 - `data_parallel.py`: the trainable of `workers_per_trial > 1`: a Ray Train TorchTrainer (DDP).
 - `search.py`: Optuna that records early-stopped trials as PRUNED; fixed trials beside it.
+- `repeats.py`: every configuration with R seeds (`--repeats`), Optuna told once per configuration.
 - `scheduler.py`: ASHA that never stops fixed trials; the callback that saves its rungs.
 - `listener.py`: the trial events as a typed base class with no-op defaults (`TrialListener`,
   `Fanout`); no ray import, so `study` subclasses it freely.
