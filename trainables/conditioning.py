@@ -11,6 +11,9 @@ summary of its features' spatial mean (a global term, like the class vector `h` 
 official PixelCNN++ code's conditional models), and every finer level adds the
 upsampled coarser one. Locally, the convolutions keep x~ aligned with x: the features
 at (i, j) come mostly from x~ near (i, j), the pixel the denoiser most needs.
+
+The other design, x~ stacked above x (denoiser_conditioning="stacked"), has no path of its
+own; what it sees of x~ is its receptive field, computed exactly below (stacked_dependencies).
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.parametrizations import weight_norm
 
-from trainables.layers import NetworkInNetwork, concat_elu
+from trainables.layers import DownShiftedDeconv2d, NetworkInNetwork, concat_elu, down_shift, right_shift
 
 
 class SameConv2d(nn.Module):
@@ -117,8 +120,6 @@ def _taps(padded: torch.Tensor, kh: int, kw: int, sh: int, sw: int) -> torch.Ten
 
 def _conv_deps(module: nn.Module, deps: torch.Tensor) -> torch.Tensor:
     """layers.DownShiftedConv2d / DownRightShiftedConv2d on bitsets (K, H, W): pad, window, shift."""
-    from trainables.layers import down_shift, right_shift
-
     out = _taps(F.pad(deps, module.pad), *module.conv.kernel_size, *module.conv.stride)
     if getattr(module, "shift_output_down", False):
         out = down_shift(out[None])[0]
@@ -130,8 +131,6 @@ def _conv_deps(module: nn.Module, deps: torch.Tensor) -> torch.Tensor:
 def _deconv_deps(module: nn.Module, deps: torch.Tensor) -> torch.Tensor:
     """layers.Down(Right)ShiftedDeconv2d on bitsets: the transposed conv scatters input (r, c) to
     output (s r + a, s c + b) for every tap (a, b), then the module's crop (layers.py) keeps the causal part."""
-    from trainables.layers import DownShiftedDeconv2d
-
     deconv = module.deconv
     (kh, kw), (sh, sw), (oh, ow) = deconv.kernel_size, deconv.stride, deconv.output_padding
     if deconv.padding != (0, 0):
