@@ -14,6 +14,7 @@ MODEL_KINDS = ("baseline", "smoothed")  # a "smoothed" trial trains p(x~) and it
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "celeba", "folder")
 GRADIENT_MODES = ("full", "fixed_output")
 DIAGNOSTIC_MODES = ("auto", "on", "off")  # auto: on for smoothed trials, off for baselines
+BOUND_SCHEDULES = ("epoch", "eval")  # when the two-step bound is computed: every epoch | evaluation epochs
 PRECISIONS = ("auto", "bf16", "off")
 DENOISER_LIKELIHOODS = ("discretized", "continuous")  # trainables/losses.py: DenoiserNLL
 # How x~ enters the denoiser (pixelcnnpp.py): "encoder", a non-causal encoder into every gated resnet;
@@ -67,6 +68,7 @@ class EvalConfig:
     eval_every: int = 5             # epochs between sample-quality evaluations (and the last epoch)
     num_eval_samples: int = 256     # generated images per evaluation
     bound_noise_draws: int = 4      # noise draws per test image for the two-step bpd bound
+    bound_every: str = "epoch"      # two-step bound every epoch | eval: only when samples are evaluated
     gradient_mode: str = "full"     # one-step denoising gradient: full | fixed_output
     extractor: str = ""             # feature extractor id; "" picks the dataset default
     inception_weights: str = ""     # TF-Inception weights file; "" = env var / torch hub cache
@@ -138,6 +140,7 @@ class TrialConfig:
             (e.eval_every >= 1, f"eval_every must be >= 1, got {e.eval_every}"),
             (e.num_eval_samples >= 2, f"num_eval_samples must be >= 2, got {e.num_eval_samples}"),
             (e.bound_noise_draws >= 1, f"bound_noise_draws must be >= 1, got {e.bound_noise_draws}"),
+            (e.bound_every in BOUND_SCHEDULES, f"bound_every must be one of {BOUND_SCHEDULES}, got {e.bound_every!r}"),
             (e.gradient_mode in GRADIENT_MODES, f"gradient_mode must be one of {GRADIENT_MODES}"),
             (e.diagnostics in DIAGNOSTIC_MODES, f"diagnostics must be one of {DIAGNOSTIC_MODES}, got {e.diagnostics!r}"),
             (e.diagnostics != "on" or t.kind == "smoothed", "diagnostics=on needs kind=smoothed: a baseline trial has "

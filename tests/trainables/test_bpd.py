@@ -124,3 +124,31 @@ def test_bound_is_reproducible_and_validates_arguments():
         two_step_bound_nats(x, generator=None, **{**kw, "num_draws": 0})
     with pytest.raises(ValueError):
         two_step_bound_nats(x, generator=None, **{**kw, "noise_std": 0.0})
+
+
+def test_batched_bound_equals_the_looped_one_with_real_models():
+    """All draws in one call per model (D * N images) against one call per draw: the same draws,
+    summed in the same order; only the models' batch size differs."""
+    from trainables.losses import DenoiserNLL, SmoothedNLL
+    from trainables.pixelcnnpp import PixelCNNpp
+
+    torch.manual_seed(0)
+    smoothed, denoiser = PixelCNNpp(1, 8, 1, 3).eval(), PixelCNNpp(1, 8, 1, 3, conditional=True).eval()
+    x = torch.randint(0, 256, (5, 1, 8, 8), generator=torch.Generator().manual_seed(1)).float() / 127.5 - 1
+    calls = []
+
+    def smoothed_log_prob(z):
+        calls.append(z.shape[0])
+        return -SmoothedNLL()(smoothed, None, z)
+
+    bounds = {}
+    with torch.no_grad():
+        for batched in (False, True):
+            calls.clear()
+            bounds[batched] = two_step_bound_nats(
+                x, smoothed_log_prob=smoothed_log_prob,
+                denoiser_log_prob=lambda clean, z: -DenoiserNLL()(denoiser, clean, z),
+                noise_std=0.3, num_draws=3, generator=torch.Generator().manual_seed(2), batched=batched)
+            assert calls == ([15] if batched else [5, 5, 5])
+    torch.testing.assert_close(bounds[True], bounds[False], rtol=1e-5, atol=1e-4)
+    assert bounds[True].shape == (5,) and torch.isfinite(bounds[True]).all()

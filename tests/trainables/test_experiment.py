@@ -118,3 +118,16 @@ def test_sample_grids_are_upscaled_without_smoothing():
     blocks = big.reshape(3, 82, k, 82, k)
     assert torch.equal(blocks, plain[:, :, None, :, None].expand_as(blocks)), "k x k blocks of one value"
     assert upscaled_grid(torch.rand(4, 3, 128, 128)).shape[-1] == 2 + 2 * 130, "wide enough: k = 1"
+
+
+@pytest.mark.parametrize("bound_every,has_bound", [("epoch", True), ("eval", False)])
+def test_bound_every_eval_skips_the_bound_between_evaluations(bound_every, has_bound):
+    import dataclasses
+
+    cfg = _cfg()  # 2 epochs, eval_every 100: epoch 1 evaluates no samples
+    cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, bound_every=bound_every))
+    metrics = Experiment(cfg, log=lambda message: None).run_epoch()
+    assert ("bpd_bound" in metrics) == has_bound
+    assert "test_bpd_smoothed" in metrics and "fd_digits_cnn" not in metrics
+    with pytest.raises(ValueError, match="bound_every"):
+        dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, bound_every="sometimes")).validate()

@@ -46,6 +46,7 @@ def two_step_bound_nats(
     noise_std: float,
     num_draws: int,
     generator: Optional[torch.Generator],
+    batched: bool = True,
 ) -> Tensor:
     """Monte-Carlo upper bound on -log P(x) of the two-step model, per image, in nats.
 
@@ -54,22 +55,36 @@ def two_step_bound_nats(
     The expectation is estimated with `num_draws` draws x~ = x + sigma * eps (an unbiased
     estimate of the bound, not itself a bound for each draw).
 
-    x: (N, C, H, W) clean data. smoothed_log_prob(x_noisy) -> (N,) total log-density of
-    p(x~); denoiser_log_prob(x, x_noisy) -> (N,) total log P(x | x~). Returns (N,) nats.
+    x: (N, C, H, W) clean data. smoothed_log_prob(x_noisy) -> (M,) total log-density of
+    p(x~); denoiser_log_prob(x, x_noisy) -> (M,) total log P(x | x~), for any batch M of images.
+    Returns (N,) nats.
     Units: p(x~) and q are both densities on the [-1, 1] scale, so their log 127.5 terms
     cancel; with a discretized denoiser the bound is on the discrete 8-bit -log P(x)
     (report it with bits_per_dim(..., continuous=False)).
-    eps is drawn on the generator's device (x's without one) and moved to x's device.
+    eps is drawn on the generator's device (x's without one) and moved to x's device, one
+    (N, C, H, W) draw after another. batched (default): both models see all draws at once,
+    (num_draws * N, C, H, W), one call each; otherwise one call per draw. The draws and the
+    order of the sum are the same either way; the models' batch size is what differs.
     """
     if not noise_std > 0:
         raise ValueError(f"noise_std must be > 0, got {noise_std}")
     if num_draws < 1:
         raise ValueError(f"num_draws must be >= 1, got {num_draws}")
     source = generator.device if generator is not None else x.device
+    eps = [torch.randn(x.shape, generator=generator, dtype=x.dtype, device=source).to(x.device)
+           for _ in range(num_draws)]
+    if batched:
+        x_noisy = torch.cat([x + noise_std * e for e in eps])  # (D * N, C, H, W), draw-major
+        clean = x.repeat(num_draws, *([1] * (x.dim() - 1)))  # (D * N, C, H, W)
+        log_q = gaussian_log_prob(x_noisy, clean, noise_std)  # (D * N,)
+        terms = (log_q - smoothed_log_prob(x_noisy) - denoiser_log_prob(clean, x_noisy)).view(num_draws, -1)
+    else:
+        terms = []
+        for e in eps:
+            x_noisy = x + noise_std * e  # (N, C, H, W)
+            terms.append(gaussian_log_prob(x_noisy, x, noise_std) - smoothed_log_prob(x_noisy)
+                         - denoiser_log_prob(x, x_noisy))
     total = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-    for _ in range(num_draws):
-        eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=source).to(x.device)
-        x_noisy = x + noise_std * eps  # (N, C, H, W)
-        log_q = gaussian_log_prob(x_noisy, x, noise_std)  # (N,)
-        total = total + (log_q - smoothed_log_prob(x_noisy) - denoiser_log_prob(x, x_noisy))
+    for term in terms:  # (N,) per draw, summed in draw order
+        total = total + term
     return total / num_draws
