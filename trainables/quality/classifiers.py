@@ -60,7 +60,7 @@ class ClassifierSpec:
     weight_decay: float = 1e-4      # L2 penalty (AdamW-style decoupled)
     seed: int = 0                   # seeds initialization, held-out choice, order and shifts
     train_device: str = "cpu"       # "cpu": the process's allowed cores; "auto": the caller's device
-    min_accuracy: float = 0.95      # refuse to serve below this test accuracy (not part of the hash)
+    min_accuracy: float = 0.95      # sanity floor: refuse to serve below this test accuracy (not hashed)
 
     def hashed_fields(self) -> dict:
         """Everything that changes the trained weights; min_accuracy only gates serving."""
@@ -72,22 +72,25 @@ class ClassifierSpec:
 
 HOLDOUT_MAX = 5000  # held-out images for early stopping: enough to resolve 0.3% differences
 
-# The stated accuracy floors. Digits and MNIST are easy for this network (~98-99%);
-# Fashion-MNIST and CIFAR-10 floors sit a few points under what it reaches without
-# augmentation. A step budget with early stopping on held-out training images (not a
-# fixed epoch count) lets a small training split reach the floor as well as a full one.
-# celeba and folder have no 10-class labels: their default extractor is `inception`.
+# The sanity floors (min_accuracy): they refuse a useless classifier, not a less accurate one.
+# MNIST and Fashion-MNIST: the lowest test accuracy measured from 5,000-image training splits
+# (what users hold) minus 5 points, rounded down to 0.05 (benchmarks/bench_classifier_subsets.py,
+# one thread each, 2-core AMD EPYC VM shared with other jobs; docs/science.md): MNIST test-split
+# halves both ways 0.9802-0.9808 -> 0.90; four disjoint Fashion-MNIST training subsets, full test
+# split, 0.8502-0.8645 -> 0.80. Digits (its one fixed split) and CIFAR-10 keep their floors (not
+# measured this way). celeba and folder have no 10-class labels: their default extractor is `inception`.
 CLASSIFIER_SPECS = {
     "digits": ClassifierSpec("digits", max_steps=600, eval_every=50, batch_size=64, min_accuracy=0.95),
     # mnist: 16/32 channels, a third of the cost of 32/64: from 4,500 real MNIST images (500 held
-    # out) 0.987 test accuracy after 2,900 steps, 115 CPU s (tests/trainables/test_classifier_floor.py).
-    "mnist": ClassifierSpec("mnist", widths=(16, 32), batch_size=128, lr=2e-3, max_shift=2, min_accuracy=0.98,
+    # out) 0.9802-0.9808 test accuracy after 2,500-2,600 steps, 200-215 CPU s on a loaded core.
+    "mnist": ClassifierSpec("mnist", widths=(16, 32), batch_size=128, lr=2e-3, max_shift=2, min_accuracy=0.90,
                             train_device="auto"),
     # fashion_mnist: the same 16/32 net, no shifts (the garments are centred; with shifts of 2 it stood at
     # 0.876 after 3,000 steps): on 55,000 images (5,000 held out) 0.8978 test accuracy after 4,000 steps,
-    # 121 s wall / 239 CPU s on 2 quiet cores (5,000 steps: 0.9067 in 155 s).
+    # 121 s wall / 239 CPU s on 2 quiet cores (5,000 steps: 0.9067 in 155 s); from 5,000 images
+    # 0.8502-0.8645 after 2,500-3,300 steps.
     "fashion_mnist": ClassifierSpec("fashion_mnist", widths=(16, 32), max_steps=4000, batch_size=128, lr=2e-3,
-                                    min_accuracy=0.88, train_device="auto"),
+                                    min_accuracy=0.80, train_device="auto"),
     "cifar10": ClassifierSpec("cifar10", widths=(64, 128), feature_dim=128, max_steps=8000, batch_size=128,
                               lr=1e-3, max_shift=2, min_accuracy=0.70, train_device="auto"),
 }
