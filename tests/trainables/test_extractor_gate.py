@@ -164,3 +164,29 @@ def test_analysis_refuses_distances_of_different_networks_under_one_id():
                                             r"networks \(extractor_sha aaaa vs cccc"):
         check_same_networks([_study("a", "mnist_cnn", ["aaaa"]), _study("b", "fashion_mnist_cnn", ["bbbb"]),
                              _study("c", "mnist_cnn", ["cccc"])])
+
+
+def _bench():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_classifier_subsets.py"
+    spec = importlib.util.spec_from_file_location("bench_classifier_subsets", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_benchmark_writes_the_split_the_product_reads_and_types_its_overrides(tmp_path):
+    bench = _bench()
+    rng = np.random.default_rng(5)
+    train = (rng.integers(0, 256, (7, 28, 28), dtype=np.uint8), rng.integers(0, 10, 7, dtype=np.uint8))
+    test = (rng.integers(0, 256, (3, 28, 28), dtype=np.uint8), rng.integers(0, 10, 3, dtype=np.uint8))
+    folder = bench.write_folder(tmp_path / "d", train, test)
+    for split, (images, labels) in (("train", train), ("test", test)):
+        x, y = load_dataset("mnist", split, str(folder), with_labels=True)  # (N, 1, 28, 28) in [-1, 1]
+        assert torch.equal(x, torch.from_numpy(images[:, None].astype(np.float32) / 127.5 - 1.0))
+        assert torch.equal(y, torch.from_numpy(labels.astype(np.int64)))
+    assert bench.parse_overrides(["max_shift=1", "lr=0.001"]) == {"max_shift": 1, "lr": 0.001}
+    with pytest.raises(SystemExit, match="--set 'widths=3'"):
+        bench.parse_overrides(["widths=3"])
