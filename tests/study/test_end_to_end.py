@@ -58,6 +58,8 @@ def test_smoke_study_logs_one_run_per_trial(smoke_study):
         assert set(params) >= {"noise_std", "num_mixtures", "kind", "lr", "nr_filters", "max_epochs"}
         assert tags["state"] == "completed" and tags["extractor"] == "digits_cnn" and tags["dataset"] == "digits"
         assert tags["hardware"].startswith("cpu: ")  # the node it trained on, for the timing tables
+        # the exact network behind its distances, and the classifier's test accuracy (above digits' floor)
+        assert re.fullmatch(r"[0-9a-f]{16}", tags["extractor_sha"]) and float(tags["extractor_accuracy"]) >= 0.95
         assert run.info.run_name.startswith(f"#{tags['trial_number']} {tags['kind']} s=")
         assert "fd_digits_cnn" in run.data.metrics and "bpd_bound" in run.data.metrics
         assert run.data.metrics["fd_digits_cnn_se"] > 0 and "is_digits_cnn_se" in run.data.metrics
@@ -67,6 +69,7 @@ def test_smoke_study_logs_one_run_per_trial(smoke_study):
         width, height = struct.unpack(">II", open(png, "rb").read()[16:24])  # PNG IHDR
         assert width >= 256 and height >= 256, "grids are logged at a size a person can see"
         assert "checkpoint/checkpoint.pt" in [a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")]
+    assert len({r.data.tags["extractor_sha"] for r in trials}) == 1, "one extractor behind every trial's distances"
     baseline = next(r for r in trials if r.data.tags["kind"] == "baseline")
     assert baseline.data.params["noise_std"] == "0.0" and baseline.data.tags["trial_origin"] == "fixed"
     assert "optuna_state" not in baseline.data.tags, "the fixed baseline is never told to Optuna"
