@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from study.config import study_size  # noqa: E402
 from trainables.config import TrialConfig  # noqa: E402
-from trainables.data import epoch_batches  # noqa: E402
+from trainables.data import epoch_batches, image_shape  # noqa: E402
 from trainables.experiment import Experiment  # noqa: E402
 from trainables.training import EMA, evaluate_nll, train_epoch  # noqa: E402
 
@@ -148,7 +148,7 @@ def evaluate_checkpoint(path: Path, weights: str) -> dict:
     payload = torch.load(path, weights_only=True)
     cfg = TrialConfig.from_flat(payload["config"])
     nets = _networks(payload["config"], {u: st[weights] for u, st in payload["states"].items()})
-    n, shape = cfg.eval.num_eval_samples, (1, 28, 28) if cfg.data.dataset != "digits" else (1, 8, 8)
+    n, shape = cfg.eval.num_eval_samples, image_shape(cfg.data.dataset, cfg.data.image_size)  # (C, H, W)
     generator = epoch_generator(cfg.train.seed, payload["epoch"], stream=SAMPLE_STREAM)  # as the product's evaluation
     start = time.perf_counter()
     row = {"kind": cfg.train.kind, "seed": cfg.train.seed, "epoch": payload["epoch"], "weights": weights}
