@@ -8,8 +8,9 @@ Images per second of the real loop (`trainables.training.train_epoch`, TrainUnit
 study's TrialConfig as `Experiment._build_units` builds them) for
   - `e7ce202`: the code as it was at that commit (layers, conditioning, pixelcnnpp, likelihoods,
     losses, training ... read with `git show` into a temporary package, nothing copied by hand);
-  - `channels-last`, `fused`: the current code with one speed-up (layers.set_channels_last,
-    fused_elementwise.set_enabled); `none`: with neither, which should match e7ce202; `all`: both.
+  - `fused`: the current code, whose gated resnets run their element-wise work as fused kernels
+    (trainables/fused_elementwise.py, the default); `none` (--variants none,fused): the current code
+    with them switched off, which should match e7ce202.
 Variants take turns in every round (the order rotates), so load from other jobs falls on all of
 them; the claims are the per-round ratios to e7ce202 (median and range over rounds). Wall-clock
 images/s is what a trial sees; images per CPU-second (process time) is steadier on a shared
@@ -40,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from study.config import MNIST_CPU_SIZE, STUDY_SIZE  # noqa: E402
-from trainables import fused_elementwise, layers, losses, pixelcnnpp, training  # noqa: E402
+from trainables import fused_elementwise, losses, pixelcnnpp, training  # noqa: E402
 from trainables.config import TrialConfig  # noqa: E402
 from trainables.data import add_noise, load_dataset  # noqa: E402
 from trainables.quality.bpd import two_step_bound_nats  # noqa: E402
@@ -55,7 +56,7 @@ CONFIGS = {  # name -> (flat TrialConfig values, image shape, units timed)
     "mnist_cpu": ({**MNIST_CPU_SIZE, "dataset": "mnist"}, (1, 28, 28), ("smoothed", "denoiser")),
     "authors": ({**STUDY_SIZE, **AUTHORS, "dataset": "mnist"}, (1, 28, 28), ("smoothed",)),
 }
-VARIANTS = {"none": (False, False), "channels-last": (True, False), "fused": (False, True), "all": (True, True)}
+VARIANTS = {"none": False, "fused": True}  # variant -> fused element-wise kernels on
 
 
 def load_reference(commit: str, directory: Path) -> SimpleNamespace:
@@ -98,11 +99,6 @@ def images_for(cfg: TrialConfig, shape, count: int) -> tuple[torch.Tensor, str]:
     return torch.randint(0, 256, (count, *shape), generator=g).float() / 127.5 - 1, "random 8-bit images"
 
 
-def set_options(channels_last: bool, fused: bool) -> None:
-    layers.set_channels_last(channels_last)
-    fused_elementwise.set_enabled(fused)
-
-
 def step_all(train_epoch, units: dict, batches: list) -> int:
     """One train_epoch per unit over `batches`; returns images trained."""
     return sum(train_epoch(unit, batches, epoch=1, device="cpu").num_images for unit in units.values())
@@ -115,15 +111,15 @@ def bench_config(name: str, args, reference: SimpleNamespace) -> dict:
     images, source = images_for(cfg, shape, cfg.train.batch_size * args.steps)
     gen = torch.Generator().manual_seed(0)
     batches = [(x, add_noise(x, cfg.data.noise_std, gen)) for x in images.split(cfg.train.batch_size)]
-    runs = {REFERENCE: (reference, (False, False))}
+    runs = {REFERENCE: (reference, False)}
     runs.update({v: (current, VARIANTS[v]) for v in args.variants})
     units = {v: build_units(mods, cfg, shape, unit_names) for v, (mods, _) in runs.items()}
     out = {"images": source, "units": list(unit_names), "batch": cfg.train.batch_size, "steps": args.steps}
     for threads in args.threads:
         torch.set_num_threads(threads)
         first = {}
-        for v, (mods, options) in runs.items():  # warm-up: allocators, oneDNN primitives, the first compile
-            set_options(*options)
+        for v, (mods, fused) in runs.items():  # warm-up: allocators, oneDNN primitives, the first compile
+            fused_elementwise.set_enabled(fused)
             start = time.perf_counter()
             step_all(mods.training.train_epoch, units[v], batches[:1])
             first[v] = time.perf_counter() - start
@@ -132,14 +128,14 @@ def bench_config(name: str, args, reference: SimpleNamespace) -> dict:
         order = list(runs)
         for r in range(args.rounds):
             for v in order[r % len(order):] + order[: r % len(order)]:
-                mods, options = runs[v]
-                set_options(*options)
+                mods, fused = runs[v]
+                fused_elementwise.set_enabled(fused)
                 w0, c0 = time.perf_counter(), time.process_time()
                 n = step_all(mods.training.train_epoch, units[v], batches)
                 wall[v].append(n / (time.perf_counter() - w0))
                 cpu[v].append(n / (time.process_time() - c0))
         out[f"threads={threads}"] = summarize(wall, cpu, first)
-    set_options(True, True)
+    fused_elementwise.set_enabled(True)
     return out
 
 
@@ -209,7 +205,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default="digits,mnist_cpu,authors")
     parser.add_argument("--threads", default=f"1,{os.cpu_count()}", help="comma-separated torch thread counts")
-    parser.add_argument("--variants", default="channels-last,fused,all", help=f"of {','.join(VARIANTS)}")
+    parser.add_argument("--variants", default="fused", help=f"of {','.join(VARIANTS)}")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=2, help="optimizer steps per unit and round")
     parser.add_argument("--bound", action="store_true", help="also time the two-step bound, looped vs batched")

@@ -12,9 +12,11 @@ expm1 per value: e = expm1(-|x|), concat_elu(x) = [x > 0 ? x : e, x < 0 ? -x : e
 as torch's elu (the same vectorized expm1; tests/trainables/test_fused_elementwise.py). The backward
 uses the saved e: elu'(x) = exp(x) = e + 1 for x <= 0 (1 at 0, as torch), no transcendental call.
 
-The kernels run on float32 CPU tensors in channels-last layout (layers.py keeps activations so),
-compiled by inductor with symbolic sizes: one compile per (kernel, padding), cached on disk by torch
-for later processes. Without a C++ compiler (inductor needs one on the CPU), or when
+The kernels take float32 CPU tensors in channels-last layout (inputs are converted: one layout, no
+recompiles) and give channels-last outputs, so the convolutions between them read channels-last
+activations too, oneDNN's faster layout here (converting every convolution's input as well gained
+nothing more: benchmarks/README.md). Inductor compiles them with symbolic sizes, one compile per
+(kernel, padding), cached on disk by torch for later processes. Without a C++ compiler (inductor needs one on the CPU), or when
 SMOOTHING_FUSED_ELEMENTWISE=0, or where compiling fails, `available()` is False and layers.py uses
 the torch operations (one warning line). Anything else (CUDA, bf16, inside an outer torch.compile)
 takes the torch operations too: there the outer compiler or the GPU does the fusing.

@@ -6,10 +6,9 @@ on top and one column each side, so output (i, j) sees input rows i-1..i; the
 layer sees strictly earlier rows. Down-right-shifted convs pad top and left only.
 Padding is recomputed from each input's shape (never cached per batch size).
 
-Speed, the same values (tests/trainables/test_fused_elementwise.py): on the CPU every convolution
-reads channels-last activations (oneDNN's convolutions and their backward run ~1.4-1.9x faster
-so here), and the gated resnet's element-wise work runs as fused kernels (fused_elementwise.py).
-`set_channels_last` and fused_elementwise.set_enabled switch them off for comparison.
+Speed, the same values (tests/trainables/test_fused_elementwise.py): on the CPU, the gated
+resnet's element-wise work (concat_elu, the shifted convs' padding, the sums, the gate) runs as
+fused kernels (fused_elementwise.py; fused_elementwise.set_enabled(False) switches them off).
 """
 from __future__ import annotations
 
@@ -20,23 +19,15 @@ from torch.nn.utils.parametrizations import weight_norm
 
 from trainables import fused_elementwise
 
-_layout = {"channels_last": True}  # convolutions on the CPU read channels-last activations
-
-
-def set_channels_last(enabled: bool) -> None:
-    """Channels-last activations for the CPU convolutions (default) or torch's default layout."""
-    _layout["channels_last"] = enabled
-
-
-def _conv_layout(x: torch.Tensor) -> torch.Tensor:
-    """x as the convolutions here read it: channels-last on the CPU (a no-op when it is already)."""
-    return fused_elementwise.cl(x) if _layout["channels_last"] and x.device.type == "cpu" else x
-
 
 def concat_elu(x: torch.Tensor) -> torch.Tensor:
     """ELU of [x, -x] along channels: (N, C, H, W) -> (N, 2C, H, W)."""
     if fused_elementwise.applies(x):
         return fused_elementwise.concat_elu_pad(x)
+    return _concat_elu_torch(x)
+
+
+def _concat_elu_torch(x: torch.Tensor) -> torch.Tensor:
     return F.elu(torch.cat([x, -x], dim=1))
 
 
@@ -58,7 +49,7 @@ class NetworkInNetwork(nn.Module):
         self.conv = weight_norm(nn.Conv2d(in_channels, out_channels, kernel_size=1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(_conv_layout(x))
+        return self.conv(x)
 
 
 class DownShiftedConv2d(nn.Module):
@@ -72,7 +63,7 @@ class DownShiftedConv2d(nn.Module):
         self.shift_output_down = shift_output_down
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(F.pad(_conv_layout(x), self.pad))
+        x = self.conv(F.pad(x, self.pad))
         return down_shift(x) if self.shift_output_down else x
 
 
@@ -87,7 +78,7 @@ class DownRightShiftedConv2d(nn.Module):
         self.shift_output_right = shift_output_right
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(F.pad(_conv_layout(x), self.pad))
+        x = self.conv(F.pad(x, self.pad))
         return right_shift(x) if self.shift_output_right else x
 
 
@@ -100,7 +91,7 @@ class DownShiftedDeconv2d(nn.Module):
         self.filter_size = filter_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.deconv(_conv_layout(x))  # (N, C, 2H + fh - 1 + 1 - 1, 2W + fw - 1)
+        x = self.deconv(x)  # (N, C, 2H + fh - 1 + 1 - 1, 2W + fw - 1)
         fh, fw = self.filter_size
         h, w = x.shape[2], x.shape[3]
         return x[:, :, : h - fh + 1, (fw - 1) // 2 : w - (fw - 1) // 2]
@@ -115,7 +106,7 @@ class DownRightShiftedDeconv2d(nn.Module):
         self.filter_size = filter_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.deconv(_conv_layout(x))
+        x = self.deconv(x)
         fh, fw = self.filter_size
         h, w = x.shape[2], x.shape[3]
         return x[:, :, : h - fh + 1, : w - fw + 1]
@@ -146,12 +137,14 @@ class GatedResnet(nn.Module):
     def forward(self, x: torch.Tensor, a: torch.Tensor | None = None, cond: torch.Tensor | None = None) -> torch.Tensor:
         if self._fusable and fused_elementwise.applies(x):
             return self._forward_fused(x, a, cond)
-        h = self.conv_input(concat_elu(x))
+        # Torch operations throughout: a block decides once (a fused kernel's channels-last output
+        # among torch's default layout costs more than it saves: 0.94x at the digits size).
+        h = self.conv_input(_concat_elu_torch(x))
         if a is not None:
-            h = h + self.nin_skip(concat_elu(a))
-        h = self.conv_out(self.dropout(concat_elu(h)))
+            h = h + self.nin_skip(_concat_elu_torch(a))
+        h = self.conv_out(self.dropout(_concat_elu_torch(h)))
         if cond is not None:
-            h = h + self.nin_cond(concat_elu(cond))  # (N, 2F, H, W): before the gate
+            h = h + self.nin_cond(_concat_elu_torch(cond))  # (N, 2F, H, W): before the gate
         value, gate = h.chunk(2, dim=1)
         return x + value * torch.sigmoid(gate)
 

@@ -1,6 +1,6 @@
-"""The training step's speed-ups (channels-last convolutions, fused element-wise kernels) compute
-what the plain torch operations compute: kernels against torch's formulas, a gated resnet with
-dropout, and 50 training steps (losses and weights)."""
+"""The fused element-wise kernels of the training step compute what the plain torch operations
+compute: kernels against torch's formulas, a gated resnet with dropout, and 50 training steps
+(losses and weights)."""
 import warnings
 
 import pytest
@@ -22,13 +22,11 @@ PADS = [(1, 1, 1, 0), (1, 0, 1, 0), (0, 0, 0, 0)]  # down-shifted, down-right-sh
 def defaults_after():
     yield
     fe.set_enabled(True)
-    layers.set_channels_last(True)
 
 
 def speedups(on: bool, compiled: bool = False) -> None:
-    """Both speed-ups on (kernels uncompiled unless `compiled`) or both off."""
+    """The fused path on (its kernels uncompiled unless `compiled`) or off."""
     fe.set_enabled(on, compiled=compiled)
-    layers.set_channels_last(on)
 
 
 def _with_zeros(*shape) -> torch.Tensor:
