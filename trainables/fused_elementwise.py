@@ -137,15 +137,17 @@ def _gate_bwd(grad: Tensor, a: Tensor, sig: Tensor) -> Tensor:
 def _kernel(fn: Callable, *static) -> Callable:
     """fn compiled with its trailing arguments `static` fixed, sizes symbolic: one compile per key.
 
-    Each key gets its own code object: dynamo keeps at most `recompile_limit` (8) versions per code
-    object, and these are distinct kernels, not recompiles of one."""
-    key = (fn.__name__, static)
+    The key holds torch's thread count: inductor's CPU kernels are generated for the count at
+    compile time, and a compiled function would keep them when the count changes (the sampler
+    runs on one thread, training on all). Each key gets its own code object: dynamo keeps at most
+    `recompile_limit` (8) versions per code object, and these are distinct kernels."""
+    key = (fn.__name__, static, torch.get_num_threads())
     with _lock:
         if key not in _compiled:
             def kernel(*args):
                 return fn(*args, *static)
 
-            name = "_".join([fn.__name__.strip("_")] + [str(v) for v in _flatten(static)])
+            name = "_".join([fn.__name__.strip("_")] + [str(v) for v in _flatten(key[1:])])
             code = kernel.__code__.replace(co_name=name)
             specialized = types.FunctionType(code, kernel.__globals__, name, None, kernel.__closure__)
             _compiled[key] = torch.compile(specialized, dynamic=True, fullgraph=True)

@@ -138,3 +138,19 @@ def test_without_a_compiler_torch_operations_run_and_one_warning_says_why(monkey
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no second warning
         assert not fe.applies(x)
+
+
+def test_kernels_are_compiled_per_thread_count(monkeypatch):
+    """Inductor generates CPU kernels for the thread count at compile time: each count its own
+    (torch.compile is lazy, nothing compiles here)."""
+    monkeypatch.setattr(fe, "_compiled", {})
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = fe._kernel(fe._gate_bwd)
+        torch.set_num_threads(2)
+        two = fe._kernel(fe._gate_bwd)
+        assert fe._kernel(fe._gate_bwd) is two
+    finally:
+        torch.set_num_threads(before)
+    assert one is not two and len(fe._compiled) == 2
