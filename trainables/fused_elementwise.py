@@ -16,9 +16,10 @@ The kernels take float32 CPU tensors in channels-last layout (inputs are convert
 recompiles) and give channels-last outputs, so the convolutions between them read channels-last
 activations too, oneDNN's faster layout here (converting every convolution's input as well gained
 nothing more: benchmarks/README.md). Inductor compiles them with symbolic sizes, one compile per
-(kernel, padding), cached on disk by torch for later processes. Without a C++ compiler (inductor needs one on the CPU), or when
-SMOOTHING_FUSED_ELEMENTWISE=0, or where compiling fails, `available()` is False and layers.py uses
-the torch operations (one warning line). Anything else (CUDA, bf16, inside an outer torch.compile)
+(kernel, padding, thread count), cached on disk by torch for later processes (a cold compile took
+47 s on this 2-core machine, a warm one 15 s). Without a C++ compiler (inductor needs one on the
+CPU), or when SMOOTHING_FUSED_ELEMENTWISE=0, or where compiling fails, `available()` is False and
+layers.py uses the torch operations (one warning line). Anything else (CUDA, bf16, inside an outer torch.compile)
 takes the torch operations too: there the outer compiler or the GPU does the fusing.
 """
 from __future__ import annotations
@@ -48,7 +49,7 @@ _lock = threading.Lock()
 # functions uncompiled, slower: tests check the math and the autograd wiring without inductor);
 # checked: the environment and the compiler were looked at; reason: why compiling is unavailable ('': it is).
 _state = {"enabled": True, "compiled": True, "checked": False, "reason": "", "warned": False}
-_compiled: dict = {}  # (kernel name, static args) -> compiled callable
+_compiled: dict = {}  # (kernel name, static args, torch threads) -> compiled callable
 
 
 def _cxx_compiler() -> Optional[str]:
