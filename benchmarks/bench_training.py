@@ -77,7 +77,8 @@ def load_reference(commit: str, directory: Path) -> SimpleNamespace:
 def build_units(mods: SimpleNamespace, cfg: TrialConfig, shape, names) -> dict:
     """TrainUnits as Experiment._build_units makes them from `cfg`, from the modules in `mods`."""
     m, t = cfg.model, cfg.train
-    kinds = {"smoothed": (mods.losses.SmoothedNLL(), False), "denoiser": (mods.losses.DenoiserNLL(t.denoiser_likelihood), True)}
+    kinds = {"smoothed": (mods.losses.SmoothedNLL(), False),
+             "denoiser": (mods.losses.DenoiserNLL(t.denoiser_likelihood), True)}
     units = {}
     for name in names:
         loss, conditional = kinds[name]
