@@ -50,7 +50,7 @@ class TrainConfig:
     denoiser_likelihood: str = "discretized"  # discretized P(x|x~) | continuous: authors' density of x + 0.01 N(0,1)
     lr: float = 2e-3                # Adam learning rate (authors: 2e-4 on CIFAR-10)
     lr_decay: float = 0.999995      # per-step exponential decay of lr (authors' value)
-    ema_decay: float = 0.0          # EMA of weights for evaluation; 0 disables
+    ema_decay: float = 0.0          # bias-corrected EMA of weights for evaluation (training.EMA); 0 disables
     grad_clip: float = 0.0          # max global grad norm; 0 disables
     max_epochs: int = 20            # epochs per trial
     seed: int = 0                   # seeds init, data order, noise and sampling
