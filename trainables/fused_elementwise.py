@@ -25,7 +25,6 @@ takes the torch operations too: there the outer compiler or the GPU does the fus
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 import types
 import warnings
@@ -34,6 +33,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from trainables.cxx_compiler import find_cxx_compiler
 
 ENV_VAR = "SMOOTHING_FUSED_ELEMENTWISE"  # "0": never compile, always the torch operations
 CHANNELS_LAST = torch.channels_last
@@ -52,11 +52,7 @@ _state = {"enabled": True, "compiled": True, "checked": False, "reason": "", "wa
 _compiled: dict = {}  # (kernel name, static args, torch threads) -> compiled callable
 
 
-def _cxx_compiler() -> Optional[str]:
-    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
-        if name and shutil.which(name):
-            return shutil.which(name)
-    return None
+_cxx_compiler = find_cxx_compiler  # a module attribute, so that a test can replace it
 
 
 def available() -> bool:

@@ -12,16 +12,11 @@ import pytest
 import torch
 
 from tests.trainables.test_denoiser_dependencies import _causal_mask, dependencies
+from tests.trainables.test_fast_sampling import one_thread  # noqa: F401 (an autouse fixture)
 from trainables.conditioning import stacked_dependencies
 from trainables.pixelcnnpp import PixelCNNpp, full_coverage_depth, stacked_coverage
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _model(channels, nr_resnet=1, filters=2, mixtures=2, conditioning="stacked", conditional=True, seed=0):

@@ -21,7 +21,6 @@ import ctypes
 import hashlib
 import os
 import platform
-import shutil
 import subprocess
 import tempfile
 import threading
@@ -33,6 +32,7 @@ import torch
 from torch import Tensor
 
 from trainables.cache_files import resolve_cache_dir
+from trainables.cxx_compiler import find_cxx_compiler
 
 SOURCE = Path(__file__).with_name("native_blocks.cpp")
 ENV_VAR = "SMOOTHING_NATIVE_BLOCKS"  # "0": never use the compiled steps
@@ -78,11 +78,7 @@ _lock = threading.Lock()
 _loaded: dict = {}  # flags -> (library or None, reason)
 
 
-def _compiler() -> Optional[str]:
-    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
-        if name and shutil.which(name):
-            return shutil.which(name)
-    return None
+_compiler = find_cxx_compiler  # a module attribute, so that a test can replace it
 
 
 def _cpu_signature() -> str:
