@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
+from search_spaces.config_groups import GROUP_HASH_CHARS, GROUP_TAG, LABEL_TAG, config_group  # noqa: F401  (re-exported)
 from search_spaces.metric_names import (  # noqa: F401  (re-exported for the analysis modules)
     DIAGNOSTICS, PRODUCT_SAMPLER, SAMPLERS, SE_SUFFIX, SampleMetric, parse_sample_metric, sample_metric_name,
     standard_error_name, standard_error_of,
@@ -81,16 +82,5 @@ def metric_order(names: Iterable[str]) -> list[str]:
     return sorted(names, key=key)
 
 
-# study/groups.py: a trial's configuration group (its config without the seed; `--repeats` runs several
-# seeds of one), tagged on every trial run; for runs of older studies it is recomputed from the params.
-GROUP_TAG, LABEL_TAG = "config_group", "config_label"
-GROUP_HASH_CHARS = 10
-
-
-def config_group(params: dict) -> str:
-    """study.groups.config_group of a trial run from its MLflow params (strings, as the study logged them)."""
-    import hashlib
-    import json
-
-    shared = {str(k): str(v) for k, v in params.items() if k != "seed"}
-    return hashlib.sha1(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:GROUP_HASH_CHARS]
+# A trial's configuration group (`--repeats` runs several seeds of one), tagged on every trial run; for
+# runs of older studies load.py recomputes it from the params: search_spaces/config_groups.py.

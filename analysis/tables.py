@@ -32,8 +32,8 @@ from analysis.conventions import (
 )
 from analysis.intervals import mean_se, seed_interval
 from analysis.load import GROUP_TAGS, TRIAL_TAGS
+from search_spaces.config_groups import NOT_GROUPED  # what makes trials repeats of one configuration
 
-NOT_GROUPED = ("seed",)  # what makes trials repeats of one configuration
 TRIALS_NOTE = ("trials", "not_included")
 TRIALS_N = ("trials", "n")
 TRIALS_CONFIGS = ("trials", "configs")  # distinct config_group among them: > 1 where a bin pools configurations

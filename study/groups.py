@@ -1,14 +1,11 @@
 """Configuration groups: the repeats of one configuration with different seeds (`--repeats R`).
 
-A trial's group is its flat config without `seed`. `config_group` names it by a short
-hash of the config as MLflow holds it (every value as `str(value)`, the run's params), so
-the MLflow tag, results.csv and the analysis frames agree, and analysis can recompute the
-group of a run from its params alone (analysis/conventions.py restates the function;
-tests/analysis/test_conventions.py checks the two agree).
+A trial's group and its hash are search_spaces/config_groups.py's (study and analysis share it);
+here: its label for people and the statistics over its seeds.
 
 The statistics over a group's seeds (mean, its 95% t-interval across seeds, the bootstrap
 standard error of the mean) are those of analysis/intervals.py, restated here because
-`study` never imports `analysis` (tests/study/test_groups.py checks the two agree):
+`study` never imports `analysis` (tests/study/test_repeats.py checks the two agree):
 - t95 = t_{0.975, n-1} * sd / sqrt(n): half-width of the 95% Student-t interval of the mean
   over the n seeds with a value (sd with ddof = 1); it covers seed-to-seed variation
   (training, the generated samples, the evaluation draws). None below n = 2.
@@ -18,21 +15,11 @@ Values that are missing or not finite (a pruned repeat that never evaluated) are
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from typing import Any, Iterable, Optional
 
-GROUP_TAG = "config_group"     # MLflow tag of every trial run: the hash below
-LABEL_TAG = "config_label"     # MLflow tag: the group for people, `smoothed s=0.4814 K=5`
-NOT_GROUPED = ("seed",)        # the keys in which repeats of one configuration differ
-GROUP_HASH_CHARS = 10
-
-
-def config_group(config: dict[str, Any]) -> str:
-    """Short stable hash of a trial's flat config without its seed (values as MLflow stores params)."""
-    shared = {str(k): str(v) for k, v in config.items() if k not in NOT_GROUPED}
-    return hashlib.sha1(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:GROUP_HASH_CHARS]
+from search_spaces.config_groups import (  # noqa: F401 (re-exported)
+    GROUP_HASH_CHARS, GROUP_TAG, LABEL_TAG, NOT_GROUPED, config_group)
 
 
 def config_label(config: dict[str, Any], searched: Iterable[str]) -> str:
