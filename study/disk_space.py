@@ -1,4 +1,5 @@
-"""Preflight: warn when the storage path has less free space than the study's checkpoints need.
+"""A full disk: the preflight's warning when the storage path has less free space than the study's
+checkpoints need, and `disk_full_reason`, which tells the driver's one line that a disk filled.
 
 Every trial keeps `num_to_keep` checkpoints (trainables/footprint.py sizes one) after it
 ends, plus, with --checkpoint-artifact best, a copy in MLflow's artifact store (the study
@@ -6,15 +7,18 @@ directory by default). Sample grids and Tune's files are small beside them.
 """
 from __future__ import annotations
 
+import errno
 import os
 import shutil
-from typing import Callable
+from typing import Callable, Optional
 
 from study.config import StudyConfig
 from study.storage import is_uri
 from trainables.footprint import checkpoint_bytes
 
 MODEL_KEYS = ("nr_filters", "nr_resnet", "num_mixtures", "dropout")
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+FULL_MESSAGES = ("no space left on device", "database or disk is full", "disk quota exceeded")
 
 
 def _largest_trial(cfg: StudyConfig) -> dict:
@@ -54,3 +58,23 @@ def warn_if_short(cfg: StudyConfig, log: Callable[[str], None]) -> None:
 
 def _mb(n: int) -> str:
     return f"{n / 2**20:,.1f} MB"
+
+
+def disk_full_reason(err: BaseException) -> Optional[str]:
+    """'<file>: No space left on device' if `err` or an exception it was raised from is a full
+    disk (OSError ENOSPC/EDQUOT, SQLite's 'database or disk is full', also wrapped by
+    SQLAlchemy, MLflow or Ray); None otherwise."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in FULL_ERRNOS:
+            where = f"{err.filename}: " if err.filename else ""
+            return f"{where}{os.strerror(err.errno)}"
+        text = str(err)
+        lowered = text.lower()
+        for message in FULL_MESSAGES:
+            if message in lowered:
+                start = lowered.index(message)
+                return text[start:start + len(message)]
+        err = err.__cause__ or err.__context__
+    return None

@@ -31,7 +31,7 @@ import socket
 import time
 from typing import Callable, Optional
 
-from study.atomic import atomic_write_bytes
+from trainables.atomic_write import atomic_write_bytes
 
 RECORD = ".local-ray.json"
 DRIVER_TAG_VAR = "SMOOTHING_STUDY_DRIVER"  # inherited by every process of a driver's local Ray

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from study import disk_space, extend, leftovers, preflight, state_backup
-from study.atomic import sweep_temp_files
+from trainables.atomic_write import sweep_temp_files
 from study.cli import NON_IDENTITY_FLAGS, default_name, identity_diff, option, resolve
 from study.config import StudyConfig, StudyError
 from study.reconcile import reconcile

@@ -16,7 +16,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     flags = parse(argv)
     try:
         from study import preflight
-        from study.atomic import disk_full_reason
+        from study.disk_space import disk_full_reason
         from study.lock import study_lock
         from study.orchestrate import prepare, run_study
         from study.storage import StudyDir

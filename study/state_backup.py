@@ -23,7 +23,7 @@ import threading
 import time
 from typing import Callable, Optional
 
-from study.atomic import atomic_write_bytes
+from trainables.atomic_write import atomic_write_bytes
 from study.config import StudyError
 
 BACKUP_DIR = ".tune-state-backup"

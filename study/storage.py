@@ -65,9 +65,9 @@ class StudyDir:
         fs.create_dir(root, recursive=True)
         target = f"{root}/{relative}"
         if self.is_local:
-            from study.atomic import atomic_write_bytes
+            from trainables.atomic_write import atomic_write_text
 
-            atomic_write_bytes(target, text.encode())  # a failed write leaves the old file, no temp file
+            atomic_write_text(target, text)  # a failed write leaves the old file, no temp file
         else:  # an object store's PUT replaces the object whole
             with fs.open_output_stream(target) as f:
                 f.write(text.encode())

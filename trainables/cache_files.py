@@ -1,13 +1,14 @@
-"""Where derived artifacts (trained classifiers, reference statistics) are cached, and how
-they are written so that parallel trials racing on the same file never see half of it.
+"""Where derived artifacts (trained classifiers, reference statistics) are cached, and their hashes.
+
+They are written with trainables/atomic_write.py, so that parallel trials racing on the same
+file never see half of it.
 """
 from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Optional, Union
 
 CACHE_ENV_VAR = "SMOOTHING_STUDY_CACHE"
 DEFAULT_CACHE_DIR = "~/.cache/smoothing-study"
@@ -21,27 +22,6 @@ def resolve_cache_dir(cache_dir: Optional[Union[str, Path]] = None) -> Path:
     path = Path(os.path.expanduser(str(chosen)))
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def atomic_write(path: Path, write: Callable[[object], None]) -> None:
-    """Call write(binary file object) on a temporary file beside `path`, then os.replace it.
-
-    os.replace is atomic on POSIX within one file system: a reader sees the old file or
-    the complete new one, and two writers racing (parallel Ray trials) each install a
-    complete file; the last one wins.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
 
 
 def sha256_of_arrays(*arrays) -> str:

@@ -2,7 +2,8 @@
 
 One file, `checkpoint.pt`, holding only tensors, dicts, lists and primitives so that it
 loads with `torch.load(weights_only=True)` (no pickled code runs on load). Written to a
-temporary name and renamed, so a crash mid-write never leaves a torn checkpoint.
+temporary name, fsync'ed and renamed (trainables/atomic_write.py), so a crash or a full disk
+mid-write never leaves a torn checkpoint.
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from trainables.atomic_write import atomic_write
 
 FORMAT_VERSION = 1
 FILE_NAME = "checkpoint.pt"
@@ -36,11 +39,7 @@ def save_checkpoint(directory: str | os.PathLike, *, config: dict[str, Any], epo
         "rng": rng,
         "extra": extra or {},
     }
-    path = directory / FILE_NAME
-    tmp = directory / f".{FILE_NAME}.tmp-{os.getpid()}"
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(directory / FILE_NAME, lambda handle: torch.save(payload, handle))
 
 
 def load_checkpoint(directory: str | os.PathLike, *, config: dict[str, Any] | None, map_location="cpu") -> dict[str, Any]:

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from study import state_backup
-from study.atomic import atomic_write_bytes, disk_full_reason
+from study.disk_space import disk_full_reason
 from study.config import StudyError
 from study.run import main
 from study.storage import StudyDir
@@ -174,7 +174,7 @@ def test_preflight_warns_when_space_is_short(tmp_path, monkeypatch):
 
 
 def test_temp_files_of_a_killed_write_are_swept(tmp_path):
-    from study.atomic import sweep_temp_files
+    from trainables.atomic_write import sweep_temp_files
 
     (tmp_path / ".optuna_trials.json.0123abcd.tmp").write_bytes(b"")  # a SIGKILL between write and rename
     (tmp_path / "optuna_trials.json").write_text("[]")

@@ -33,7 +33,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from trainables.cache_files import atomic_write, resolve_cache_dir, sha256_of_arrays
+from trainables.atomic_write import atomic_write
+from trainables.cache_files import resolve_cache_dir, sha256_of_arrays
 from trainables.data import IMAGE_SHAPES, load_dataset
 
 CACHE_FORMAT = 3  # bump when the payload or the training procedure changes meaning

@@ -19,7 +19,8 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from trainables.cache_files import atomic_write, resolve_cache_dir, sha256_of_arrays
+from trainables.atomic_write import atomic_write
+from trainables.cache_files import resolve_cache_dir, sha256_of_arrays
 from trainables.data import load_dataset, subset_indices
 from trainables.quality.extractors import FeatureExtractor, run_extractor
 from trainables.quality.scores import feature_statistics

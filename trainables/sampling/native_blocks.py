@@ -22,7 +22,6 @@ import hashlib
 import os
 import platform
 import subprocess
-import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
+from trainables.atomic_write import atomic_write_from
 from trainables.cache_files import resolve_cache_dir
 from trainables.cxx_compiler import find_cxx_compiler
 
@@ -99,20 +99,15 @@ def _build(compiler: str, flags: Sequence[str]) -> Path:
     target = resolve_cache_dir() / "native" / f"native_blocks-{key}.so"
     if target.exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        done = subprocess.run([compiler, *flags, "-o", tmp, str(SOURCE)], capture_output=True, text=True,
+
+    def compile_into(tmp: Path) -> None:
+        done = subprocess.run([compiler, *flags, "-o", str(tmp), str(SOURCE)], capture_output=True, text=True,
                               timeout=COMPILE_TIMEOUT_S)
         if done.returncode != 0:
             tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
             raise RuntimeError(f"{Path(compiler).name} failed (exit {done.returncode}): {' | '.join(tail)}")
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
+
+    return atomic_write_from(target, compile_into)
 
 
 def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
