@@ -1,6 +1,7 @@
-"""The private internals of Ray and Optuna that trainables/tune/internals.py reaches, exercised on
-the installed versions; and the two behaviours built on them (PRUNED trials, saved rungs),
-without a Ray cluster."""
+"""The private internals of Ray that trainables/tune/internals.py still reaches (extending a study,
+repairing checkpoint bookkeeping), exercised on the installed versions; and the two behaviours that
+now stand on public APIs (PRUNED trials through Optuna's ask/tell, ASHA's rungs through its own
+save/restore), without a Ray cluster."""
 from __future__ import annotations
 
 import pickle
@@ -16,14 +17,11 @@ def test_internals_fit_the_installed_versions():
 
 
 def test_a_changed_internal_fails_loudly_with_versions(monkeypatch):
-    from ray.tune.search.optuna import OptunaSearch
-
-    monkeypatch.setattr(internals, "optuna_study", lambda search: None)  # as if _ot_study were renamed
+    monkeypatch.setattr(internals, "search_total", lambda generator: None)  # as if _total_samples were renamed
     with pytest.raises(internals.InternalsChanged) as err:
         internals.check_internals()
     message = str(err.value)
-    assert "OptunaSearch._ot_study" in message and "'ray': '" in message and "'optuna': '" in message
-    assert OptunaSearch  # the class the message names exists
+    assert "SearchGenerator._total_samples" in message and "'ray': '" in message and "'optuna': '" in message
 
 
 def test_upper_bounds_match_the_tested_versions():
@@ -45,9 +43,9 @@ def test_early_stopped_trial_is_pruned_in_optuna():
     import optuna
     from optuna.distributions import FloatDistribution
 
-    from trainables.tune.search import PruneAwareOptunaSearch
+    from trainables.tune.search import OptunaSearcher
 
-    search = PruneAwareOptunaSearch(space={"noise_std": FloatDistribution(0.1, 0.8)}, metric="fd", mode="min",
+    search = OptunaSearcher(space={"noise_std": FloatDistribution(0.1, 0.8)}, metric="fd", mode="min",
                                     sampler=optuna.samplers.RandomSampler(seed=0))
     for tid in ("a", "b"):
         search.suggest(tid)
@@ -57,7 +55,7 @@ def test_early_stopped_trial_is_pruned_in_optuna():
     search.on_trial_complete("b", {"epoch": 8, "fd": 3.0, "config/max_epochs": 8})   # ran to the end
     history = {t["number"]: t["state"] for t in search.optuna_history()}
     assert history == {0: "PRUNED", 1: "COMPLETE"}
-    frozen = internals.optuna_study(search).get_trials()[0]
+    frozen = search.study.get_trials()[0]
     assert frozen.intermediate_values == {2: 5.0, 4: 4.0}
 
 
@@ -84,13 +82,32 @@ def test_asha_rungs_survive_a_save_and_restore():
 
     restored = build()
     SchedulerState(restored).set_state(pickle.loads(saved))
-    rungs = {m: r for m, r in internals.asha_rungs(restored)}
-    assert rungs[2] == {"t1": -1.0, "t2": -2.0} and "base" not in rungs[2]  # signed: -fd for mode min
+    assert restored.searcher is not None and restored.searcher.is_fixed("base")  # the live searcher kept
     restored.on_trial_add(None, _trial("t3"))
     assert restored.on_trial_result(None, _trial("t3"), {"epoch": 2, "fd": 3.0}) == TrialScheduler.STOP
     fresh = build()  # without the saved rungs the same result would pass
     fresh.on_trial_add(None, _trial("t3"))
     assert fresh.on_trial_result(None, _trial("t3"), {"epoch": 2, "fd": 3.0}) == TrialScheduler.CONTINUE
+
+
+def test_a_fixed_trial_never_enters_a_rung():
+    """The baseline's 0.1 would raise the rung's cutoff (median of -1, -2, -0.1 = -1) and stop a trial
+    at 1.5; exempt, the cutoff stays -1.5 (median of -1, -2) and the trial goes on."""
+    from ray.tune.schedulers import TrialScheduler
+
+    from trainables.tune.scheduler import FixedTrialsExemptASHA
+    from trainables.tune.search import FixedTrialsFirst, _NothingToSearch
+
+    searcher = FixedTrialsFirst([{"kind": "baseline"}], _NothingToSearch())
+    searcher.suggest("base")
+    asha = FixedTrialsExemptASHA(searcher, time_attr="epoch", metric="fd", mode="min", max_t=8, grace_period=2,
+                                 reduction_factor=2)
+    for tid in ("base", "t1", "t2", "t3"):
+        asha.on_trial_add(None, _trial(tid))
+    for tid, value in (("t1", 1.0), ("t2", 2.0), ("base", 0.1)):
+        asha.on_trial_result(None, _trial(tid), {"epoch": 2, "fd": value})
+    assert asha.on_trial_result(None, _trial("t3"), {"epoch": 2, "fd": 1.5}) == TrialScheduler.CONTINUE
+    asha.on_trial_complete(None, _trial("base"), {"epoch": 8, "fd": 0.1})  # nothing of base to forget: no KeyError
 
 
 def test_state_file_patterns_are_tunes():

@@ -76,7 +76,7 @@ def test_restored_tuner_gets_the_new_listener_and_tuner_pkl_holds_none(tmp_path)
     import optuna.distributions as od
 
     from trainables.tune.events import TrialEvents
-    from trainables.tune.tuner import TuneSpec, attach_listener, build_tuner, restore_tuner
+    from trainables.tune.tuner import TuneSpec, build_tuner, restore_tuner
 
     spec = TuneSpec(name="s", storage_path=str(tmp_path), param_space={"max_epochs": 1},
                     distributions={"noise_std": od.FloatDistribution(0.1, 0.8)}, fixed_trials=(),
@@ -84,13 +84,16 @@ def test_restored_tuner_gets_the_new_listener_and_tuner_pkl_holds_none(tmp_path)
                     max_epochs=1, seed=0, n_startup_trials=2, cpus_per_trial=1, gpus_per_trial=0,
                     max_concurrent=0, max_failures=0, num_to_keep=1)
     first, second = TrialListener(), TrialListener()
-    built = build_tuner(spec, first)
-    assert attach_listener(built, first).listener is first
+    build_tuner(spec, first)
     saved = pickle.loads((tmp_path / "s" / "tuner.pkl").read_bytes())
     stored = [cb for cb in saved["_run_config"].callbacks if isinstance(cb, TrialEvents)]
     assert len(stored) == 1 and stored[0]._listener is None
     with pytest.raises(RuntimeError, match="no listener"):
         stored[0].listener
-    restored = restore_tuner(spec, str(tmp_path / "s"), second)
-    events = [cb for cb in restored._local_tuner.get_run_config().callbacks if isinstance(cb, TrialEvents)]
+    stored[0].setup()  # Tune's public hook at the start of a fit: the driver's listener of this study
+    assert stored[0].listener is first
+    restore_tuner(spec, str(tmp_path / "s"), second)
+    events = [cb for cb in pickle.loads((tmp_path / "s" / "tuner.pkl").read_bytes())["_run_config"].callbacks
+              if isinstance(cb, TrialEvents)]
+    events[0].setup()  # the callback Tune restores from tuner.pkl
     assert len(events) == 1 and events[0].listener is second

@@ -7,7 +7,7 @@ import optuna
 import pytest
 
 from trainables.tune.repeats import SeededRepeater
-from trainables.tune.search import FixedTrialsFirst, PruneAwareOptunaSearch, _NothingToSearch
+from trainables.tune.search import FixedTrialsFirst, OptunaSearcher, _NothingToSearch
 
 METRIC, MAX_EPOCHS, SEED = "fd", 4, 7
 BASELINE = {"kind": "baseline", "noise_std": 0.0}
@@ -15,7 +15,7 @@ BASELINE = {"kind": "baseline", "noise_std": 0.0}
 
 def _searcher(tmp_path, repeats: int = 2, name: str = "s") -> SeededRepeater:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    inner = PruneAwareOptunaSearch(space={"noise_std": optuna.distributions.FloatDistribution(0.1, 0.8)},
+    inner = OptunaSearcher(space={"noise_std": optuna.distributions.FloatDistribution(0.1, 0.8)},
                                    metric=METRIC, mode="min", sampler=optuna.samplers.RandomSampler(seed=0),
                                    storage=optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/optuna.db"),
                                    study_name=name)

@@ -1,15 +1,15 @@
-"""PruneAwareOptunaSearch with an Optuna RDB storage: a restore from Tune's (older) searcher checkpoint
+"""OptunaSearcher with an Optuna RDB storage: a restore from Tune's (older) searcher checkpoint
 agrees with the database that kept going after it."""
 import optuna
 
-from trainables.tune.search import PruneAwareOptunaSearch
+from trainables.tune.search import OptunaSearcher
 
 METRIC, MAX_EPOCHS = "fd", 4
 
 
-def _searcher(storage: str) -> PruneAwareOptunaSearch:
+def _searcher(storage: str) -> OptunaSearcher:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return PruneAwareOptunaSearch(space={"noise_std": optuna.distributions.FloatDistribution(0.1, 0.8)},
+    return OptunaSearcher(space={"noise_std": optuna.distributions.FloatDistribution(0.1, 0.8)},
                                   metric=METRIC, mode="min", sampler=optuna.samplers.RandomSampler(seed=0),
                                   storage=optuna.storages.RDBStorage(storage), study_name="s")
 

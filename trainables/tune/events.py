@@ -2,13 +2,31 @@
 from __future__ import annotations
 
 import os
-from typing import Optional
+from dataclasses import dataclass
+from typing import Any, Optional
 
 from ray import tune
 
 from search_spaces.metric_names import EXTRACTOR_TAGS
 from trainables.tune.listener import ERRORED, TrialListener, ended_state
 from trainables.tune.results import exception_line, reported_metrics
+
+
+@dataclass
+class Driver:
+    """What the driver process attaches to a study's callbacks: never pickled with Tune's state."""
+    listener: TrialListener
+    progress: Any = None  # study_progress(status) receiver (trainables/tune/progress.py), or None
+    total: int = 0        # Tune trials the study has in all
+
+
+DRIVER: dict[str, Driver] = {}  # study name -> the driver's receivers, in the driver process
+
+
+def attach_driver(study_name: str, listener: TrialListener, progress=None, total: int = 0) -> Driver:
+    """Register the driver's listener (and study progress receiver) for the next fit of `study_name`."""
+    DRIVER[study_name] = Driver(listener, progress, total)
+    return DRIVER[study_name]
 
 
 class TrialEvents(tune.Callback):
@@ -19,16 +37,23 @@ class TrialEvents(tune.Callback):
     it: search.FixedTrialsFirst): is_fixed, optuna_trial and optuna_history of a trial id.
 
     The listener belongs to the driver process (it holds an MLflow client, a terminal) and is
-    not pickled with Tune's state: `attach` sets it on a built Tuner's callback and again on
-    the callback Tune restores from tuner.pkl (trainables/tune/tuner.py: attach_listener).
+    not pickled with Tune's state. The driver registers it under the study's name
+    (`attach_driver`) before it fits a built or restored Tuner; Tune's public `setup` hook,
+    called at the start of every fit, hands it to the callback, the one Tune restored from
+    tuner.pkl included. (`attach` sets one directly, for tests.)
     """
 
-    def __init__(self, searcher):
-        self.searcher = searcher
+    def __init__(self, searcher, study_name: Optional[str] = None):
+        self.searcher, self.study_name = searcher, study_name
         self._listener: Optional[TrialListener] = None
 
     def attach(self, listener: TrialListener) -> None:
         self._listener = listener
+
+    def setup(self, **info):
+        driver = DRIVER.get(self.study_name) if self.study_name else None
+        if driver is not None:
+            self._listener = driver.listener
 
     @property
     def listener(self) -> TrialListener:

@@ -12,6 +12,8 @@ from typing import Optional
 
 from ray import tune
 
+from trainables.tune.events import DRIVER
+
 HEARTBEAT_S = 60.0  # a status line at least this often, also when no trial event happens
 
 
@@ -70,10 +72,11 @@ def study_status(trials: list[TrialView], total: int, max_epochs: int, mode: str
 class StudyProgress(tune.Callback):
     """Hands the study's status to `listener.study_progress(status)` at each trial event and at
     least every HEARTBEAT_S. Like TrialEvents, it never pickles its listener: the driver attaches
-    its own (trainables/tune/tuner.py: attach_listener), with the study's current total."""
+    its own (trainables/tune/events.py: attach_driver, read in `setup`), with the study's current total."""
 
-    def __init__(self, total: int, max_epochs: int, metric: str, mode: str):
+    def __init__(self, total: int, max_epochs: int, metric: str, mode: str, study_name: Optional[str] = None):
         self.listener, self.total, self.max_epochs, self.metric, self.mode = None, total, max_epochs, metric, mode
+        self.study_name = study_name
         self._start = self._last = time.monotonic()
         self._epochs = 0
 
@@ -91,6 +94,9 @@ class StudyProgress(tune.Callback):
 
     def setup(self, **info):
         self._start = self._last = time.monotonic()
+        driver = DRIVER.get(self.study_name) if self.study_name else None
+        if driver is not None:
+            self.attach(driver.progress, driver.total)
         self._epochs = 0
 
     def on_trial_result(self, iteration, trials, trial, result, **info):

@@ -24,7 +24,7 @@ lives in the instance (`Repeater.get_state` saves its __dict__ with Tune's searc
 checkpoint), so a resumed study continues every group where its checkpoint left it: the
 trials Tune restores keep their group, the trials it creates anew fill the open group
 first, and a group the storage had told already is not told twice (the inner
-PruneAwareOptunaSearch reconciles with its storage on restore).
+OptunaSearcher reconciles with its storage on restore).
 
 With R = 1 every event passes through unchanged, as without this wrapper.
 """

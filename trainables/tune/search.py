@@ -1,79 +1,118 @@
-"""Searchers: Optuna with PRUNED trials, and the wrapper that runs a space's fixed trials beside it."""
+"""Searchers: Optuna through its public ask/tell, and the wrapper that runs a space's fixed trials beside it."""
 from __future__ import annotations
 
+import logging
+import pickle
 from typing import Optional
 
 from ray.tune.search import Searcher
-from ray.tune.search.optuna import OptunaSearch
 
-from trainables.tune.internals import optuna_study, optuna_trials, told_trials
+logger = logging.getLogger(__name__)
 
 
-class PruneAwareOptunaSearch(OptunaSearch):
-    """OptunaSearch that records early-stopped trials as PRUNED and reports intermediate values by epoch.
+class OptunaSearcher(Searcher):
+    """Optuna's ask-and-tell as a Tune Searcher, through Optuna's public API only.
 
-    Ray's OptunaSearch tells every trial with a result as COMPLETE, so an ASHA-stopped
-    trial enters TPE's history as a finished one with a part-trained value. Here a trial
-    that ends before `max_epochs` is PRUNED (Optuna keeps its last intermediate value).
+    Each Tune trial asks one Optuna trial (`study.ask(distributions)`); its objective at each
+    evaluation epoch is reported as an intermediate value at that epoch (single objective only:
+    Optuna takes none for several); at its end it is told once (`skip_if_finished=True`):
+    COMPLETE with its final value(s) when it ran `max_epochs` (the result's `config/max_epochs`),
+    PRUNED when it ended before (an ASHA stop: Optuna keeps its last intermediate value), FAIL
+    when it errored or its value is not a finite number.
 
-    With an RDB `storage` the database runs ahead of Tune's searcher checkpoint, which a
-    resume restores: `restore` brings the two back together (see there).
+    `storage`: an Optuna RDB URL or storage, None for memory. The state saved with Tune's
+    searcher checkpoint (`save`/`restore`: the pickled study, the live optuna.Trial objects,
+    what was reported and told) is older than an RDB storage that kept going; `restore` brings
+    the two back together (see there).
     """
 
-    def restore(self, checkpoint_path: str) -> None:
-        """Tune's searcher checkpoint, reconciled with a storage that kept going after it was taken:
-        trials the storage finished are not told again (Optuna refuses to update a finished trial),
-        steps it holds are not reported again, and trials asked after the checkpoint (Tune forgot
-        them with it, so nothing will ever finish them) end FAIL instead of RUNNING forever."""
-        super().restore(checkpoint_path)
-        if self._ot_study is None:
-            return
-        stored = {t.number: t for t in self._ot_study.get_trials(deepcopy=False)}
-        known = {trial.number: trial_id for trial_id, trial in self._ot_trials.items()}
-        reported = self.__dict__.setdefault("_reported_steps", set())
-        for number, frozen in stored.items():
-            if number not in known:
-                if not frozen.state.is_finished():
-                    self._ot_study._storage.set_trial_state_values(frozen._trial_id, state=optuna_state("FAIL"))
-                continue
-            reported.update((known[number], step) for step in frozen.intermediate_values)
-            if frozen.state.is_finished():
-                self._completed_trials.add(known[number])
+    def __init__(self, space: dict, metric, mode, sampler=None, storage=None, study_name: Optional[str] = None):
+        import optuna
+
+        super().__init__(metric=metric, mode=mode)
+        modes = mode if isinstance(mode, list) else [mode]
+        self.space = dict(space)
+        self.study = optuna.create_study(
+            storage=storage, sampler=sampler, pruner=optuna.pruners.NopPruner(), study_name=study_name,
+            load_if_exists=True, directions=["minimize" if m == "min" else "maximize" for m in modes])
+        self.trials: dict = {}                       # Tune trial id -> optuna.Trial
+        self.reported: set[tuple[str, int]] = set()  # (Tune trial id, epoch) reported
+        self.told: set[str] = set()                  # Tune trial ids told
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return True  # configured at construction
+
+    def suggest(self, trial_id: str):
+        if trial_id not in self.trials:
+            self.trials[trial_id] = self.study.ask(fixed_distributions=self.space)
+        return dict(self.trials[trial_id].params)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if isinstance(self.metric, list) or self.metric not in result:
             return  # multi-objective Optuna takes no intermediate values; non-evaluation epochs lack it
-        reported = self.__dict__.setdefault("_reported_steps", set())  # a resumed trial repeats epochs
-        if trial_id not in told_trials(self) and (trial_id, int(result["epoch"])) not in reported:
-            optuna_trials(self)[trial_id].report(float(result[self.metric]), int(result["epoch"]))
-            reported.add((trial_id, int(result["epoch"])))
+        step = (trial_id, int(result["epoch"]))  # a resumed trial repeats epochs
+        if trial_id in self.trials and trial_id not in self.told and step not in self.reported:
+            self.trials[trial_id].report(float(result[self.metric]), step[1])
+            self.reported.add(step)
 
     def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
-        if result and not error and trial_id not in told_trials(self):
-            if int(result.get("epoch", 0)) < int(result["config/max_epochs"]):
-                optuna_study(self).tell(optuna_trials(self)[trial_id], state=optuna_state("PRUNED"))
-                told_trials(self).add(trial_id)
-                return
-        super().on_trial_complete(trial_id, result=result, error=error)
+        import optuna
+
+        if trial_id not in self.trials or trial_id in self.told:
+            return  # not ours, or a completion Tune repeats after a resume
+        state, values = optuna.trial.TrialState.PRUNED, None
+        if error:
+            state = optuna.trial.TrialState.FAIL
+        elif result and int(result.get("epoch", 0)) >= int(result.get("config/max_epochs", 0)):
+            metrics = self.metric if isinstance(self.metric, list) else [self.metric]
+            values = [result.get(m) for m in metrics]
+            finite = all(isinstance(v, (int, float)) and v == v and abs(v) != float("inf") for v in values)
+            state, values = (optuna.trial.TrialState.COMPLETE, values) if finite else (optuna.trial.TrialState.FAIL, None)
+        try:
+            self.study.tell(self.trials[trial_id], values, state=state, skip_if_finished=True)
+        except (ValueError, RuntimeError) as err:  # a value Optuna refuses: the study goes on
+            logger.warning("Optuna refused the end of trial %s: %s", trial_id, err)
+        self.told.add(trial_id)
+
+    def save(self, checkpoint_path: str) -> None:
+        state = {"study": self.study, "trials": self.trials, "reported": self.reported, "told": self.told,
+                 "space": self.space}
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(state, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Tune's searcher checkpoint, reconciled with a storage that kept going after it was taken:
+        trials the storage finished are not told again, steps it holds are not reported again, and
+        trials asked after the checkpoint (Tune forgot them with it, so nothing will ever finish
+        them) end FAIL instead of RUNNING forever."""
+        import optuna
+
+        with open(checkpoint_path, "rb") as f:
+            state = pickle.load(f)
+        self.study, self.trials, self.space = state["study"], state["trials"], state["space"]
+        self.reported, self.told = set(state["reported"]), set(state["told"])
+        known = {trial.number: trial_id for trial_id, trial in self.trials.items()}
+        for frozen in self.study.get_trials(deepcopy=False):
+            if frozen.number not in known:
+                if not frozen.state.is_finished():
+                    self.study.tell(frozen.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+                continue
+            self.reported.update((known[frozen.number], step) for step in frozen.intermediate_values)
+            if frozen.state.is_finished():
+                self.told.add(known[frozen.number])
 
     def optuna_trial(self, trial_id: str) -> Optional[dict]:
         """Plain data of the Optuna trial behind a Tune trial: number, state, values, params."""
-        if trial_id not in optuna_trials(self):
+        if trial_id not in self.trials:
             return None
-        frozen = optuna_study(self).get_trials(deepcopy=False)[optuna_trials(self)[trial_id].number]
+        frozen = self.study.get_trials(deepcopy=False)[self.trials[trial_id].number]
         return {"number": frozen.number, "state": frozen.state.name, "values": frozen.values, "params": frozen.params}
 
     def optuna_history(self) -> list[dict]:
-        trials = optuna_study(self).get_trials(deepcopy=False)
-        best = {t.number for t in optuna_study(self).best_trials} if any(t.state.name == "COMPLETE" for t in trials) else set()
+        trials = self.study.get_trials(deepcopy=False)
+        best = {t.number for t in self.study.best_trials} if any(t.state.name == "COMPLETE" for t in trials) else set()
         return [{"number": t.number, "state": t.state.name, "values": t.values, "params": t.params,
                  "pareto_optimal": t.number in best} for t in trials]
-
-
-def optuna_state(name: str):
-    import optuna
-
-    return optuna.trial.TrialState[name]
 
 
 class _NothingToSearch(Searcher):

@@ -10,14 +10,13 @@ from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 
 from trainables.tune.data_parallel import data_parallel_trainable
-from trainables.tune.events import TrialEvents
-from trainables.tune.internals import local_tuner, tuner_run_callbacks
+from trainables.tune.events import TrialEvents, attach_driver
 from trainables.tune.listener import TrialListener
 from trainables.tune.progress import StudyProgress
 from trainables.tune.repeats import SeededRepeater
 from trainables.tune.results import exception_line, reported_metrics
 from trainables.tune.scheduler import FixedTrialsExemptASHA, SchedulerState
-from trainables.tune.search import FixedTrialsFirst, PruneAwareOptunaSearch, _NothingToSearch
+from trainables.tune.search import FixedTrialsFirst, OptunaSearcher, _NothingToSearch
 from trainables.tune.trainable import train_trial
 
 # Set in the driver process before Tune reads them (connect), not at import time:
@@ -74,9 +73,24 @@ def connect(address: Optional[str]) -> dict[str, float]:
     prints one line per trial event (study/progress.py) and Tune's errors."""
     for key, value in DRIVER_ENVIRONMENT.items():
         os.environ.setdefault(key, value)
+    if address and address.startswith("ray://"):
+        raise ValueError(f"--address {address}: Ray Client (ray://) is not supported: trial events must reach "
+                         "the driver; run the study on a node of the cluster with --address auto")
     if not ray.is_initialized():
-        ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+        context = ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,
+                           logging_level="WARNING")
+        info = getattr(context, "address_info", None) or {}
+        LOCAL_RAY["session_dir"] = info.get("session_dir") if not address else None
     return {k: float(v) for k, v in ray.cluster_resources().items()}
+
+
+LOCAL_RAY: dict = {"session_dir": None}  # the session directory of the Ray that connect() started here
+
+
+def local_session_dir() -> Optional[str]:
+    """The session directory of the local Ray this process started (ray.init's public `address_info`),
+    None when it joined a cluster or started none: where study/leftovers.py finds its processes."""
+    return LOCAL_RAY["session_dir"] if ray.is_initialized() else None
 
 
 def shutdown() -> None:
@@ -122,7 +136,7 @@ def build_tuner(spec: TuneSpec, listener: TrialListener, progress=None) -> tune.
     single = len(spec.objective) == 1
     if spec.distributions:
         sampler = optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=spec.n_startup_trials)
-        inner = PruneAwareOptunaSearch(
+        inner = OptunaSearcher(
             space=spec.distributions, metric=spec.objective[0] if single else list(spec.objective),
             mode=spec.mode[0] if single else list(spec.mode), sampler=sampler,
             storage=_fresh_optuna_storage(spec), study_name=spec.name)
@@ -130,7 +144,8 @@ def build_tuner(spec: TuneSpec, listener: TrialListener, progress=None) -> tune.
         inner = _NothingToSearch()
     searcher = SeededRepeater(FixedTrialsFirst(list(spec.fixed_trials), inner), spec.repeats, spec.seed)
     total = spec.total_trials
-    callbacks = [TrialEvents(searcher), StudyProgress(total, spec.max_epochs, spec.objective[0], spec.mode[0])]
+    callbacks = [TrialEvents(searcher, spec.name),
+                 StudyProgress(total, spec.max_epochs, spec.objective[0], spec.mode[0], spec.name)]
     if spec.scheduler == "asha":
         scheduler = FixedTrialsExemptASHA(searcher, time_attr="epoch", metric=spec.objective[0], mode=spec.mode[0],
                                           max_t=spec.max_epochs, grace_period=spec.grace_period, reduction_factor=2)
@@ -148,7 +163,7 @@ def build_tuner(spec: TuneSpec, listener: TrialListener, progress=None) -> tune.
                                                 checkpoint_score_order=spec.mode[0]))
     tuner = tune.Tuner(_trainable(spec), param_space=dict(spec.param_space), tune_config=tune_config,
                        run_config=run_config)
-    attach_listener(tuner, listener, progress, total)
+    attach_driver(spec.name, listener, progress, total)
     return tuner
 
 
@@ -168,35 +183,16 @@ def restore_tuner(spec: TuneSpec, path: str, listener: TrialListener, progress=N
     """The study's Tuner from `path`: unfinished trials resume and errored ones retry from their
     latest checkpoints; new trials are created until the spec's total exists (a study extended by
     a larger --num-samples, extend.py). Tune restores the callbacks from tuner.pkl, the TrialEvents
-    without a listener (it is never pickled); this process's `listener` is attached to it here."""
+    without a listener (it is never pickled); this process's `listener` is registered for them here
+    (events.attach_driver), and Tune's `setup` hook hands it over when the fit starts."""
     from trainables.tune.extend import extend_restored
 
     _quiet_optuna()
     tuner = tune.Tuner.restore(path, trainable=_trainable(spec), resume_unfinished=True, resume_errored=True)
     total = spec.total_trials
     extend_restored(tuner, total)
-    attach_listener(tuner, listener, progress, total)
+    attach_driver(spec.name, listener, progress, total)
     return tuner
-
-
-def attach_listener(tuner: tune.Tuner, listener: TrialListener, progress=None, total: int = 0) -> TrialEvents:
-    """Give the Tuner's callbacks (built or restored) the driver's listeners: TrialEvents its trial
-    events listener, StudyProgress (absent in studies from before it) the study-wide `progress`.
-
-    The callbacks live in the driver's Tuner (`Tuner._local_tuner`); under Ray Client (ray://)
-    the Tuner runs remotely and its events could not reach this process's listener."""
-    if local_tuner(tuner) is None:
-        raise RuntimeError("Ray Client (ray://) is not supported: trial events must reach the driver's "
-                           "listener; run the study on a node of the cluster with --address auto")
-    callbacks = tuner_run_callbacks(tuner)
-    events = [cb for cb in callbacks if isinstance(cb, TrialEvents)]
-    if len(events) != 1:
-        raise RuntimeError(f"expected one TrialEvents callback in the Tuner, found {len(events)}")
-    events[0].attach(listener)
-    for cb in callbacks:
-        if isinstance(cb, StudyProgress):
-            cb.attach(progress, total)
-    return events[0]
 
 
 def fit(tuner: tune.Tuner, objective: tuple, mode: tuple) -> list[dict]:
