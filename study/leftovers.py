@@ -67,6 +67,28 @@ def record(study_path: str, ray_processes: dict, tagged_at: Optional[float] = No
     atomic_write_bytes(os.path.join(study_path, RECORD), json.dumps(doc).encode())
 
 
+def local_ray_processes(session_dir: Optional[str]) -> dict:
+    """{"session_dir", "raylet_pid", "pids"} of the local Ray whose session directory is `session_dir`
+    (trainables/tune/tuner.py: local_session_dir), found in /proc as leftover_pids finds a dead
+    driver's: every process working in the session directory or holding a file open in it; {} when
+    there is none (a cluster) or no /proc. Ray's public API names no PIDs."""
+    if not session_dir or not os.path.isdir("/proc"):
+        return {}
+    doc = {"session_dir": session_dir, "raylet_pid": None, "started": {}, "tag": None, "tagged_at": None}
+    pids = leftover_pids(doc)
+    raylet = next((pid for pid in pids if _is_raylet(pid)), None)
+    return {"session_dir": session_dir, "raylet_pid": raylet, "pids": pids}
+
+
+def _is_raylet(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            program = f.read().split(b"\0", 1)[0]
+    except OSError:
+        return False
+    return os.path.basename(program.decode(errors="replace")) == "raylet"
+
+
 def _paths(pid: int) -> list[str]:
     """The process's command line, working directory and open files (what setproctitle cannot hide
     besides the command line)."""

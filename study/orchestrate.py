@@ -153,9 +153,7 @@ def run_study(cfg: StudyConfig, resuming: bool, flags: dict[str, Any], log=print
     cluster = tune_adapter.connect(cfg.address)
     try:
         if study_dir.is_local:
-            from trainables.tune.internals import local_ray_processes
-
-            leftovers.record(study_dir.path, local_ray_processes())
+            leftovers.record(study_dir.path, leftovers.local_ray_processes(tune_adapter.local_session_dir()))
         preflight.check_cpus(cfg, cluster)
         gpus = preflight.resolve_gpus(cfg, cluster)
         if not resuming:

@@ -152,12 +152,11 @@ KILLED_DRIVER = """
 import sys, time
 import ray
 from study import leftovers
-from trainables.tune.internals import local_ray_processes
-from trainables.tune.tuner import connect
+from trainables.tune.tuner import connect, local_session_dir
 leftovers.tag_driver(sys.argv[1])
 connect(None)
 if sys.argv[2] == "recorded":
-    leftovers.record(sys.argv[1], local_ray_processes())
+    leftovers.record(sys.argv[1], leftovers.local_ray_processes(local_session_dir()))
 @ray.remote(num_cpus=1)
 def work():
     time.sleep(300)

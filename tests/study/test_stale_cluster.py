@@ -57,10 +57,11 @@ CONNECT = """
 import ray
 from trainables.tune.tuner import connect, shutdown
 resources = connect(None)
-print("gcs", ray.get_runtime_context().gcs_address, "session", ray._private.worker._global_node.get_session_dir_path())
-from trainables.tune.internals import local_ray_processes, installed_versions
-mine = local_ray_processes()  # what study/leftovers.py records to stop after a SIGKILL
-print("local", mine["session_dir"], mine["raylet_pid"] in mine["pids"], len(mine["pids"]) >= 2, installed_versions())
+from trainables.tune.tuner import local_session_dir
+print("gcs", ray.get_runtime_context().gcs_address, "session", local_session_dir())
+from study.leftovers import local_ray_processes
+mine = local_ray_processes(local_session_dir())  # what study/leftovers.py records to stop after a SIGKILL
+print("local", mine["session_dir"], mine["raylet_pid"] in mine["pids"], len(mine["pids"]) >= 2, ray.__version__)
 shutdown()
 """
 
@@ -75,5 +76,5 @@ def test_fresh_local_ray_despite_a_stale_cluster_file(stale_tmpdir):
     line = next(ln for ln in done.stdout.splitlines() if ln.startswith("gcs "))
     _, gcs, _, session = line.split()
     local = next(ln for ln in done.stdout.splitlines() if ln.startswith("local "))
-    assert local.startswith(f"local {session} True True"), local  # Ray's local-node internals still fit
+    assert local.startswith(f"local {session} True True"), local  # the raylet found among the session's processes
     assert gcs.rsplit(":", 1)[1] != stale.rsplit(":", 1)[1] and session.startswith(os.path.join(root, "ray")), line
