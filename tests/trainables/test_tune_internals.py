@@ -24,15 +24,15 @@ def test_a_changed_internal_fails_loudly_with_versions(monkeypatch):
     assert "SearchGenerator._total_samples" in message and "'ray': '" in message and "'optuna': '" in message
 
 
-def test_upper_bounds_match_the_tested_versions():
-    """pyproject.toml caps ray/optuna/mlflow at the versions the tests pass with."""
+def test_upper_bounds_are_below_the_next_minor_of_the_tested_versions():
+    """pyproject.toml caps ray/optuna/mlflow below the next minor release of the newest version tested."""
     import re
     from pathlib import Path
 
     text = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
     for name, version in internals.TESTED_WITH.items():
-        assert re.search(rf'"{name}(\[\w+\])?>=[\d.]+,<={re.escape(version)}"', text), name
-    assert re.search(r'"mlflow>=[\d.]+,<=[\d.]+"', text)
+        major, minor = version.split(".")[:2]
+        assert re.search(rf'"{name}(\[\w+\])?>=[\d.]+,<{major}\.{int(minor) + 1}"', text), (name, version)
 
 
 def _trial(trial_id: str):
