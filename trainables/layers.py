@@ -24,11 +24,36 @@ def concat_elu(x: torch.Tensor) -> torch.Tensor:
     """ELU of [x, -x] along channels: (N, C, H, W) -> (N, 2C, H, W)."""
     if fused_elementwise.applies(x):
         return fused_elementwise.concat_elu_pad(x)
-    return _concat_elu_torch(x)
+    return concat_elu_reference(x)
 
 
-def _concat_elu_torch(x: torch.Tensor) -> torch.Tensor:
-    return F.elu(torch.cat([x, -x], dim=1))
+# --- the gated resnet's arithmetic, once, in plain torch operations ---------------------------
+# Every fast path (fused_elementwise.py, sampling/fast_ops.py, sampling/native_blocks.cpp through
+# sampling/native_chains.py) is tested against these: tests/trainables/test_gated_resnet_paths.py.
+
+def concat_elu_reference(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """elu(cat([x, -x], dim)): (.., C, ..) -> (.., 2C, ..) along `dim` (1: NCHW, -1: channels last)."""
+    return F.elu(torch.cat([x, -x], dim=dim))
+
+
+def gate_reference(x: torch.Tensor, h: torch.Tensor, cond: torch.Tensor | None = None, dim: int = 1) -> torch.Tensor:
+    """x + a * sigmoid(b), (a, b) = (h [+ cond]).chunk(2, dim): x (.., F, ..), h and cond (.., 2F, ..)."""
+    if cond is not None:
+        h = h + cond
+    value, gate = h.chunk(2, dim=dim)
+    return x + value * torch.sigmoid(gate)
+
+
+def gated_resnet_reference(block: "GatedResnet", x: torch.Tensor, a: torch.Tensor | None = None,
+                           cond: torch.Tensor | None = None) -> torch.Tensor:
+    """GatedResnet's output in plain torch operations (PixelCNN++ eq. (3)): x (N, F, H, W), a (N, S*F, H, W)
+    the skip streams or None, cond (N, F_cond, H, W) or None -> (N, F, H, W)."""
+    h = block.conv_input(concat_elu_reference(x))  # (N, F, H, W)
+    if a is not None:
+        h = h + block.nin_skip(concat_elu_reference(a))
+    h = block.conv_out(block.dropout(concat_elu_reference(h)))  # (N, 2F, H, W)
+    c = block.nin_cond(concat_elu_reference(cond)) if cond is not None else None  # before the gate
+    return gate_reference(x, h, c)
 
 
 def down_shift(x: torch.Tensor) -> torch.Tensor:
@@ -139,14 +164,7 @@ class GatedResnet(nn.Module):
             return self._forward_fused(x, a, cond)
         # Torch operations throughout: a block decides once (a fused kernel's channels-last output
         # among torch's default layout costs more than it saves: 0.94x at the digits size).
-        h = self.conv_input(_concat_elu_torch(x))
-        if a is not None:
-            h = h + self.nin_skip(_concat_elu_torch(a))
-        h = self.conv_out(self.dropout(_concat_elu_torch(h)))
-        if cond is not None:
-            h = h + self.nin_cond(_concat_elu_torch(cond))  # (N, 2F, H, W): before the gate
-        value, gate = h.chunk(2, dim=1)
-        return x + value * torch.sigmoid(gate)
+        return gated_resnet_reference(self, x, a, cond)
 
     def _forward_fused(self, x: torch.Tensor, a: torch.Tensor | None, cond: torch.Tensor | None) -> torch.Tensor:
         """forward with concat_elu, the shifted convs' padding, the skip's sum and the gate fused.

@@ -22,12 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from trainables.layers import GatedResnet, NetworkInNetwork
+from trainables.layers import GatedResnet, NetworkInNetwork, concat_elu_reference
 
 
 def concat_elu_last(x: Tensor) -> Tensor:
-    """concat_elu on channels-last values: (..., C) -> (..., 2C), [elu(x), elu(-x)]."""
-    return F.elu(torch.cat([x, -x], dim=-1))
+    """concat_elu on channels-last values: (..., C) -> (..., 2C), [elu(x), elu(-x)] (layers' reference)."""
+    return concat_elu_reference(x, dim=-1)
 
 
 class ActivationMap:
