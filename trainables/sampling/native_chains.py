@@ -14,8 +14,8 @@ last up block's output (concat_elu'ed inside the call).
 The u rows: `NativeRowBlock` (a u block's whole row), `NativeRowConv` (the other shifted convs over a
 row), `NativeSkip` (the skip NINs' row shares) and `NativeConcatElu`.
 
-Every call checks the layout of what it is given (float32, contiguous channels) before passing
-addresses to compiled code.
+Every call checks what it is given (shapes against the sizes the compiled code will use, float32, the CPU,
+strides: native_checks.expect) before passing addresses to compiled code.
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from torch import Tensor
 
 from trainables.sampling.fast_ops import FastGatedResnet
 from trainables.sampling.native_blocks import Block, RowBlock
+from trainables.sampling.native_checks import expect, expect_int
 
 
 def _packed(matrix: Tensor, width: int) -> Tensor:
@@ -35,10 +36,9 @@ def _packed(matrix: Tensor, width: int) -> Tensor:
     return out
 
 
-def _rows(t: Tensor, what: str) -> tuple[int, int]:
-    """(address, row stride) of a 2-D float32 view whose rows are contiguous."""
-    if t.dim() != 2 or t.dtype != torch.float32 or (t.shape[1] > 1 and t.stride(1) != 1):
-        raise ValueError(f"{what}: expected float32 rows with contiguous channels, got {tuple(t.shape)} {t.stride()}")
+def _rows(t: Tensor, what: str, shape: tuple) -> tuple[int, int]:
+    """(address, row stride) of a 2-D float32 CPU view of `shape` whose rows are contiguous."""
+    expect(t, what, shape)
     return t.data_ptr(), t.stride(0)
 
 
@@ -54,6 +54,7 @@ class NativeChains:
         levels = len(up_ul)
         blk0 = up_ul[0][0]
         n, f = blk0.gated.shape[0], blk0.filters
+        self.n, self.f = n, f  # every block's: the scratch below is sized for them
         self.nv_f, self.nv_g = -(-f // self.width), -(-2 * f // self.width)
         self.scratch = blk0.gated.new_zeros(n, (self.nv_f + self.nv_g) * self.width + 2 * f)
         self.head_in = None
@@ -73,39 +74,44 @@ class NativeChains:
     def _chain(self, blocks: list[FastGatedResnet], width: int, q: int, up_blocks, top: bool):
         """(the Block array's address, its length, the last block's output) of one chain at column q."""
         chain = (Block * len(blocks))()
+        n, f, vw = self.n, self.f, self.width
         for b, blk in enumerate(blocks):
             d, out = chain[b], self._out(blk)
             pack = self.packs[id(blk)]
-            d.n, d.f = out.shape
-            d.x_slot, d.ld_x_slot = _rows(blk.x_slots[q][0], "x slot")
-            d.a_in, d.ld_a_in = _rows(blk.x_patches[q], "conv_input patches")
-            d.k_in = blk.x_patches[q].shape[1]
-            d.w_in = pack["w_in"].data_ptr()
-            d.term, d.ld_term = _rows(blk.term_cols[q], "row term")
-            d.h_slot, d.ld_h_slot = _rows(blk.h_slots[q][0], "h slot")
-            d.a_out, d.ld_a_out = _rows(blk.h_patches[q], "conv_out patches")
-            d.k_out = blk.h_patches[q].shape[1]
-            d.w_out = pack["w_out"].data_ptr()
+            where = f"block {b} at column {q}"
+            d.n, d.f = expect(out, f"{where}: output (the chain's N, F)", (n, f), "contiguous").shape
+            w_in = expect(pack["w_in"], f"{where}: packed conv_input weight", (None, self.nv_f * vw), "contiguous")
+            w_out = expect(pack["w_out"], f"{where}: packed conv_out weight", (None, self.nv_g * vw), "contiguous")
+            d.x_slot, d.ld_x_slot = _rows(blk.x_slots[q][0], f"{where}: x slot", (n, 2 * f))
+            d.a_in, d.ld_a_in = _rows(blk.x_patches[q], f"{where}: conv_input patches", (n, w_in.shape[0]))
+            d.k_in, d.w_in = w_in.shape[0], w_in.data_ptr()
+            d.term, d.ld_term = _rows(blk.term_cols[q], f"{where}: row term", (n, f))
+            d.h_slot, d.ld_h_slot = _rows(blk.h_slots[q][0], f"{where}: h slot", (n, 2 * f))
+            d.a_out, d.ld_a_out = _rows(blk.h_patches[q], f"{where}: conv_out patches", (n, w_out.shape[0]))
+            d.k_out, d.w_out = w_out.shape[0], w_out.data_ptr()
             if blk.cond_matrix is not None:
-                d.base_out, d.ld_base_out = _rows(blk.cond_cols[q], "conditioning row")
+                d.base_out, d.ld_base_out = _rows(blk.cond_cols[q], f"{where}: conditioning row", (n, 2 * f))
             else:
-                d.base_out, d.ld_base_out = blk.conv_out.bias.data_ptr(), 0
-                self._keep.append(blk.conv_out.bias)
+                bias = expect(blk.conv_out.bias, f"{where}: conv_out bias", (2 * f,), "contiguous")
+                d.base_out, d.ld_base_out = bias.data_ptr(), 0
+                self._keep.append(bias)
             d.out, d.scratch = out.data_ptr(), self.scratch.data_ptr()
             if up_blocks is not None:  # a down block: its skip NIN reads concat_elu(u) (in term) and ul's skip
                 k = len(up_blocks) - b - (1 if top else 0)  # which up block's input, as ul_pixel pops them
                 if k == len(up_blocks):
-                    d.skip_a, d.ld_skip_a, d.skip_raw = self._out(up_blocks[-1]).data_ptr(), blk.filters, 1
+                    raw = expect(self._out(up_blocks[-1]), f"{where}: skip input (the last up output)", (n, f))
+                    d.skip_a, d.ld_skip_a, d.skip_raw = raw.data_ptr(), f, 1
                 else:
-                    d.skip_a, d.ld_skip_a = _rows(up_blocks[k].input_slot(q), "skip input")
-                d.k_skip, d.w_skip = 2 * blk.filters, pack["w_skip"].data_ptr()
+                    d.skip_a, d.ld_skip_a = _rows(up_blocks[k].input_slot(q), f"{where}: skip input", (n, 2 * f))
+                w_skip = pack["w_skip"]
+                expect(w_skip, f"{where}: packed skip weight", (2 * f, self.nv_f * vw), "contiguous")
+                d.k_skip, d.w_skip = 2 * f, w_skip.data_ptr()
         self._keep.append(chain)
         return ctypes.addressof(chain), len(blocks), self._out(blocks[-1])
 
     def elu(self, x: Tensor) -> Tensor:
         """elu of a contiguous (N, F) float32 tensor (the head's input), into a buffer rewritten by the next call."""
-        if not x.is_contiguous() or x.dtype != torch.float32:
-            raise ValueError(f"expected a contiguous float32 tensor, got {x.dtype} {x.stride()}")
+        expect(x, "head input", (self.n, self.f), "contiguous")
         if self.head_in is None or self.head_in.shape != x.shape:
             self.head_in = torch.empty_like(x)
         self.lib.smoothing_map(2, x.data_ptr(), self.head_in.data_ptr(), x.numel())
@@ -114,9 +120,7 @@ class NativeChains:
     def run(self, chain: tuple, x: Tensor) -> Tensor:
         """Run a chain from its input x (N, F): the last block's output, a buffer rewritten by the next call."""
         address, count, out = chain
-        if x.shape != out.shape or x.stride(1) != 1 or x.dtype != torch.float32:
-            raise ValueError(f"a chain's input must be float32 {tuple(out.shape)} with contiguous channels, "
-                             f"got {x.dtype} {tuple(x.shape)} {x.stride()}")
+        expect(x, "chain input", (self.n, self.f))
         self.lib.smoothing_block_chain(address, count, x.data_ptr(), x.stride(0))
         return out
 
@@ -129,8 +133,7 @@ class NativeConcatElu:
         self.lib = lib
 
     def __call__(self, x: Tensor) -> Tensor:
-        if x.dim() != 3 or x.dtype != torch.float32 or x.stride(2) != 1:
-            raise ValueError(f"expected (N, n, C) float32 with contiguous channels, got {tuple(x.shape)} {x.stride()}")
+        expect(x, "concat_elu input (N, n, C)", (None, None, None))
         out = x.new_empty(*x.shape[:2], 2 * x.shape[2])
         self.lib.smoothing_concat_elu(x.shape[0], x.shape[1], x.shape[2], x.data_ptr(), x.stride(0), x.stride(1),
                                       out.data_ptr(), out.stride(0), out.stride(1))
@@ -149,24 +152,31 @@ class NativeRowConv:
         if matrix.dtype != torch.float32:
             raise ValueError(f"native convs run float32, not {matrix.dtype}")
         self.packed = _packed(matrix, width)
+        self.in_channels = matrix.shape[0] // (conv.kh * conv.kw)
         self.scratch = matrix.new_empty(0)
         self.width = width
 
     def __call__(self, window: Tensor, m: int, base=None) -> Tensor:
         """window (N, kh, w', C), a view of the band; base (N, m, Cout) or None (the bias): (N, m, Cout)."""
-        conv, (n, kh, _, c) = self.conv, window.shape
-        if window.stride(3) != 1 or window.stride(2) != c:
-            raise ValueError(f"the window's columns must hold contiguous channels, got strides {window.stride()}")
+        conv = self.conv
+        m = expect_int(m, "m (outputs)", 1)
+        # output j reads columns j * stride + [0, kw) of every window row: w' >= (m - 1) * stride + kw
+        n, _, w, c = expect(window, "window", (None, conv.kh, None, self.in_channels)).shape
+        if w < (m - 1) * conv.stride + conv.kw:
+            raise ValueError(f"window: expected at least {(m - 1) * conv.stride + conv.kw} columns for {m} outputs, "
+                             f"got shape {tuple(window.shape)}")
+        if c > 1 and window.stride(2) != c:
+            raise ValueError(f"window: expected columns of contiguous channels (stride[2] = {c}), "
+                             f"got shape {tuple(window.shape)} with strides {window.stride()}")
         if self.scratch.numel() < m * self.nv * self.width:
             self.scratch = self.packed.new_empty(m * self.nv * self.width)
         out = self.packed.new_empty(n, m, conv.out_channels)
         if base is None:
-            base, base_batch, base_ld = conv.bias, 0, 0
+            base, base_batch, base_ld = expect(conv.bias, "bias", (conv.out_channels,), "contiguous"), 0, 0
         else:
-            if base.stride(2) != 1:
-                raise ValueError("base must hold contiguous channels")
+            expect(base, "base", (n, m, conv.out_channels))
             base_batch, base_ld = base.stride(0), base.stride(1)
-        self.lib.smoothing_conv_rows(n, m, window.data_ptr(), window.stride(0), conv.stride * c, kh, conv.kw * c,
+        self.lib.smoothing_conv_rows(n, m, window.data_ptr(), window.stride(0), conv.stride * c, conv.kh, conv.kw * c,
                                      window.stride(1), self.packed.data_ptr(), self.nv, conv.out_channels,
                                      base.data_ptr(), base_batch, base_ld, out.data_ptr(), self.scratch.data_ptr())
         return out
@@ -209,12 +219,13 @@ class NativeRowBlock:
 
     def __call__(self, x: Tensor, row: int, elu_x: Tensor, skip=None) -> Tensor:
         """x (N, W, F), elu_x = concat_elu(x) (N, W, 2F), skip (N, W, F) or None: the block output (N, W, F)."""
-        blk = self.blk
+        blk, d = self.blk, self.desc
+        expect(x, "x", (d.n, d.m, d.f))
+        expect(elu_x, "elu_x", (d.n, d.m, 2 * d.f))
+        if skip is not None:
+            expect(skip, "skip", (d.n, d.m, d.f))
         blk.x_map.start_row(row)
         blk.h_map.start_row(row)
-        for t in (x, elu_x) if skip is None else (x, elu_x, skip):
-            if t.stride(2) != 1 or t.dtype != torch.float32:
-                raise ValueError(f"expected float32 (N, W, C) with contiguous channels, got {t.dtype} {t.stride()}")
         out = x.new_empty(x.shape)
         s_ptr, s0, s1 = (None, 0, 0) if skip is None else (skip.data_ptr(), skip.stride(0), skip.stride(1))
         self.lib.smoothing_row_block(ctypes.addressof(self.desc), x.data_ptr(), x.stride(0), x.stride(1), elu_x.data_ptr(),
@@ -234,20 +245,18 @@ class NativeSkip:
         self.width = width
 
     def __call__(self, stream: int, elu_a: Tensor, base=None, out=None) -> Tensor:
-        n, m, k = elu_a.shape
-        f, rows = self.blk.filters, n * m
-        if elu_a.stride(2) != 1 or elu_a.stride(0) != m * elu_a.stride(1):
-            raise ValueError(f"expected (N, n, 2F) with evenly spaced rows, got strides {elu_a.stride()}")
+        stream = expect_int(stream, "stream", 0, len(self.packed))
+        f = self.blk.filters
+        n, m, k = expect(elu_a, "elu_a", (None, None, self.packed[stream].shape[0]), "rows").shape
+        rows = n * m
         if out is None:
             out = elu_a.new_empty(n, m, f)
-        elif not out.is_contiguous():
-            raise ValueError("out must be contiguous")
-        if base is None:
-            start, start_ld = self.blk.skip_bias, 0
         else:
-            if base.stride(2) != 1 or base.stride(0) != m * base.stride(1):
-                raise ValueError(f"expected a base (N, n, F) with evenly spaced rows, got strides {base.stride()}")
-            start, start_ld = base, base.stride(1)
+            expect(out, "out", (n, m, f), "contiguous")
+        if base is None:
+            start, start_ld = expect(self.blk.skip_bias, "skip bias", (f,), "contiguous"), 0
+        else:
+            start, start_ld = expect(base, "base", (n, m, f), "rows"), base.stride(1)
         if self.scratch.numel() < rows * self.nv * self.width:
             self.scratch = out.new_empty(rows * self.nv * self.width)
         # one "image" of N * n outputs, each a one-row patch of k values
