@@ -9,6 +9,7 @@ import torch
 
 from tests.required import skip_unless_required
 from tests.trainables.test_fast_sampling import one_thread  # noqa: F401 (an autouse fixture)
+from trainables import cxx_compiler
 from trainables.likelihoods import draw_uniforms, sample_continuous_mol
 from trainables.pixelcnnpp import PixelCNNpp
 from trainables.sampling import native_blocks
@@ -217,3 +218,6 @@ def test_the_build_is_cached_by_source_compiler_flags_and_cpu(monkeypatch, tmp_p
     other = native_blocks._build(compiler, native_blocks.FLAGS + ("-DSMOOTHING_TEST_VARIANT",))
     assert other != first and other.exists()
     assert sorted(p.name for p in (tmp_path / "native").iterdir()) == sorted([first.name, other.name])
+    monkeypatch.setattr(cxx_compiler, "cpu_description", lambda: "Darwin arm64: Apple M3; features 0")
+    on_another_cpu = native_blocks._build(compiler, native_blocks.FLAGS)
+    assert on_another_cpu not in (first, other) and on_another_cpu.exists()  # never the other machine's build

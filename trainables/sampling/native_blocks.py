@@ -18,9 +18,7 @@ is that choice for one call of fast_sample, `pixel_steps_in_use` says it in word
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
-import platform
 import subprocess
 import threading
 import warnings
@@ -32,7 +30,7 @@ from torch import Tensor
 
 from trainables.atomic_write import atomic_write_from
 from trainables.cache_files import resolve_cache_dir
-from trainables.cxx_compiler import find_cxx_compiler
+from trainables.cxx_compiler import build_key, find_cxx_compiler
 
 SOURCE = Path(__file__).with_name("native_blocks.cpp")
 ENV_VAR = "SMOOTHING_NATIVE_BLOCKS"  # "0": never use the compiled steps
@@ -81,21 +79,9 @@ _loaded: dict = {}  # flags -> (library or None, reason)
 _compiler = find_cxx_compiler  # a module attribute, so that a test can replace it
 
 
-def _cpu_signature() -> str:
-    """What -march=native depends on: the CPU's model and feature flags (Linux), else the platform."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        keep = [ln for ln in lines if ln.split(":")[0].strip() in ("model name", "flags", "Features", "CPU part")]
-        return "\n".join(sorted(set(keep)))
-    except OSError:
-        return platform.processor() + platform.machine()
-
-
 def _build(compiler: str, flags: Sequence[str]) -> Path:
     """The library for these flags, compiled into the cache unless it is there already."""
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), compiler, version, " ".join(flags), _cpu_signature()])
-                         .encode()).hexdigest()[:20]
+    key = build_key(SOURCE.read_text(), compiler, flags)  # source, compiler, flags and CPU (cxx_compiler.py)
     target = resolve_cache_dir() / "native" / f"native_blocks-{key}.so"
     if target.exists():
         return target
