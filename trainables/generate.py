@@ -182,7 +182,8 @@ def draw(models: TrialModels, n: int, sampler: str, *, seed: int = 0, batch_size
     its pixel steps replayed as CUDA graphs with cuda_graphs on a CUDA device (fast_sample).
 
     One CPU generator seeded with `seed` feeds the batches in turn: the same (seed,
-    batch_size) give the same images on any device. progress(k) is called as rows are
+    batch_size) give the same uniforms on any device, and images equal to float rounding
+    (docs/analysis.md). progress(k) is called as rows are
     drawn with the (fractional) images done since its last call: they sum to n."""
     models.check_sampler(sampler)
     if n < 1 or batch_size < 1:
