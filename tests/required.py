@@ -1,6 +1,6 @@
 """Skips that must not hide a gap: where the machine is meant to provide what a test needs
-(CI installs Debian's Fashion-MNIST and a C++ compiler and runs as root, which may mount a tmpfs;
-a GPU machine has CUDA), the test fails instead of skipping. `SMOOTHING_TESTS_REQUIRE` names those needs, comma-separated
+(CI installs Debian's Fashion-MNIST, a C++ compiler and what tools/cluster_lab.py needs, and runs
+as root, which may mount a tmpfs; a GPU machine has CUDA), the test fails instead of skipping. `SMOOTHING_TESTS_REQUIRE` names those needs, comma-separated
 (.ci/run sets it); elsewhere such a test skips, and pytest lists every skip with its reason
 (`-rs` in pyproject.toml)."""
 from __future__ import annotations
@@ -10,7 +10,8 @@ import os
 import pytest
 
 REQUIRE_VAR = "SMOOTHING_TESTS_REQUIRE"
-NEEDS = {"real-28x28", "fashion-mnist", "tmpfs", "chromium", "linux-proc", "shared-mnist", "cuda", "native-blocks"}
+NEEDS = {"real-28x28", "fashion-mnist", "tmpfs", "chromium", "linux-proc", "shared-mnist", "cuda", "native-blocks",
+         "cluster-lab"}
 
 
 def required(need: str) -> bool:

@@ -23,7 +23,8 @@ TORCH = ("torch==2.14.1", "torchvision==0.29.1")
 # pyproject.toml's dependencies and test extras by name (tools/lock.py pins their closure); the
 # project itself must be installed too, so that `import study` works from any directory.
 TOP_LEVEL = ("torch", "torchvision", "ray", "optuna", "mlflow", "numpy", "scipy", "scikit-learn", "pandas",
-             "pyarrow", "matplotlib", "torch-fidelity", "pytest", "pytest-timeout")
+             "pyarrow", "matplotlib", "torch-fidelity", "pytest", "pytest-timeout", "moto", "boto3", "psycopg",
+             "flask-wtf")
 
 
 def canonical(name: str) -> str:
