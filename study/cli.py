@@ -54,6 +54,7 @@ CLI_DEFAULTS: dict[str, Default] = {
     "checkpoint_artifact": Default("best"),
     "seed": Default(TrainConfig.seed),
     "repeats": Default(1, note="one seed per configuration"),
+    "optuna_storage": Default(None, "sqlite file optuna.db in a local study dir; in memory on remote storage"),
     "inception_weights": Default(None, f"torch hub cache or ${INCEPTION_WEIGHTS_ENV_VAR}"),
 }
 
@@ -135,6 +136,8 @@ _FLAGS = [
      "seeds per configuration: every Optuna proposal and fixed trial runs as R trials with seeds S, S+1, ..., "
      "S+R-1 (S: --seed); Optuna is told their mean; tables show the mean ± its 95%% t-interval across seeds"),
     ("--inception-weights", {}, "path of the TF-Inception weights file for fid_inception/is_inception"),
+    ("--optuna-storage", {}, "Optuna RDB URL for the search, e.g. postgresql://user@host/db (password in "
+                             "PGPASSWORD or ~/.pgpass: the URL is stored with the study); optuna-dashboard reads it"),
 ]
 
 
@@ -207,6 +210,10 @@ def resolve(flags: dict[str, Any]) -> StudyConfig:
     if "/" in name or name.startswith("."):
         raise StudyError(f"--name must be a plain directory name, got {name!r}")
     study_dir = StudyDir(storage, name)
+    address = option(flags, "address")
+    if address and address.startswith("ray://"):
+        raise StudyError(f"--address {address}: Ray Client (ray://) is not supported (trial events must reach the "
+                         "driver); run the study on a node of the cluster with --address auto")
     mlflow_uri = option(flags, "mlflow_uri") or _default_mlflow_uri(study_dir)
     cfg = StudyConfig(
         name=name, space=space.name, storage_path=storage, mlflow_uri=mlflow_uri, num_samples=num_samples,
@@ -217,7 +224,7 @@ def resolve(flags: dict[str, Any]) -> StudyConfig:
         cpus_per_trial=option(flags, "cpus_per_trial"), gpus_per_trial=option(flags, "gpus_per_trial"),
         max_concurrent=option(flags, "max_concurrent"), max_failures=option(flags, "max_failures"),
         num_to_keep=option(flags, "num_to_keep"), checkpoint_artifact=option(flags, "checkpoint_artifact"),
-        smoke_test=smoke, repeats=repeats,
+        smoke_test=smoke, repeats=repeats, optuna_storage=_optuna_storage_flag(option(flags, "optuna_storage")),
     )
     _check_resources(cfg)
     return cfg
@@ -238,6 +245,14 @@ def _complete_trial_values(values: dict[str, Any]) -> dict[str, Any]:
         return TrialConfig.from_flat(values).to_flat()
     except (ValueError, TypeError) as err:
         raise StudyError(str(err).splitlines()[0]) from None
+
+
+def _optuna_storage_flag(url: Optional[str]) -> Optional[str]:
+    if url is None:
+        return None
+    if "://" not in url:
+        raise StudyError(f"--optuna-storage {url!r} is not an RDB URL (e.g. postgresql://user@host/db, sqlite:////path)")
+    return url
 
 
 def _default_mlflow_uri(study_dir: StudyDir) -> str:

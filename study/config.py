@@ -90,6 +90,8 @@ class StudyConfig:
     smoke_test: bool                # the tiny study of the end-to-end tests
     repeats: int                    # seeds per configuration: each runs as trials with seed, seed + 1, ...;
                                     # Optuna sees one trial per configuration (trainables/tune/repeats.py)
+    optuna_storage: Optional[str] = None  # Optuna RDB URL (--optuna-storage); None: optuna.db in a local
+                                    # study directory, memory on remote storage (orchestrate.optuna_storage)
 
     @property
     def multi_objective(self) -> bool:

@@ -101,16 +101,23 @@ def tune_spec(cfg: StudyConfig, gpus_per_trial: float, max_concurrent: int = 0):
 
 
 def optuna_storage(cfg: StudyConfig):
-    """The Optuna study's RDB storage in the study directory (optuna-dashboard and optuna.load_study read it,
-    also while the study runs); None for a remote storage path (the search stays in memory there)."""
+    """The Optuna study's RDB storage (optuna-dashboard and optuna.load_study read it, also while the
+    study runs): --optuna-storage, else optuna.db in a local study directory; None for a remote storage
+    path without --optuna-storage (the search stays in memory there) and for a space that searches nothing."""
+    if not cfg.searched:
+        return None
+    if cfg.optuna_storage:
+        return cfg.optuna_storage
     study_dir = StudyDir(cfg.storage_path, cfg.name)
-    return f"sqlite:///{study_dir.path}/{OPTUNA_DB}" if study_dir.is_local and cfg.searched else None
+    return f"sqlite:///{study_dir.path}/{OPTUNA_DB}" if study_dir.is_local else None
 
 
 def _existing_optuna_storage(cfg: StudyConfig):
-    """optuna_storage where the file exists (a study from before it, or one that searches nothing, has none)."""
+    """optuna_storage where it exists (a local study from before it has no optuna.db file)."""
     url = optuna_storage(cfg)
-    return url if url and os.path.exists(url[len("sqlite:///"):]) else None
+    if url and url.startswith("sqlite:///") and not cfg.optuna_storage:
+        return url if os.path.exists(url[len("sqlite:///"):]) else None
+    return url
 
 
 def warm_extractor(cfg: StudyConfig, log=print) -> None:
@@ -142,6 +149,10 @@ def run_study(cfg: StudyConfig, resuming: bool, flags: dict[str, Any], log=print
     study_dir = StudyDir(cfg.storage_path, cfg.name)
     preflight.check_storage(cfg)
     preflight.check_mlflow(cfg.mlflow_uri)
+    preflight.check_optuna_storage(cfg.optuna_storage)
+    if not study_dir.is_local and cfg.searched and not cfg.optuna_storage:
+        log("note: Optuna's search runs in memory on a remote --storage-path (saved with Tune's state); "
+            "--optuna-storage URL puts it in a database that optuna-dashboard reads")
     disk_space.warn_if_short(cfg, log)
     if not resuming:
         warm_extractor(cfg, log)
@@ -213,7 +224,7 @@ def finish(cfg, study_dir, tracker, records, wall, gpus, log) -> dict[str, Any]:
     rows = table_rows(cfg, records, states, tracker.names())
     best = best_rows(cfg, rows)
     if cfg.checkpoint_artifact == "best" and not interrupted:
-        _log_best_checkpoints(tracker, records)
+        _log_best_checkpoints(tracker, records, cfg.storage_path)
     summary_run = write_summary(cfg, study_dir, tracker, rows, best, wall, interrupted)
     log("")
     log(f"study {cfg.name!r}: {len(rows)} trials in {wall / 60:.1f} min "
@@ -225,8 +236,9 @@ def finish(cfg, study_dir, tracker, records, wall, gpus, log) -> dict[str, Any]:
         log(f"\nINTERRUPTED: resume with the same command, or: python -m study.run --resume --name {cfg.name} "
             f"--storage-path {cfg.storage_path}")
     _log_best(cfg, rows, best, log)
-    log(f"\nresults: {study_dir.path}  (study.json, results.csv, optuna_trials.json, optuna.db, Ray experiment"
-        + (", mlflow.db)" if cfg.mlflow_uri.startswith("sqlite:") else ")"))
+    log(f"\nresults: {study_dir.path}  (study.json, results.csv, optuna_trials.json"
+        + (", optuna.db" if (optuna_storage(cfg) or "").startswith(f"sqlite:///{study_dir.path}/") else "")
+        + ", Ray experiment" + (", mlflow.db)" if cfg.mlflow_uri.startswith("sqlite:") else ")"))
     log(ui_hint(cfg, tracker.experiment_id, _existing_optuna_storage(cfg)))
     return {"rows": rows, "best": best, "interrupted": interrupted, "summary_run_id": summary_run}
 
@@ -255,10 +267,10 @@ def _any_running(tracker: MlflowTracker) -> bool:
     return any(s == "running" for s in tracker.states().values())
 
 
-def _log_best_checkpoints(tracker: MlflowTracker, records: list[dict]) -> None:
+def _log_best_checkpoints(tracker: MlflowTracker, records: list[dict], storage_path: str) -> None:
     from trainables.tune.tuner import local_checkpoint
 
     for rec in records:
         if rec["best_checkpoint"]:
-            with local_checkpoint(rec["best_checkpoint"]) as directory:
+            with local_checkpoint(rec["best_checkpoint"], storage_path) as directory:
                 tracker.log_checkpoint(rec["trial_id"], directory)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -35,6 +36,27 @@ def check_mlflow(uri: str) -> None:
             raise StudyError(f"MLflow store {uri} is not writable ({type(err).__name__}: {err})") from None
     elif "://" not in uri or uri.startswith("file:"):
         raise StudyError(f"MLflow 3 refuses file stores ({uri}); use a sqlite:/// URI or an http(s) server")
+
+
+def check_optuna_storage(url) -> None:
+    """--optuna-storage: the database answers a connection (nothing is created in it here)."""
+    if not url:
+        return
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(url)
+        with engine.connect():
+            pass
+        engine.dispose()
+    except Exception as err:  # sqlalchemy's ArgumentError, OperationalError, a missing driver (ModuleNotFoundError)
+        reason = " ".join(str(getattr(err, "orig", None) or err).split())[:200]
+        raise StudyError(f"Optuna storage {redact_url(url)} is unreachable ({type(err).__name__}: {reason})") from None
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced by ***."""
+    return re.sub(r"(://[^:/@]+:)[^@/]*@", r"\1***@", url)
 
 
 def _check_http(base: str) -> None:

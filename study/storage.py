@@ -28,6 +28,13 @@ def normalize_storage_path(path: str) -> str:
     return path if is_uri(path) else str(Path(os.path.expanduser(path)).resolve())
 
 
+def join_storage(storage_path: str, *parts: str) -> str:
+    """`storage_path` with `parts` appended to its path, before a URI's query string (pyarrow's
+    `s3://bucket/dir?endpoint_override=host:port&scheme=http` form keeps working)."""
+    base, sep, query = storage_path.partition("?") if is_uri(storage_path) else (storage_path, "", "")
+    return "/".join([base.rstrip("/"), *parts]) + sep + query
+
+
 @dataclass(frozen=True)
 class StudyDir:
     storage_path: str   # normalized, see normalize_storage_path
@@ -35,7 +42,8 @@ class StudyDir:
 
     @property
     def path(self) -> str:
-        return f"{self.storage_path.rstrip('/')}/{self.name}"
+        """`<storage_path>/<name>`; a URI's query (`?endpoint_override=...`) stays at the end."""
+        return join_storage(self.storage_path, self.name)
 
     @property
     def is_local(self) -> bool:

@@ -244,6 +244,9 @@ def ui_hint(cfg: StudyConfig, experiment_id: Optional[str], optuna_storage: Opti
         lines = [f"MLflow UI: mlflow ui --backend-store-uri {cfg.mlflow_uri} --port 5000   "
                  f"(then open {runs_page('http://127.0.0.1:5000', experiment_id)})"]
     if optuna_storage:
-        lines.append(f"Optuna:    optuna-dashboard {optuna_storage}   (pip install optuna-dashboard; "
-                     f"or optuna.load_study(study_name={cfg.name!r}, storage={optuna_storage!r}))")
+        from study.preflight import redact_url
+
+        shown = redact_url(optuna_storage)  # a password in the URL is not printed
+        lines.append(f"Optuna:    optuna-dashboard {shown}   (pip install optuna-dashboard; "
+                     f"or optuna.load_study(study_name={cfg.name!r}, storage={shown!r}))")
     return "\n".join(lines)

@@ -16,6 +16,7 @@ the last one the run holds (metric steps are epochs: no step is logged twice).
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +98,10 @@ class MlflowTracker(TrialListener):
     def client(self):
         if self._client is None:
             from mlflow.tracking import MlflowClient
+
+            # MLflow prints "View run ... / View experiment ..." at each run's end on a server; the
+            # study prints its own line per trial and the UI link once (public switch, mlflow >= 2.x)
+            os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
             self._client = MlflowClient(tracking_uri=self.cfg.mlflow_uri)
         return self._client

@@ -217,6 +217,15 @@ def _first_line(error: Optional[BaseException]) -> Optional[str]:
     return None if error is None else exception_line(str(error) or type(error).__name__)
 
 
-def local_checkpoint(path: str):
-    """Context manager: a local directory holding the checkpoint at `path` (downloaded if remote)."""
-    return tune.Checkpoint(path).as_directory()
+def local_checkpoint(path: str, storage_path: Optional[str] = None):
+    """Context manager: a local directory holding the checkpoint at `path` (downloaded if remote).
+
+    Tune's results name a checkpoint by its path on the storage filesystem, without a scheme
+    (`bucket/dir/study/trial_x/checkpoint_000001`); `storage_path` (the study's --storage-path URI,
+    query included) says which filesystem that is."""
+    filesystem = None
+    if storage_path and "://" in storage_path and not storage_path.startswith("file://"):
+        import pyarrow.fs
+
+        filesystem, _ = pyarrow.fs.FileSystem.from_uri(storage_path)
+    return tune.Checkpoint(path, filesystem=filesystem).as_directory()
