@@ -27,6 +27,7 @@ from analysis.conventions import (
     TRIAL_ID_TAG, TRIAL_ROLE, config_group, extractors, metric_order,
 )
 from search_spaces.metric_names import EXTRACTOR_SHA_TAG, EXTRACTOR_TAGS
+from search_spaces.study_paths import is_uri, join_storage
 
 HTTP_PROBE_TIMEOUT_S = 5.0
 # MLflow status of a trial run -> the study's state, for runs that carry no state tag
@@ -72,19 +73,15 @@ def study_dir(study: str, storage_path: Optional[str] = None) -> str:
     path = storage_path or DEFAULT_STORAGE_PATH
     if path.startswith("file://"):
         path = path[len("file://"):]
-    if not _is_uri(path):
+    if not is_uri(path):
         path = str(Path(os.path.expanduser(path)).resolve())
-    return f"{path.rstrip('/')}/{study}"
-
-
-def _is_uri(path: str) -> bool:
-    return "://" in path and not path.startswith("file://")
+    return join_storage(path, study)
 
 
 def read_study_file(directory: str) -> Optional[dict]:
     """study.json of a study directory (local or a pyarrow URI); None where there is none."""
     try:
-        if not _is_uri(directory):
+        if not is_uri(directory):
             file = Path(directory, STUDY_FILE)
             return json.loads(file.read_text()) if file.is_file() else None
         import pyarrow.fs
@@ -108,7 +105,7 @@ def resolve_mlflow_uri(study: str, storage_path: Optional[str] = None, mlflow_ur
     if recorded and recorded != default_then:
         return recorded  # a server or a store of its own: the study's --mlflow-uri
     # The default store lives in the study directory: found here even if the directory was moved.
-    if _is_uri(directory):
+    if is_uri(directory):
         raise AnalysisError(f"no {STUDY_FILE} in {directory}; a remote --storage-path needs --mlflow-uri")
     return f"sqlite:///{directory}/{MLFLOW_DB}"
 

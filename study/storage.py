@@ -11,14 +11,12 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from search_spaces.study_paths import is_uri, join_storage
+
 STUDY_FILE = "study.json"           # the resolved StudyConfig, written once before the first trial
 MLFLOW_DB = "mlflow.db"             # default MLflow tracking store (local storage paths only)
 MLFLOW_ARTIFACTS = "mlartifacts"    # artifact root of the default store
 OPTUNA_DB = "optuna.db"             # the Optuna study's RDB storage (local storage paths only)
-
-
-def is_uri(path: str) -> bool:
-    return "://" in path and not path.startswith("file://")
 
 
 def normalize_storage_path(path: str) -> str:
@@ -26,13 +24,6 @@ def normalize_storage_path(path: str) -> str:
     if path.startswith("file://"):
         path = path[len("file://"):]
     return path if is_uri(path) else str(Path(os.path.expanduser(path)).resolve())
-
-
-def join_storage(storage_path: str, *parts: str) -> str:
-    """`storage_path` with `parts` appended to its path, before a URI's query string (pyarrow's
-    `s3://bucket/dir?endpoint_override=host:port&scheme=http` form keeps working)."""
-    base, sep, query = storage_path.partition("?") if is_uri(storage_path) else (storage_path, "", "")
-    return "/".join([base.rstrip("/"), *parts]) + sep + query
 
 
 @dataclass(frozen=True)
