@@ -56,11 +56,13 @@ def duplicated_metric_points(study_dir) -> int:
 
 def asha_rungs(study_dir) -> dict[int, set[str]]:
     """Milestone -> trial ids recorded in ASHA's rungs as Tune saved them (callback-states-*.pkl;
-    a test's own study: trusted)."""
+    a test's own study: trusted). Reads ASHA's private rungs to check them from outside: a test's
+    independent look, not the product's."""
     newest = max(glob.glob(os.path.join(study_dir, "callback-states-*.pkl")))
     with open(newest, "rb") as f:
         states = pickle.load(f)
-    asha = next(s for s in states.values() if isinstance(s, dict) and "_brackets" in s)
+    saved = next(s["saved"] for s in states.values() if isinstance(s, dict) and "saved" in s)
+    asha = pickle.loads(saved)  # what ASHA's own save() wrote (trainables/tune/scheduler.py: SchedulerState)
     return {milestone: set(recorded) for bracket in asha["_brackets"] for milestone, recorded in bracket._rungs}
 
 
