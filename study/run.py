@@ -15,7 +15,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         sys.stdout.reconfigure(line_buffering=True)  # progress lines reach a log file or a pipe as they happen
     flags = parse(argv)
     try:
-        from study import preflight
+        from study import driver_log, preflight
         from study.disk_space import disk_full_reason
         from study.lock import study_lock
         from study.orchestrate import prepare, run_study
@@ -36,6 +36,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         restrict_umask()
         with study_lock(StudyDir(cfg.storage_path, cfg.name)):
             cfg, resuming, stored_flags = prepare(flags)  # again, locked: another driver may have begun it meanwhile
+            driver_log.route_library_logs(cfg)  # Ray's, MLflow's tracebacks to a file; the terminal keeps our lines
             summary = run_study(cfg, resuming, stored_flags)
     except StudyError as err:
         print(f"python -m study.run: error: {err}", file=sys.stderr)
@@ -47,8 +48,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         reason = disk_full_reason(err)
         if reason is None:
             raise
+        log = f" (Ray's and MLflow's messages: {driver_log.current()})" if driver_log.current() else ""
         print(f"python -m study.run: error: the disk is full ({reason}); free space, then re-run the same "
-              "command to resume from the last saved state", file=sys.stderr)
+              f"command to resume from the last saved state{log}", file=sys.stderr)
         return 1
     if summary["interrupted"]:
         print(INTERRUPTED, file=sys.stderr)

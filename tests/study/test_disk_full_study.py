@@ -31,6 +31,7 @@ shift 2
 mount -t tmpfs -o size={SMALL},mode=0755 tmpfs "$disk" 2> "$out/mount.err" || exit {MOUNT_REFUSED}
 "$@" > "$out/full.out" 2> "$out/full.err"; echo $? > "$out/full.rc"
 find "$disk" -name '*.tmp' > "$out/full.tmpfiles"
+cp "$disk/{NAME}/driver.log" "$out/driver.log" 2> /dev/null
 mount -o remount,size={LARGE} "$disk"
 "$@" > "$out/resumed.out" 2> "$out/resumed.err"; echo $? > "$out/resumed.rc"
 cp -a "$disk/{NAME}" "$out/study"
@@ -67,13 +68,22 @@ def test_full_disk_ends_in_one_line_and_resumes(tmp_path):
     finally:
         subprocess.run(["rm", "-rf", ray_tmp], check=False)
     full_out, full_err = files["full.out"], files["full.err"]
+    disk = tmp_path / "disk"
     errors = [ln for ln in full_err.splitlines() if "study.run: error:" in ln]
     assert files["full.rc"].strip() == "1", full_out[-2000:] + full_err[-4000:]
     assert len(errors) == 1 and errors[0].startswith("python -m study.run: error: the disk is full ("), errors
-    # It ends in that line; Tune's own log of the trials that failed to save a checkpoint may come before
-    # it, but no traceback of the driver's.
-    assert full_err.strip().splitlines()[-1] == errors[0]
-    assert 'study/run.py", line' not in full_err, full_err[-4000:]
+    # That line alone: Tune's log of the failed trial and MLflow's database error, tracebacks and all,
+    # went to the driver log the line names.
+    assert "Traceback" not in full_err and full_err.strip().splitlines() == errors, full_err[-4000:]
+    named = errors[0].rpartition(" (Ray's and MLflow's messages: ")[2].rstrip(")")
+    if named == f"{disk}/{NAME}/driver.log":
+        log = files["driver.log"]
+    else:  # the full disk refused the log: it moved to the local cache directory (study/driver_log.py)
+        assert named.endswith(".log") and os.path.exists(named), errors[0]
+        log = open(named).read()
+        os.remove(named)
+        assert f"{disk}/{NAME}/driver.log could not be written; the driver log continues here" in log, log[:2000]
+    assert "Trial task failed" in log and "Traceback" in log, log[-2000:]
     assert files["full.tmpfiles"].strip() == "", "no temporary file is left"
 
     assert files["resumed.rc"].strip() == "0", files["resumed.out"][-3000:] + files["resumed.err"][-3000:]

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from study import state_backup
+from study import driver_log, state_backup
 from study.disk_space import disk_full_reason
 from study.config import StudyError
 from study.run import main
@@ -59,10 +59,14 @@ def test_full_disk_during_a_run_is_one_line(capsys, tmp_path, monkeypatch):
             raise RuntimeError("MlflowException: (sqlite3.OperationalError) database or disk is full") from err
 
     monkeypatch.setattr(study.orchestrate, "run_study", full)
-    code = main(["--space", "noise_sweep", "--smoke-test", "--storage-path", str(tmp_path), "--name", "s"])
+    try:
+        code = main(["--space", "noise_sweep", "--smoke-test", "--storage-path", str(tmp_path), "--name", "s"])
+    finally:
+        driver_log.restore()
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert code == 1 and lines == ["python -m study.run: error: the disk is full (database or disk is full); free "
-                                   "space, then re-run the same command to resume from the last saved state"]
+                                   "space, then re-run the same command to resume from the last saved state "
+                                   f"(Ray's and MLflow's messages: {tmp_path}/s/driver.log)"]
 
 
 def _tune_state(directory, n_trials: int) -> dict[str, bytes]:
