@@ -155,11 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", default=None, help="resume the study --name; error if none exists")
     p.add_argument("--smoke-test", action="store_true", default=None, help="a tiny study in about a minute (tests use it)")
     p.add_argument("--dry-run", action="store_true", default=None, help="print the resolved config and exit")
+    p.add_argument("--take-over", action="store_true", default=None,
+                   help="object storage: take the study's lease from a driver known to be dead, before its "
+                        "lease goes stale by itself (a live driver would stop at its next heartbeat)")
     return p
 
 
 # Flags that are not part of a study's identity: they never conflict on resume.
-NON_IDENTITY_FLAGS = ("address", "resume", "dry_run")
+NON_IDENTITY_FLAGS = ("address", "resume", "dry_run", "take_over")
 
 
 def explicit_flags(args: argparse.Namespace) -> dict[str, Any]:

@@ -177,12 +177,16 @@ class LeaseLock:
         except (KeyError, TypeError, ValueError):
             return False
 
-    def acquire(self) -> None:
+    def acquire(self, take_over: bool = False) -> None:
+        """Take the lease; a live holder's is refused unless `take_over` (--take-over: the user
+        knows that driver is dead; a live one then stops at its next heartbeat)."""
         self.fs.create_dir(self.directory, recursive=True)
         current = self._read()
-        if self._live(current):
-            raise _refusal(self.path, current)
-        if current:
+        if self._live(current) and not take_over:
+            raise self._live_refusal(current)
+        if current and self._live(current):
+            self.log(f"taking over the study lease of {describe(current)} (--take-over)")
+        elif current:
             self.log(f"taking over a stale study lease ({describe(current)}, no heartbeat for "
                      f"{self.clock() - float(current.get('heartbeat', 0)):.0f} s)")
         self._info = holder_info(self.token, self.clock)
@@ -194,6 +198,14 @@ class LeaseLock:
             raise _refusal(self.path, survivor)
         self._thread = threading.Thread(target=self._beat, name="study-lease-heartbeat", daemon=True)
         self._thread.start()
+
+    def _live_refusal(self, holder: dict) -> StudyLocked:
+        """The refusal with the lease's age: when it would be taken over by itself, and how now."""
+        age = max(0.0, self.clock() - float(holder["heartbeat"]))
+        return StudyLocked(
+            f"another driver holds this study's lease ({describe(holder)}; {self.path}), last renewed {age:.0f} s ago; "
+            f"a lease without a heartbeat for {self.ttl:.0f} s is stale, so if that driver is dead the same command "
+            f"takes the study over in {max(0.0, self.ttl - age):.0f} s, or now with --take-over")
 
     def renew(self) -> bool:
         """One heartbeat; False (and on_lost called) if another driver took the lease over."""
@@ -246,7 +258,7 @@ def _missing_dirs(path: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def study_lock(study_dir: StudyDir):
+def study_lock(study_dir: StudyDir, take_over: bool = False):
     """Hold the study's lock; a driver that ends having written nothing but the lock leaves no
     directory behind (a refused GPU request, an unreachable MLflow server)."""
     created = _missing_dirs(study_dir.path) if study_dir.is_local else []
@@ -256,7 +268,7 @@ def study_lock(study_dir: StudyDir):
         fs, root = study_dir._fs()
         lock = LeaseLock(fs, root)
     try:
-        lock.acquire()
+        lock.acquire(take_over=take_over) if isinstance(lock, LeaseLock) else lock.acquire()
     except OSError as err:
         raise StudyError(f"cannot lock the study directory {study_dir.path} ({type(err).__name__}: {err})") from None
     try:

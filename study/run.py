@@ -34,7 +34,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             return 0
         preflight.check_storage(cfg)
         restrict_umask()
-        with study_lock(StudyDir(cfg.storage_path, cfg.name)):
+        with study_lock(StudyDir(cfg.storage_path, cfg.name), take_over=bool(flags.get("take_over"))):
             cfg, resuming, stored_flags = prepare(flags)  # again, locked: another driver may have begun it meanwhile
             driver_log.route_library_logs(cfg)  # Ray's, MLflow's tracebacks to a file; the terminal keeps our lines
             summary = run_study(cfg, resuming, stored_flags)

@@ -215,3 +215,20 @@ def test_a_refused_driver_waits_for_the_new_holder_to_write_its_name(tmp_path):
         assert lock._holder_once_named(fd, wait=0.2) is None, "nobody named within the wait: said so"
     finally:
         os.close(fd)
+
+
+def test_a_refused_lease_says_its_age_when_it_goes_stale_and_how_to_take_it_now(tmp_path):
+    clock = Clock()
+    lost = []
+    first = _lease(tmp_path, clock, on_lost=lost.append)
+    first.acquire()
+    clock.now += 45
+    second = _lease(tmp_path, clock)
+    with pytest.raises(StudyLocked) as refused:
+        second.acquire()
+    message = str(refused.value)
+    assert "last renewed 45 s ago" in message and "takes the study over in 75 s" in message, message
+    assert "--take-over" in message
+    second.acquire(take_over=True)  # the user knows the first driver is dead
+    assert not first.renew() and "taken over" in lost[0]
+    second.release()
