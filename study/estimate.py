@@ -7,8 +7,9 @@ tiny batches of 8x8 images of the dataset's channels. Stated model (`trial_secon
 
 - training, per epoch: train_images x (train s/image of both models); the CPU's time per
   image does not depend on the batch size (what the small-batch probe assumes);
-- test bits/dim and the two-step bound, per epoch: test_images x (1 + bound_noise_draws)
-  x (forward s/image of both models);
+- test bits/dim, per epoch: test_images x (forward s/image of both models); the two-step
+  bound, on the epochs it runs (every epoch, or with `bound_every=eval` only the evaluation
+  epochs): test_images x bound_noise_draws x (forward s/image of both models);
 - sampling, per evaluation: a + b x num_eval_samples for both samplers, a and b fitted to
   the two tiny batches and scaled by H x W / 64 (the fast sampler does a fixed amount of
   work per pixel); the denoiser's prefill of x~ (about one forward pass) is left out;
@@ -17,6 +18,10 @@ tiny batches of 8x8 images of the dataset's channels. Stated model (`trial_secon
 - the study: the trials' sum over the trials running at once, and at least its longest
   trial. Every trial runs all epochs: ASHA's early stops only shorten a study. With
   `--repeats R` every configuration counts R times (one trial per seed).
+
+Left out: the diagnostics of a smoothed evaluation (trainables/quality/diagnostics.py: four more
+Fréchet distances on cached or real images; ~25-35 s per 28x28 evaluation on the 2-core VM of
+docs/results.md), which no probe measures yet.
 """
 from __future__ import annotations
 
@@ -46,6 +51,7 @@ class StudyPlan:
     bound_noise_draws: int
     concurrency: int            # trials running at once
     repeats: int = 1            # trials (seeds) per configuration, counted in smoothed_ and baseline_trials
+    bound_epochs: Optional[int] = None  # epochs with the two-step bound (bound_every); None: every epoch
 
     @property
     def trials(self) -> int:
@@ -55,9 +61,11 @@ class StudyPlan:
 def trial_seconds(t: StepTimes, p: StudyPlan, kind: str) -> float:
     """Wall time of one trial of `kind` (smoothed | baseline) by the module's stated model."""
     draws = p.bound_noise_draws if kind == "smoothed" else 0
-    epoch = p.train_images * t.train_per_image + p.test_images * (1 + draws) * t.forward_per_image
+    epoch = p.train_images * t.train_per_image + p.test_images * t.forward_per_image
+    bound = p.test_images * draws * t.forward_per_image
     sampling = t.sample_fixed + p.eval_samples * t.sample_per_image
-    total = p.epochs * epoch + p.evaluations * sampling
+    bound_epochs = p.epochs if p.bound_epochs is None else p.bound_epochs
+    total = p.epochs * epoch + bound_epochs * bound + p.evaluations * sampling
     return total if kind == "smoothed" else total / 2
 
 
@@ -105,8 +113,10 @@ def plan_of(cfg: StudyConfig, sizes: tuple[int, int], slots: int) -> StudyPlan:
     subset = trial.get("train_subset")  # a TrialConfig field only where the data code supports it
     train = min(train, subset) if subset else train
     test = min(test, trial["max_eval_images"]) if trial["max_eval_images"] else test
+    evaluations = evaluations_per_trial(trial["max_epochs"], trial["eval_every"])
+    bound_epochs = evaluations if trial.get("bound_every") == "eval" else trial["max_epochs"]
     return StudyPlan(smoothed_trials=len(trials) - baseline, baseline_trials=baseline, epochs=trial["max_epochs"],
-                     evaluations=evaluations_per_trial(trial["max_epochs"], trial["eval_every"]),
+                     evaluations=evaluations, bound_epochs=bound_epochs,
                      train_images=train, test_images=test, eval_samples=trial["num_eval_samples"],
                      bound_noise_draws=trial["bound_noise_draws"], concurrency=slots, repeats=cfg.repeats)
 

@@ -42,6 +42,16 @@ def test_plan_of_the_default_digits_study():
     mnist = estimate.plan_of(cfg_of("--space", "paper", "--dataset", "mnist", "--num-samples", "2"), (60000, 10000), 1)
     assert (mnist.smoothed_trials, mnist.baseline_trials, mnist.test_images) == (2, 2, 1000)  # max_eval_images
     assert estimate.evaluations_per_trial(5, 2) == 3  # epochs 2, 4 and the last
+    assert plan.bound_epochs == 8
+    eval_only = estimate.plan_of(cfg_of("--space", "noise_sweep", "--set", "bound_every=eval"), (1438, 359), 2)
+    assert eval_only.bound_epochs == 4  # the bound with the samples' metrics only
+
+
+def test_the_bound_counts_only_on_its_epochs():
+    plan = estimate.StudyPlan(smoothed_trials=1, baseline_trials=0, epochs=8, evaluations=4, train_images=1437,
+                              test_images=360, eval_samples=200, bound_noise_draws=1, concurrency=1, bound_epochs=4)
+    # 8 x (14.37 + 360 x 0.002) + 4 x (360 x 1 x 0.002) + 4 x (1 + 200 x 0.05) = 120.72 + 2.88 + 44
+    assert estimate.trial_seconds(TIMES, plan, "smoothed") == pytest.approx(167.60)
 
 
 def test_split_sizes_are_the_datasets():
