@@ -76,13 +76,16 @@ def check_writable(storage_path: str) -> None:
     """Raise PermissionError/OSError with the reason if nothing can be created under storage_path.
 
     Local paths: walk up to the first existing ancestor and probe it with a temp file
-    (creating no directories). URIs: only the filesystem is resolved; credentials and
-    bucket access show at the first write.
+    (creating no directories). URIs: the filesystem is resolved and its bucket (the first path
+    part) must exist; write permission shows at the first write (the study lease).
     """
     if is_uri(storage_path):
         import pyarrow.fs
 
-        pyarrow.fs.FileSystem.from_uri(storage_path)
+        fs, root = pyarrow.fs.FileSystem.from_uri(storage_path)
+        bucket = root.split("/", 1)[0]
+        if bucket and fs.get_file_info(bucket).type == pyarrow.fs.FileType.NotFound:
+            raise FileNotFoundError(f"bucket {bucket!r} does not exist (or these credentials cannot see it)")
         return
     path = Path(storage_path)
     while not path.exists():

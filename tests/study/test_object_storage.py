@@ -5,9 +5,7 @@ and a second driver on the running study is refused in one line. The storage pat
 URI form with a query (`?endpoint_override=...&scheme=http`), the study name goes before it."""
 from __future__ import annotations
 
-import importlib.util
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,58 +13,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.required import skip_unless_required
+from tests.study.object_store import keys, moto_s3, s3_client
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
-BUCKET, NAME = "lab", "s3study"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+NAME = "s3study"
 
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    """A moto S3 server on loopback with one bucket; the environment a study needs to reach it."""
-    if importlib.util.find_spec("moto") is None or importlib.util.find_spec("boto3") is None:
-        skip_unless_required("cluster-lab", "moto[server] and boto3 are not installed (pip install 'moto[server]' boto3)")
-    port = _free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "lab", "AWS_SECRET_ACCESS_KEY": "lab", "AWS_DEFAULT_REGION": "us-east-1",
-           "OMP_NUM_THREADS": "1"}
-    env.pop("AWS_ENDPOINT_URL", None)  # the endpoint comes with the URI's query
-    try:
-        import boto3
-
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
-                             aws_access_key_id="lab", aws_secret_access_key="lab").create_bucket(Bucket=BUCKET)
-                break
-            except Exception:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError(f"moto did not start: {log.read_text()[-2000:]}")
-                time.sleep(0.5)
-        yield {"env": env, "port": port,
-               "storage": f"s3://{BUCKET}/studies?endpoint_override=127.0.0.1:{port}&scheme=http"}
-    finally:
-        os.killpg(server.pid, 9)
-        server.wait()
+    with moto_s3(tmp_path_factory.mktemp("moto")) as server:
+        yield server
 
 
 def _keys(s3, prefix: str) -> list[str]:
-    import boto3
-
-    client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{s3['port']}", region_name="us-east-1",
-                          aws_access_key_id="lab", aws_secret_access_key="lab")
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
-    return [o["Key"] for page in pages for o in page.get("Contents", [])]
+    return keys(s3["port"], prefix)
 
 
 def _study(s3, tmp_path: Path, *extra: str, name: str = NAME, wait: bool = True):
@@ -147,3 +107,15 @@ def test_a_second_driver_on_a_running_s3_study_is_refused_in_one_line(s3, tmp_pa
     finally:
         os.killpg(first.pid, 9)
         first.communicate()
+
+
+def test_a_missing_bucket_is_one_line_and_exit_2_before_anything_is_written(s3, tmp_path):
+    missing = s3["storage"].replace("s3://lab/", "s3://no-such-bucket/")
+    argv = [sys.executable, "-m", "study.run", "--space", "noise_sweep", "--smoke-test", "--storage-path", missing,
+            "--mlflow-uri", f"sqlite:///{tmp_path}/mlflow.db"]
+    done = subprocess.run(argv, cwd=tmp_path, env=s3["env"], capture_output=True, text=True, timeout=300)
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    assert done.returncode == 2 and len(lines) == 1, done.stderr[-2000:]
+    assert "bucket 'no-such-bucket' does not exist" in lines[0], lines
+    assert not (tmp_path / "mlflow.db").exists()
+    assert [b["Name"] for b in s3_client(s3["port"]).list_buckets()["Buckets"]] == ["lab"]
