@@ -75,20 +75,27 @@ def scratch_dirs(lab: Path) -> tuple[Path, Path]:
     return pg, ray
 
 
-def lab_env(ports: dict[str, int], bucket: str, mlflow_password: str, token_path: Path) -> dict[str, str]:
-    """What a client of the lab exports: S3 endpoint and keys, MLflow URI and login, Ray address and token."""
+def lab_env(ports: dict[str, int], mlflow_password: str, pg_password: str, token_path: Path) -> dict[str, str]:
+    """What a client of the lab exports: S3 endpoint and keys, MLflow URI and login, Ray address and token,
+    PostgreSQL's password."""
     s3 = f"http://{HOST}:{ports['s3']}"
     return {"AWS_ENDPOINT_URL": s3, "AWS_ACCESS_KEY_ID": "lab", "AWS_SECRET_ACCESS_KEY": "lab-secret",
             "AWS_DEFAULT_REGION": "us-east-1", "MLFLOW_S3_ENDPOINT_URL": s3,
             "MLFLOW_TRACKING_URI": f"http://{HOST}:{ports['mlflow']}",
             "MLFLOW_TRACKING_USERNAME": comp.MLFLOW_ADMIN, "MLFLOW_TRACKING_PASSWORD": mlflow_password,
-            "RAY_ADDRESS": f"{HOST}:{ports['ray']}", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_path)}
+            "RAY_ADDRESS": f"{HOST}:{ports['ray']}", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_path),
+            "PGPASSWORD": pg_password}  # libpq's: --optuna-storage URLs name no password (study.json stores them)
 
 
 def study_command(state: dict) -> str:
     env = state["env"]
     return (f"python3 -m study.run --space noise_sweep --smoke-test --storage-path s3://{state['bucket']}/studies "
-            f"--mlflow-uri {env['MLFLOW_TRACKING_URI']} --address {env['RAY_ADDRESS']}")
+            f"--mlflow-uri {env['MLFLOW_TRACKING_URI']} --address {env['RAY_ADDRESS']} "
+            f"--optuna-storage {optuna_url(state)}")
+
+
+def optuna_url(state: dict) -> str:
+    return f"postgresql://{comp.DB_USER}@{HOST}:{state['ports']['postgres']}/optuna"
 
 
 def bring_up(lab: Path, args: argparse.Namespace, state: dict) -> None:
@@ -124,9 +131,10 @@ def bring_up(lab: Path, args: argparse.Namespace, state: dict) -> None:
     comp.create_bucket(env, state["bucket"])
     pg_password = state["secrets"]["postgres"]
     ready("postgres", pg, lambda: comp.postgres_serves(ports["postgres"], pg_password))
-    comp.create_databases(ports["postgres"], pg_password, ("mlflow", "mlflow_auth"))
+    comp.create_databases(ports["postgres"], pg_password, ("mlflow", "mlflow_auth", "optuna"))
     ini = lab / "mlflow" / "basic_auth.ini"
-    comp.write_auth_config(ini, comp.db_uri(ports["postgres"], pg_password, "mlflow_auth"), env["MLFLOW_TRACKING_PASSWORD"])
+    comp.write_auth_config(ini, comp.db_uri(ports["postgres"], pg_password, "mlflow_auth"),
+                           env["MLFLOW_TRACKING_PASSWORD"])
     server_env = comp.mlflow_env(ini, state["secrets"]["flask"])
     base.update(server_env)
     mlflow = launch("mlflow", comp.mlflow_argv(ports["mlflow"], comp.db_uri(ports["postgres"], pg_password, "mlflow"),
@@ -154,12 +162,12 @@ def new_state(lab: Path, args: argparse.Namespace) -> dict:
             ports[f"worker-{i}:{f}"] = free_port(taken)
     pg_dir, ray_dir = scratch_dirs(lab)
     token_path = lab / "ray-auth-token"
-    mlflow_password = secrets.token_urlsafe(18)
+    pg_password = secrets.token_urlsafe(18)
     return {"dir": str(lab), "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "bucket": args.bucket, "workers": args.workers, "cpus_per_node": args.cpus_per_node, "ports": ports,
             "pg_dir": str(pg_dir), "ray_dir": str(ray_dir), "procs": [],
-            "secrets": {"postgres": secrets.token_urlsafe(18), "flask": secrets.token_hex(32)},
-            "env": lab_env(ports, args.bucket, mlflow_password, token_path)}
+            "secrets": {"postgres": pg_password, "flask": secrets.token_hex(32)},
+            "env": lab_env(ports, secrets.token_urlsafe(18), pg_password, token_path)}
 
 
 def prepare_dirs(lab: Path, state: dict) -> None:
@@ -187,7 +195,9 @@ def summary(state: dict, lab: Path) -> str:
     return "\n".join([
         f"cluster lab up in {state['startup_s']:.1f} s, in {lab} (logs: {lab / 'logs'}):",
         f"  S3 (moto)   {env['AWS_ENDPOINT_URL']}  bucket {state['bucket']}",
-        f"  PostgreSQL  {HOST}:{p['postgres']}  databases mlflow, mlflow_auth ({where}; data in {state['pg_dir']})",
+        f"  PostgreSQL  {HOST}:{p['postgres']}  databases mlflow, mlflow_auth, optuna ({where}; data in "
+        f"{state['pg_dir']})",
+        f"  Optuna      {optuna_url(state)}  (--optuna-storage; optuna-dashboard reads it too)",
         f"  MLflow      {env['MLFLOW_TRACKING_URI']}  basic auth, artifacts in s3://{state['bucket']}/mlflow",
         f"  Ray         head {env['RAY_ADDRESS']} + {state['workers']} worker nodes, {state['cpus_per_node']} CPU each"
         f" (temp dirs in {state['ray_dir']})",

@@ -7,7 +7,7 @@
   user that Debian's package creates (`Popen(user="postgres")`, what `runuser -u postgres` does).
 - MLflow: `mlflow server --app-name basic-auth` on the `mlflow` database, users in `mlflow_auth`,
   artifacts proxied by the server into s3://BUCKET/mlflow. SQLAlchemy 2.1 reads postgresql:// URIs
-  with psycopg (version 3), which the lab uses too.
+  with psycopg (version 3), which the lab uses too. A third database, `optuna`, is for --optuna-storage.
 - Ray: a head and worker nodes, each `ray start --block` with its own --temp-dir and ports, token
   authentication on (RAY_AUTH_MODE=token, the lab's own token file).
 """
@@ -103,7 +103,7 @@ def initdb_argv(bindir: Path, data: Path, pwfile: Path) -> list[str]:
 
 def postgres_argv(bindir: Path, data: Path, port: int) -> list[str]:
     # TCP on 127.0.0.1 only; no Unix socket, whose path could exceed 107 bytes under a deep lab dir.
-    # A lab is throwaway: no fsync (MLflow's ~60 schema migrations took 3 min with it on a loaded 2-core VM)
+    # A lab is throwaway: no fsync, no durable commits
     return [str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-c", f"listen_addresses={HOST}",
             "-c", "unix_socket_directories=", "-c", "fsync=off", "-c", "synchronous_commit=off",
             "-c", "full_page_writes=off"]

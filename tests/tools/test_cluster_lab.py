@@ -41,7 +41,7 @@ def test_bad_input_is_one_line_and_exit_2_before_anything_is_written(tmp_path):
 def test_without_a_lab_env_and_status_fail_in_one_line_and_down_has_nothing_to_stop(tmp_path):
     for command in ("env", "status"):
         r = lab(command, "--dir", str(tmp_path))
-        assert r.returncode == 1 and r.stderr.strip() == f"cluster_lab: error: " + (
+        assert r.returncode == 1 and r.stderr.strip() == "cluster_lab: error: " + (
             f"no running cluster lab in {tmp_path}: python3 tools/cluster_lab.py up --dir {tmp_path}"
             if command == "env" else f"no cluster lab in {tmp_path}")
     r = lab("down", "--dir", str(tmp_path))
@@ -77,16 +77,23 @@ def test_ray_temp_dirs_fit_unix_socket_paths_under_a_deep_lab_dir(lab_modules, t
     assert cluster_lab.scratch_dirs(short)[1] == short / "ray"
 
 
-def _processes_mentioning(paths: list[str]) -> list[str]:
+def _processes_mentioning(paths: list[str], commands: tuple[str, ...] = ()) -> list[str]:
+    """Live processes whose command line contains one of `paths` or is one of `commands`."""
     found = []
     for entry in filter(str.isdigit, os.listdir("/proc")):
         try:
             cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if any(p in cmdline for p in paths):
+        if any(p in cmdline for p in paths) or cmdline.strip() in commands:
             found.append(f"{entry}: {cmdline[:200]}")
     return found
+
+
+def _started_commands(where: Path) -> tuple[str, ...]:
+    """The command lines the lab logged as started (LAB/logs/*.log: '--- cluster lab: starting NAME: ARGV')."""
+    lines = [line for log in (where / "logs").glob("*.log") for line in log.read_text().splitlines()]
+    return tuple(line.split(": ", 2)[2] for line in lines if line.startswith("--- cluster lab: starting "))
 
 
 @pytest.mark.slow
@@ -113,11 +120,12 @@ def test_the_lab_serves_s3_mlflow_with_login_and_three_ray_nodes_then_down_leave
         _check_s3(env, state["bucket"])
         _check_mlflow(env, state["bucket"], monkeypatch)
         _check_ray(env)
+        _check_optuna_database(env, up.stdout)
     finally:
         down = lab("down", "--dir", str(where), timeout=120)
     assert down.returncode == 0, down.stderr
     assert [p for record in state["procs"] for p in proc.session_members(record["pid"])] == []
-    assert _processes_mentioning([str(where), state["ray_dir"], state["pg_dir"]]) == []
+    assert _processes_mentioning([str(where), state["ray_dir"], state["pg_dir"]], _started_commands(where)) == []
     assert not (where / "state.json").exists() and not Path(state["pg_dir"]).exists()
 
 
@@ -160,6 +168,14 @@ def _check_mlflow(env, bucket, monkeypatch):
     assert body == b"a lab artifact"
 
 
+def _check_optuna_database(env, printed):
+    import psycopg
+
+    url = printed.split("--optuna-storage ")[1].split()[0]  # the printed study command's
+    with psycopg.connect(url, password=env["PGPASSWORD"], connect_timeout=10) as conn:
+        assert conn.execute("SELECT current_database()").fetchone() == ("optuna",)
+
+
 def _check_ray(env):
     script = ("import json, ray; ray.init(logging_level='ERROR'); "
               "print(json.dumps([n['NodeManagerAddress'] for n in ray.nodes() if n['Alive']]))")
@@ -167,3 +183,23 @@ def _check_ray(env):
                        timeout=180)
     assert r.returncode == 0, r.stderr[-2000:]
     assert len(json.loads(r.stdout.strip().splitlines()[-1])) == 3  # the head and its two workers
+
+
+@pytest.mark.slow
+def test_a_component_that_does_not_start_is_named_with_its_log_and_the_rest_is_stopped(tmp_path, lab_modules):
+    cluster_lab, _ = lab_modules
+    import lab_components
+
+    missing = lab_components.missing_requirements()
+    if missing:
+        skip_unless_required("cluster-lab", "the cluster lab needs " + "; ".join(missing))
+    where = tmp_path / "lab"
+    r = lab("up", "--dir", str(where), "--timeout", "0.5", timeout=300)  # nothing serves within 0.5 s
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and len(lines) == 1, r.stderr
+    assert " was not ready in time; see " in lines[0] and f"{where}/logs/" in lines[0]
+    assert lines[0].endswith("; stopping the rest")
+    assert not (where / "state.json").exists()
+    started = _started_commands(where)
+    assert any("moto.server" in c for c in started) and any("ray start" in c for c in started), started
+    assert _processes_mentioning([str(where), *map(str, cluster_lab.scratch_dirs(where))], started) == []
