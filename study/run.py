@@ -33,6 +33,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                 estimate.announce(cfg, cpus, gpus, estimate.local_gpus_per_trial(cfg, gpus))
             return 0
         preflight.check_storage(cfg)
+        preflight.check_mlflow(cfg.mlflow_uri)  # before the lock: a refusal writes nothing,
+        preflight.check_optuna_storage(cfg.optuna_storage)  # not even an object store's directory marker
         restrict_umask()
         with study_lock(StudyDir(cfg.storage_path, cfg.name), take_over=bool(flags.get("take_over"))):
             cfg, resuming, stored_flags = prepare(flags)  # again, locked: another driver may have begun it meanwhile

@@ -65,18 +65,29 @@ def keys(port: int, prefix: str) -> list[str]:
     return [o["Key"] for page in pages for o in page.get("Contents", [])]
 
 
+ADMIN = ("admin", "lab-admin-password-1")
+
+
 @contextlib.contextmanager
-def mlflow_server(directory: Path):
-    """The tracking server's URL; its store is `directory`/mlflow.db, its artifacts `directory`/artifacts."""
+def mlflow_server(directory: Path, auth: bool = False):
+    """The tracking server's URL; its store is `directory`/mlflow.db, its artifacts `directory`/artifacts.
+    `auth`: MLflow's basic-auth app, admin ADMIN (users in `directory`/auth.db)."""
     port = free_port()
     log = directory / "mlflow-server.log"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{directory}/mlflow.db", "--artifacts-destination", str(directory / "artifacts")],
-        stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no huey job consumers: a fast start
+    argv = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            "--backend-store-uri", f"sqlite:///{directory}/mlflow.db", "--artifacts-destination", str(directory / "artifacts")]
+    if auth:
+        config = directory / "basic_auth.ini"
+        config.write_text(f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{directory}/auth.db\n"
+                          f"admin_username = {ADMIN[0]}\nadmin_password = {ADMIN[1]}\n"
+                          "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+        env.update(MLFLOW_AUTH_CONFIG_PATH=str(config), MLFLOW_FLASK_SERVER_SECRET_KEY="lab-secret")
+        argv += ["--app-name", "basic-auth"]
+    server = subprocess.Popen(argv, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 240
         while True:
             try:
                 with urllib.request.urlopen(f"{url}/health", timeout=5):

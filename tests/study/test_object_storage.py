@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.study.object_store import keys, moto_s3, s3_client
+from tests.study.object_store import keys, mlflow_server, moto_s3, s3_client
 
 pytestmark = pytest.mark.slow
 NAME = "s3study"
@@ -119,3 +119,20 @@ def test_a_missing_bucket_is_one_line_and_exit_2_before_anything_is_written(s3, 
     assert "bucket 'no-such-bucket' does not exist" in lines[0], lines
     assert not (tmp_path / "mlflow.db").exists()
     assert [b["Name"] for b in s3_client(s3["port"]).list_buckets()["Buckets"]] == ["lab"]
+
+
+@pytest.mark.parametrize("credentials", [None, ("admin", "wrong-password")])
+def test_refused_mlflow_credentials_are_one_line_and_exit_2_before_anything_is_written(s3, tmp_path, credentials):
+    tracking = tmp_path / "tracking"
+    tracking.mkdir()
+    env = {k: v for k, v in s3["env"].items() if not k.startswith("MLFLOW_TRACKING_")}
+    if credentials:
+        env.update(MLFLOW_TRACKING_USERNAME=credentials[0], MLFLOW_TRACKING_PASSWORD=credentials[1])
+    with mlflow_server(tracking, auth=True) as url:
+        argv = [sys.executable, "-m", "study.run", "--space", "noise_sweep", "--smoke-test", "--name", "refused",
+                "--storage-path", s3["storage"], "--mlflow-uri", url]
+        done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    assert done.returncode == 2 and len(lines) == 1, done.stderr[-2000:]
+    assert "refused the credentials (HTTP 401)" in lines[0], lines
+    assert _keys(s3, "studies/refused/") == []
