@@ -8,11 +8,14 @@ twice. The lock is taken before the driver writes anything and held until it exi
   taken over at once and safely; the file's JSON only says who holds it.
 - Object stores (s3://, gs://, through pyarrow's filesystem): no locks exist there, so the
   holder keeps a lease `study.lease` alive with a heartbeat every HEARTBEAT_S seconds. A
-  lease not renewed for LEASE_TTL_S seconds is stale (its holder died) and is taken over.
+  lease not renewed for LEASE_TTL_S seconds is stale (its holder died) and is taken over; so is
+  one whose holder ran on this host and is gone from it, at once; `--take-over` takes any.
   Two drivers starting together both write a lease; each reads it back after SETTLE_S
   seconds and only the one whose lease survived (the store keeps the last write) goes on.
   Staleness compares wall clocks of two hosts: they must agree to well within
-  LEASE_TTL_S - HEARTBEAT_S.
+  LEASE_TTL_S - HEARTBEAT_S. The limit: pyarrow's filesystems offer no conditional write
+  (S3's If-None-Match / If-Match), so two drivers whose writes and reads interleave within
+  SETTLE_S could both go on; drivers started by people minutes apart never do.
 """
 from __future__ import annotations
 
@@ -182,10 +185,12 @@ class LeaseLock:
         knows that driver is dead; a live one then stops at its next heartbeat)."""
         self.fs.create_dir(self.directory, recursive=True)
         current = self._read()
-        if self._live(current) and not take_over:
+        dead_here = bool(current) and current.get("host") == socket.gethostname() and not _named_and_alive(current)
+        if self._live(current) and not take_over and not dead_here:
             raise self._live_refusal(current)
         if current and self._live(current):
-            self.log(f"taking over the study lease of {describe(current)} (--take-over)")
+            why = "its process is gone from this host" if dead_here else "--take-over"
+            self.log(f"taking over the study lease of {describe(current)} ({why})")
         elif current:
             self.log(f"taking over a stale study lease ({describe(current)}, no heartbeat for "
                      f"{self.clock() - float(current.get('heartbeat', 0)):.0f} s)")

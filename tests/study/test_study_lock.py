@@ -15,7 +15,7 @@ import pyarrow.fs
 import pytest
 
 from study.config import StudyError
-from study.lock import LEASE_FILE, LOCK_FILE, LeaseLock, LocalLock, StudyLocked, study_lock
+from study.lock import LEASE_FILE, LOCK_FILE, LeaseLock, LocalLock, StudyLocked, holder_info, study_lock
 from study.run import main
 from study.storage import StudyDir
 from tests.study.helpers import REPO
@@ -232,3 +232,22 @@ def test_a_refused_lease_says_its_age_when_it_goes_stale_and_how_to_take_it_now(
     second.acquire(take_over=True)  # the user knows the first driver is dead
     assert not first.renew() and "taken over" in lost[0]
     second.release()
+
+
+def test_a_lease_of_a_dead_driver_on_this_host_is_taken_over_at_once(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    holder = {**holder_info("old"), "pid": dead.pid}  # renewed just now, by a process that is gone
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / LEASE_FILE).write_text(json.dumps(holder))
+    said = []
+    lease = LeaseLock(pyarrow.fs.LocalFileSystem(), str(tmp_path / "s"), settle=0.05, heartbeat=3600, log=said.append)
+    lease.acquire()
+    assert said and "its process is gone from this host" in said[0]
+    lease.release()
+    (tmp_path / "s" / LEASE_FILE).write_text(json.dumps({**holder_info("live")}))  # this very process: alive
+    with pytest.raises(StudyLocked):
+        _lease(tmp_path).acquire()
