@@ -1,15 +1,38 @@
 """Test-wide settings: the tests use tiny models, for which one intra-op thread is the
 fastest choice and keeps timings stable on a shared 2-core CI machine."""
+import os
+
 import torch
 
 torch.set_num_threads(1)
 
-
-import os  # noqa: E402
-
 import pytest  # noqa: E402
 
 from tests.required import skip_unless_required  # noqa: E402
+
+# The fused training kernels (trainables/fused_elementwise.py) take 15-47 s to torch.compile in
+# every process that reaches them (an evaluation batch of the tests' tiny models does). Tests not
+# marked slow run without them, their spawned processes too: test_fused_elementwise.py holds the
+# kernels to the torch operations (its compiled run is slow), and the slow end-to-end runs keep
+# them on, as a study does. A value set by whoever runs pytest is left as it is.
+FUSED_ENV_VAR = "SMOOTHING_FUSED_ELEMENTWISE"
+_FUSED_FROM_CALLER = FUSED_ENV_VAR in os.environ
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Before the test's fixtures (module-scoped ones too): the fused kernels off unless it is slow."""
+    if _FUSED_FROM_CALLER:
+        return
+    want = None if item.get_closest_marker("slow") else "0"
+    if os.environ.get(FUSED_ENV_VAR) != want:
+        from trainables import fused_elementwise
+
+        if want is None:
+            os.environ.pop(FUSED_ENV_VAR)
+        else:
+            os.environ[FUSED_ENV_VAR] = want
+        fused_elementwise._state.update(checked=False, reason="")  # available() reads the variable again
 
 
 @pytest.fixture(scope="session")
@@ -43,3 +66,10 @@ def real_data_cache_dir(tmp_path_factory):
     """One classifier cache for the tests on real data: the classifier a floor test trains (a
     minute or two) is the one the end-to-end study loads, and the other way round."""
     return tmp_path_factory.mktemp("real-data-cache")
+
+
+@pytest.fixture(scope="session")
+def digits_cache_dir(tmp_path_factory):
+    """One classifier cache for the tests on the digits classifier: it is trained once per session
+    (the sample-quality and diagnostics tests read the same one), never from ~/.cache."""
+    return tmp_path_factory.mktemp("digits-cache")

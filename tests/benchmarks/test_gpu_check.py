@@ -8,6 +8,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # the whole script in a subprocess, its study step a `python -m study.run --dry-run` in another
 @pytest.mark.timeout(400)
 def test_gpu_check_smoke_runs_every_section_and_the_modes_agree():
     done = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--smoke"], cwd=REPO, capture_output=True,

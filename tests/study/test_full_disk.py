@@ -151,7 +151,8 @@ def test_checkpoint_size_estimate_matches_a_real_checkpoint(tmp_path):
     from trainables.experiment import Experiment
 
     cfg = resolve({"space": "noise_sweep", "smoke_test": True, "storage_path": str(tmp_path), "name": "n",
-                   "assignments": ["ema_decay=0.999", "nr_filters=32"]})  # EMA on: all 4 copies per weight
+                   "assignments": ["ema_decay=0.999", "nr_filters=32",  # EMA on: all 4 copies per weight
+                                   "train_subset=128"]})  # an epoch of one step: Adam's state exists after it
     _, trials, per = checkpoint_bytes_needed(cfg)
     assert trials == cfg.num_samples + 1
     high = cfg.searched["num_mixtures"]["high"] if "num_mixtures" in cfg.searched else cfg.trial["num_mixtures"]

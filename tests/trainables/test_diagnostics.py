@@ -37,13 +37,13 @@ def single_threaded_blas():
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("diagnostics-cache")
+def cache_dir(digits_cache_dir):
+    return digits_cache_dir  # the session's digits classifier (tests/conftest.py), trained once
 
 
 @pytest.fixture(scope="module")
 def extractor(cache_dir):
-    return fx.build_extractor("digits_cnn", "digits", cache_dir=cache_dir, log=QUIET)  # trains it (seconds)
+    return fx.build_extractor("digits_cnn", "digits", cache_dir=cache_dir, log=QUIET)  # trains it once (seconds)
 
 
 def _cfg(noise_std=SIGMA, seed=0, kind="smoothed", diagnostics="auto", gradient_mode="full") -> TrialConfig:

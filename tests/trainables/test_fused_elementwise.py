@@ -116,6 +116,9 @@ def test_fifty_training_steps_match_the_plain_step(monkeypatch):
 @pytest.mark.slow
 def test_fifty_training_steps_match_with_compiled_kernels(monkeypatch):
     """The same with the kernels torch.compile'd (a cold inductor cache compiles for minutes)."""
+    monkeypatch.delenv(fe.ENV_VAR, raising=False)  # whatever the caller's environment says
+    for key, value in (("checked", False), ("reason", "")):
+        monkeypatch.setitem(fe._state, key, value)
     monkeypatch.setattr(fe, "MIN_NUMEL", 0)
     fast = _fifty_steps(True, compiled=True)
     assert fe.available() and fe._state["reason"] == "", fe._state["reason"]
@@ -124,6 +127,7 @@ def test_fifty_training_steps_match_with_compiled_kernels(monkeypatch):
 
 
 def test_without_a_compiler_torch_operations_run_and_one_warning_says_why(monkeypatch):
+    monkeypatch.delenv(fe.ENV_VAR, raising=False)  # tests/conftest.py sets it to 0 outside slow tests
     for key, value in (("checked", False), ("reason", ""), ("warned", False)):
         monkeypatch.setitem(fe._state, key, value)
     monkeypatch.setattr(fe, "_cxx_compiler", lambda: None)

@@ -121,7 +121,8 @@ def test_a_stacked_trial_trains_scores_and_samples_its_denoiser_on_the_stacked_i
     from trainables.experiment import Experiment
 
     cfg = TrialConfig(model=ModelConfig(nr_filters=4, nr_resnet=1, num_mixtures=2, denoiser_conditioning="stacked"),
-                      train=TrainConfig(kind="smoothed", max_epochs=1, batch_size=400), data=DataConfig(noise_std=0.3),
+                      train=TrainConfig(kind="smoothed", max_epochs=1, batch_size=400),
+                      data=DataConfig(noise_std=0.3, train_subset=400),  # one step of each model
                       eval=EvalConfig(eval_every=1, num_eval_samples=2, bound_noise_draws=1, max_eval_images=32))
     exp = Experiment(cfg, device="cpu", log=lambda m: None)
     denoiser, smoothed = exp.units["denoiser"].model, exp.units["smoothed"].model

@@ -1,7 +1,7 @@
 """Sample-quality entry point, digits classifier, reference statistics, extractor registry.
 
 The digits classifier is trained once per test session into a temporary cache dir
-(a few seconds on one CPU thread); everything else reuses it.
+(tests/conftest.py's digits_cache_dir, a few seconds on one CPU thread); everything else reuses it.
 """
 import dataclasses
 import re
@@ -31,8 +31,8 @@ def single_threaded_blas():
 
 
 @pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("smoothing-study-cache")
+def cache_dir(digits_cache_dir):
+    return digits_cache_dir  # tests/conftest.py: the session's one digits classifier
 
 
 @pytest.fixture(scope="session")
