@@ -68,12 +68,10 @@ def keys(port: int, prefix: str) -> list[str]:
 ADMIN = ("admin", "lab-admin-password-1")
 
 
-@contextlib.contextmanager
-def mlflow_server(directory: Path, auth: bool = False):
-    """The tracking server's URL; its store is `directory`/mlflow.db, its artifacts `directory`/artifacts.
-    `auth`: MLflow's basic-auth app, admin ADMIN (users in `directory`/auth.db)."""
-    port = free_port()
-    log = directory / "mlflow-server.log"
+def start_mlflow_server(directory: Path, port: int, auth: bool = False) -> subprocess.Popen:
+    """`mlflow server` on 127.0.0.1:`port`, its store `directory`/mlflow.db, its artifacts `directory`/artifacts;
+    returns once it answers /health. `auth`: MLflow's basic-auth app, admin ADMIN (users in `directory`/auth.db)."""
+    log = directory / f"mlflow-server-{time.time_ns()}.log"
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no huey job consumers: a fast start
     argv = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
             "--backend-store-uri", f"sqlite:///{directory}/mlflow.db", "--artifacts-destination", str(directory / "artifacts")]
@@ -85,17 +83,28 @@ def mlflow_server(directory: Path, auth: bool = False):
         env.update(MLFLOW_AUTH_CONFIG_PATH=str(config), MLFLOW_FLASK_SERVER_SECRET_KEY="lab-secret")
         argv += ["--app-name", "basic-auth"]
     server = subprocess.Popen(argv, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 240
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
+                return server
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                _stop(server)
+                raise RuntimeError(f"mlflow server did not start: {log.read_text()[-2000:]}")
+            time.sleep(1)
+
+
+def stop(server: subprocess.Popen) -> None:
+    _stop(server)
+
+
+@contextlib.contextmanager
+def mlflow_server(directory: Path, auth: bool = False):
+    """The URL of a tracking server (start_mlflow_server) for the block's duration."""
+    port = free_port()
+    server = start_mlflow_server(directory, port, auth)
     try:
-        deadline = time.monotonic() + 240
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=5):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError(f"mlflow server did not start: {log.read_text()[-2000:]}")
-                time.sleep(1)
-        yield url
+        yield f"http://127.0.0.1:{port}"
     finally:
         _stop(server)
