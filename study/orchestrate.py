@@ -12,17 +12,18 @@ import os
 import time
 from typing import Any
 
-from study import disk_space, extend, leftovers, preflight, state_backup
+from study import extend, preflight
+from study.recovery import disk_space, leftovers, state_backup
 from trainables.atomic_write import sweep_temp_files
 from study.cli import NON_IDENTITY_FLAGS, default_name, identity_diff, option, resolve
 from study.config import StudyConfig, StudyError
-from study.reconcile import reconcile
+from study.recovery.reconcile import reconcile
 from study.storage import OPTUNA_DB, STUDY_FILE, StudyDir, normalize_storage_path
 from study.summary import (
     best_rows, format_group_table, format_table, group_stats, sample_count, table_rows, ui_hint, with_se, write_summary,
 )
 from study.progress import ProgressPrinter, StudyLine
-from study.trust import check_trusted
+from study.recovery.trust import check_trusted
 from study.tracking import MlflowTracker
 from trainables.tune.listener import Fanout
 

@@ -15,12 +15,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         sys.stdout.reconfigure(line_buffering=True)  # progress lines reach a log file or a pipe as they happen
     flags = parse(argv)
     try:
-        from study import driver_log, preflight
-        from study.disk_space import disk_full_reason
-        from study.lock import study_lock
+        from study import preflight
+        from study.recovery import driver_log
+        from study.recovery.disk_space import disk_full_reason
+        from study.recovery.lock import study_lock
         from study.orchestrate import prepare, run_study
         from study.storage import StudyDir
-        from study.trust import restrict_umask
+        from study.recovery.trust import restrict_umask
 
         cfg, resuming, stored_flags = prepare(flags)
         if flags.get("dry_run"):

@@ -78,7 +78,7 @@ def test_full_disk_ends_in_one_line_and_resumes(tmp_path):
     named = errors[0].rpartition(" (Ray's and MLflow's messages: ")[2].rstrip(")")
     if named == f"{disk}/{NAME}/driver.log":
         log = files["driver.log"]
-    else:  # the full disk refused the log: it moved to the local cache directory (study/driver_log.py)
+    else:  # the full disk refused the log: it moved to the local cache directory (study/recovery/driver_log.py)
         assert named.endswith(".log") and os.path.exists(named), errors[0]
         log = open(named).read()
         os.remove(named)

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from study import driver_log
+from study.recovery import driver_log
 from study.cli import resolve
 from tests.study.helpers import REPO
 
@@ -119,7 +119,7 @@ def test_an_object_store_study_logs_to_a_local_file(cfg, tmp_path, monkeypatch):
 def test_routing_holds_in_a_fresh_driver_process(tmp_path):
     """In a process that has not imported Ray yet (the CLI's), Ray's import must not bring its stderr
     handler back after the routing."""
-    script = (f"from study.cli import resolve\nfrom study import driver_log\n"
+    script = (f"from study.cli import resolve\nfrom study.recovery import driver_log\n"
               f"cfg = resolve({{'space': 'noise_sweep', 'smoke_test': True, 'storage_path': {str(tmp_path)!r}, "
               f"'name': 's'}})\nprint(driver_log.route_library_logs(cfg))\nimport ray, mlflow, optuna\n"
               f"import logging\nfor name in {LOGGERS!r}:\n    logging.getLogger(name).error('failed in %s', name)\n")

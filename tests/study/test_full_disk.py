@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from study import driver_log, state_backup
-from study.disk_space import disk_full_reason
+from study.recovery import driver_log, state_backup
+from study.recovery.disk_space import disk_full_reason
 from study.config import StudyError
 from study.run import main
 from study.storage import StudyDir
@@ -147,7 +147,7 @@ def test_backup_on_a_full_disk_keeps_the_older_copy(tmp_path, monkeypatch):
 def test_checkpoint_size_estimate_matches_a_real_checkpoint(tmp_path):
     """The preflight's bytes per checkpoint against the size of a checkpoint written after an epoch."""
     from study.cli import resolve
-    from study.disk_space import checkpoint_bytes_needed
+    from study.recovery.disk_space import checkpoint_bytes_needed
     from trainables.experiment import Experiment
 
     cfg = resolve({"space": "noise_sweep", "smoke_test": True, "storage_path": str(tmp_path), "name": "n",
@@ -166,7 +166,7 @@ def test_checkpoint_size_estimate_matches_a_real_checkpoint(tmp_path):
 
 
 def test_preflight_warns_when_space_is_short(tmp_path, monkeypatch):
-    from study import disk_space
+    from study.recovery import disk_space
     from study.cli import resolve
 
     cfg = resolve({"space": "noise_sweep", "smoke_test": True, "storage_path": str(tmp_path), "name": "n"})

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from study import leftovers
+from study.recovery import leftovers
 from tests.required import skip_unless_required
 from tests.study.helpers import REPO
 
@@ -151,7 +151,7 @@ def test_before_the_session_is_recorded_its_name_identifies_it(tmp_path):
 KILLED_DRIVER = """
 import sys, time
 import ray
-from study import leftovers
+from study.recovery import leftovers
 from trainables.tune.tuner import connect, local_session_dir
 leftovers.tag_driver(sys.argv[1])
 connect(None)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from study.cli import resolve
-from study.reconcile import reconcile
+from study.recovery.reconcile import reconcile
 from study.storage import StudyDir
 from study.tracking import MlflowTracker
 

@@ -59,8 +59,8 @@ from trainables.tune.tuner import connect, shutdown
 resources = connect(None)
 from trainables.tune.tuner import local_session_dir
 print("gcs", ray.get_runtime_context().gcs_address, "session", local_session_dir())
-from study.leftovers import local_ray_processes
-mine = local_ray_processes(local_session_dir())  # what study/leftovers.py records to stop after a SIGKILL
+from study.recovery.leftovers import local_ray_processes
+mine = local_ray_processes(local_session_dir())  # what study/recovery/leftovers.py records to stop after a SIGKILL
 print("local", mine["session_dir"], mine["raylet_pid"] in mine["pids"], len(mine["pids"]) >= 2, ray.__version__)
 shutdown()
 """

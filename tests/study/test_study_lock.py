@@ -15,14 +15,14 @@ import pyarrow.fs
 import pytest
 
 from study.config import StudyError
-from study.lock import LEASE_FILE, LOCK_FILE, LeaseLock, LocalLock, StudyLocked, holder_info, study_lock
+from study.recovery.lock import LEASE_FILE, LOCK_FILE, LeaseLock, LocalLock, StudyLocked, holder_info, study_lock
 from study.run import main
 from study.storage import StudyDir
 from tests.study.helpers import REPO
 
 HOLD = """
 import sys, time
-from study.lock import LocalLock
+from study.recovery.lock import LocalLock
 LocalLock(sys.argv[1]).acquire()
 print("held", flush=True)
 time.sleep(600)
@@ -143,7 +143,7 @@ def test_simultaneous_leases_admit_exactly_one(tmp_path):
 
     def start():
         # The lease admits one of drivers that start together when each one's read-to-write gap is
-        # under the settle time (study/lock.py). 2 s (production) failed twice here at load ~30, a
+        # under the settle time (study/recovery/lock.py). 2 s (production) failed twice here at load ~30, a
         # thread descheduled for longer; 6 s keeps this test about the rule, not about the load.
         lease = _lease(tmp_path, settle=6.0)
         barrier.wait()
@@ -193,7 +193,7 @@ def test_two_drivers_started_together(tmp_path):
 def test_a_refused_driver_waits_for_the_new_holder_to_write_its_name(tmp_path):
     """Just after flock the file still names the dead previous holder (or nothing): the refusal
     waits for the live holder's record instead of naming the dead one."""
-    from study import lock
+    from study.recovery import lock
 
     dead = subprocess.Popen(["true"])
     dead.wait()

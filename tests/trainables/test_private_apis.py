@@ -35,7 +35,7 @@ EXPECTED = {
     ("trainables/tune/internals.py", "manager._get_checkpoint_score"): _REPAIR,
     ("trainables/sampling/pixel_steps.py", "torch.ops.aten._local_scalar_dense"): (
         "torch's op behind Tensor.item(), named to exclude it from a profile count; not Ray/Optuna/MLflow"),
-    ("study/lock.py", "study_dir._fs"): OURS,
+    ("study/recovery/lock.py", "study_dir._fs"): OURS,
     ("analysis/compare.py", "plots._series_vs"): OURS,
     ("analysis/compare.py", "plots._empty"): OURS,
 }
@@ -106,7 +106,7 @@ def test_none_on_the_ordinary_path_of_a_study():
     attribute of Ray, Optuna or MLflow: the remaining ones serve extending and repairing a study."""
     ordinary = {"trainables/tune/search.py", "trainables/tune/scheduler.py", "trainables/tune/events.py",
                 "trainables/tune/progress.py", "trainables/tune/tuner.py", "trainables/tune/repeats.py",
-                "trainables/tune/trainable.py", "study/orchestrate.py", "study/tracking.py", "study/leftovers.py"}
+                "trainables/tune/trainable.py", "study/orchestrate.py", "study/tracking.py", "study/recovery/leftovers.py"}
     assert [use for use in private_uses() if use[0] in ordinary] == []
     assert {reason for (path, _), reason in EXPECTED.items() if path == "trainables/tune/internals.py"} == {_EXTEND, _REPAIR}
 

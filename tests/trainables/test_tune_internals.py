@@ -111,7 +111,7 @@ def test_a_fixed_trial_never_enters_a_rung():
 
 
 def test_state_file_patterns_are_tunes():
-    """study/state_backup.py backs up Tune's state files by name: the names must still be Ray's."""
+    """study/recovery/state_backup.py backs up Tune's state files by name: the names must still be Ray's."""
     import fnmatch
 
     from ray.tune.callback import CallbackList
@@ -119,7 +119,7 @@ def test_state_file_patterns_are_tunes():
     from ray.tune.impl.tuner_internal import _TUNER_PKL
     from ray.tune.search import Searcher
 
-    from study.state_backup import STATE_PATTERNS
+    from study.recovery.state_backup import STATE_PATTERNS
 
     for template in (TuneController.CKPT_FILE_TMPL, Searcher.CKPT_FILE_TMPL, CallbackList.CKPT_FILE_TMPL):
         name = template.format("2026-11-29_08-00-00")

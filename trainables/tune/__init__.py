@@ -15,6 +15,6 @@ which passes plain data in and gets plain data back. Importing it has no side ef
 - `tuner.py`: connect to Ray, build / restore (attaching the driver's listener) / fit the Tuner.
 - `checkpoint_repair.py`: before a restore, a trial whose latest checkpoint Tune pruned just
   before a kill is pointed at its newest complete one.
-- `logs.py`: Ray's loggers, which the driver routes to its log file (study/driver_log.py).
+- `logs.py`: Ray's loggers, which the driver routes to its log file (study/recovery/driver_log.py).
 - `internals.py`: every private attribute of Ray or Optuna used, with a check that names the versions.
 """

@@ -1,4 +1,4 @@
-"""Ray's loggers, for the driver log (study/driver_log.py routes them to a file).
+"""Ray's loggers, for the driver log (study/recovery/driver_log.py routes them to a file).
 
 Importing Ray installs a handler that prints on stderr on the "ray" logger (once per process);
 importing this module makes sure that has happened before the driver replaces it.

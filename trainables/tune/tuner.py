@@ -89,7 +89,7 @@ LOCAL_RAY: dict = {"session_dir": None}  # the session directory of the Ray that
 
 def local_session_dir() -> Optional[str]:
     """The session directory of the local Ray this process started (ray.init's public `address_info`),
-    None when it joined a cluster or started none: where study/leftovers.py finds its processes."""
+    None when it joined a cluster or started none: where study/recovery/leftovers.py finds its processes."""
     return LOCAL_RAY["session_dir"] if ray.is_initialized() else None
 
 
