@@ -93,3 +93,35 @@ def test_the_drivers_ray_adapter_does_not_import_torch():
     code = "import sys, trainables.tune.tuner; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False", out.stdout + out.stderr
+
+
+def _architecture() -> str:
+    return (ROOT / "docs" / "architecture.md").read_text()
+
+
+def test_the_architecture_picture_says_what_the_imports_do():
+    """docs/architecture.md's may-import block: every import of one of our packages is one it lists."""
+    import re
+
+    block = re.search(r"```may-import\n(.*?)```", _architecture(), re.S).group(1)
+    allowed = {line.split(":")[0]: {p.strip() for p in line.split(":")[1].split(",") if p.strip()}
+               for line in block.strip().splitlines()}
+    assert set(allowed) == set(FORBIDDEN)
+    ours = set(FORBIDDEN)
+    violations = []
+    for package, may in allowed.items():
+        for path in sources(package):
+            for name, line in imported_roots(path).items():
+                if name in ours and name != package and name not in may:
+                    violations.append(f"{path.relative_to(ROOT)}:{line} imports {name}, not in docs/architecture.md")
+    assert not violations, "\n".join(violations)
+    for package, banned in FORBIDDEN.items():
+        assert not (allowed[package] & banned), package  # the picture and the forbidden table agree
+
+
+def test_every_place_the_architecture_names_exists():
+    import re
+
+    table = _architecture().split("Where each idea lives", 1)[1].split("\n\n", 2)[1]
+    paths = re.findall(r"`([\w/]+(?:\.py)?/?)`", table)
+    assert len(paths) >= 10 and [p for p in paths if not (ROOT / p).exists()] == []
