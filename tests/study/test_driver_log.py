@@ -29,6 +29,14 @@ def _restored():
     driver_log.restore()
 
 
+def _stderr_handlers(name: str) -> list:
+    """The logger's handlers that print on the terminal. (Their output is not what the test reads: a
+    handler made at `import ray` keeps the sys.stderr of that moment, under pytest an earlier test's capture.)"""
+    return [h for h in logging.getLogger(name).handlers
+            if type(h) is logging.StreamHandler or (isinstance(h, logging.StreamHandler)
+                                                    and not isinstance(h, logging.FileHandler))]
+
+
 def _log_a_failure(name: str) -> None:
     try:
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -40,8 +48,7 @@ def test_library_tracebacks_land_in_the_log_not_on_the_terminal(cfg, tmp_path, c
     import mlflow  # noqa: F401  (the handlers it installs)
     import ray  # noqa: F401
 
-    _log_a_failure("ray.tune.execution.tune_controller")
-    assert "Traceback" in capfd.readouterr().err, "without the routing Ray prints the traceback"
+    assert _stderr_handlers("ray"), "without the routing Ray prints on stderr (its own StreamHandler)"
     path = driver_log.route_library_logs(cfg)
     assert path == str(tmp_path / "s" / "driver.log") == driver_log.current()
     for name in LOGGERS:
@@ -105,8 +112,8 @@ def test_restore_gives_the_terminal_back_and_routing_twice_moves_it(cfg, tmp_pat
     assert sum(isinstance(h, logging.FileHandler) for h in logging.getLogger("ray").handlers) == 1
     driver_log.restore()
     assert driver_log.current() is None
-    _log_a_failure("ray.tune")
-    assert "Trial task failed" in capfd.readouterr().err
+    assert _stderr_handlers("ray"), "Ray's own stderr handler is back"
+    assert not any(isinstance(h, logging.FileHandler) for h in logging.getLogger("ray").handlers)
 
 
 def test_an_object_store_study_logs_to_a_local_file(cfg, tmp_path, monkeypatch):
