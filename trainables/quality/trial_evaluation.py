@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from torchvision.utils import make_grid, save_image
 
 from search_spaces.metric_names import PRODUCT_SAMPLER, default_extractor, metric_names, standard_error_name
 from trainables.config import TrialConfig
@@ -36,6 +35,8 @@ GRID_MIN_WIDTH = 256  # px: a grid of 8x8 digits is 82 px wide, too small to see
 def upscaled_grid(images: torch.Tensor, min_width: int = GRID_MIN_WIDTH) -> torch.Tensor:
     """(N, C, H, W) in [0, 1] -> the (C, H', W') grid, each pixel repeated k x k times (nearest, no
     smoothing: the model's pixels stay visible) with the smallest integer k that makes it min_width wide."""
+    from torchvision.utils import make_grid  # here: torchvision.utils imports torch._dynamo (2-3 CPU s)
+
     grid = make_grid(images, nrow=int(len(images) ** 0.5 + 0.999))  # (C, Hg, Wg), 2 px padding
     k = -(-min_width // grid.shape[-1])  # ceil
     return grid.repeat_interleave(k, dim=-2).repeat_interleave(k, dim=-1)
@@ -94,6 +95,8 @@ class SampleEvaluator:
         paths = []
         for sampler, images in self.last_samples.items():
             path = directory / f"samples_{sampler}_epoch{self.last_epoch:04d}.png"
+            from torchvision.utils import save_image
+
             save_image(upscaled_grid((images[:64] + 1) / 2), path)
             paths.append(path)
         return paths
