@@ -253,6 +253,20 @@ def _interrupt_driver(message: str) -> None:
     _thread.interrupt_main()
 
 
+def _drop_lone_driver_log(study_path: str) -> None:
+    """A study directory this driver created that holds nothing but the driver log: the study wrote
+    nothing, so the log (Ray's startup lines) goes with the directory."""
+    from study.recovery import driver_log
+
+    try:
+        if os.listdir(study_path) != [driver_log.LOG_FILE]:
+            return
+        driver_log.restore()  # closes the log file
+        os.unlink(os.path.join(study_path, driver_log.LOG_FILE))
+    except OSError:
+        pass
+
+
 def _missing_dirs(path: str) -> list[str]:
     """The directories above and at `path` that do not exist yet, deepest first."""
     missing = []
@@ -264,8 +278,8 @@ def _missing_dirs(path: str) -> list[str]:
 
 @contextlib.contextmanager
 def study_lock(study_dir: StudyDir, take_over: bool = False):
-    """Hold the study's lock; a driver that ends having written nothing but the lock leaves no
-    directory behind (a refused GPU request, an unreachable MLflow server)."""
+    """Hold the study's lock; a driver that ends having written nothing but the lock (and Ray's startup
+    lines in its driver.log) leaves no directory behind (a refused GPU request, an unreachable MLflow server)."""
     created = _missing_dirs(study_dir.path) if study_dir.is_local else []
     if study_dir.is_local:
         lock = LocalLock(study_dir.path)
@@ -280,6 +294,8 @@ def study_lock(study_dir: StudyDir, take_over: bool = False):
         yield lock
     finally:
         lock.release()
+        if created:
+            _drop_lone_driver_log(created[0])
         for path in created:
             try:
                 os.rmdir(path)
