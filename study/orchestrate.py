@@ -218,7 +218,9 @@ def finish(cfg, study_dir, tracker, records, wall, gpus, log) -> dict[str, Any]:
     ended = len(records) >= expected and all(r["error"] or r["metrics"].get("epoch") is not None for r in records)
     reconcile(tracker, records, study_ended=ended and not _any_running(tracker))
     states = tracker.states()
-    interrupted = len(records) < expected or any(s == "running" for s in states.values())
+    # a trial without a result or an error was stopped by the interrupt (Tune stops a trial that has
+    # started but not reported when a Ctrl-C ends the run), even where its run reads ended
+    interrupted = not ended or any(s == "running" for s in states.values())
     if interrupted:
         tracker.mark_interrupted()
         states = tracker.states()
