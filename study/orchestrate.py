@@ -149,8 +149,7 @@ def run_study(cfg: StudyConfig, resuming: bool, flags: dict[str, Any], log=print
 
     study_dir = StudyDir(cfg.storage_path, cfg.name)
     preflight.check_storage(cfg)
-    preflight.check_mlflow(cfg.mlflow_uri)
-    preflight.check_optuna_storage(cfg.optuna_storage)
+    # the MLflow and Optuna stores were checked before the lock (study/run.py): a refusal writes nothing
     if not study_dir.is_local and cfg.searched and not cfg.optuna_storage:
         log("note: Optuna's search runs in memory on a remote --storage-path (saved with Tune's state); "
             "--optuna-storage URL puts it in a database that optuna-dashboard reads")

@@ -67,16 +67,9 @@ class SchedulerState(tune.Callback):
                 return {"saved": f.read()}
 
     def set_state(self, state: dict) -> None:
-        if "saved" not in state:  # a study saved before: ASHA's __dict__ itself
-            state = {"saved": _pickled(state)}
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "scheduler.pkl")
             with open(path, "wb") as f:
                 f.write(state["saved"])
             self.scheduler.restore(path)
 
-
-def _pickled(state: dict) -> bytes:
-    import pickle
-
-    return pickle.dumps(state)
