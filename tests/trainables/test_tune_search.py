@@ -18,6 +18,11 @@ def _result(value: float, epoch: int) -> dict:
     return {METRIC: value, "epoch": epoch, "config/max_epochs": MAX_EPOCHS}
 
 
+def _tune(status: str, config: dict | None = None, last_result: dict | None = None) -> dict:
+    """A trial Tune restored, as reconcile_search.restored_trials gives it."""
+    return {"status": status, "config": config or {}, "last_result": last_result or {}}
+
+
 def test_restore_reconciles_with_the_storage(tmp_path):
     storage = f"sqlite:///{tmp_path}/optuna.db"
     first = _searcher(storage)
@@ -30,6 +35,7 @@ def test_restore_reconciles_with_the_storage(tmp_path):
 
     again = _searcher(storage)
     again.restore(str(tmp_path / "ckpt.pkl"))
+    again.reconcile({"a": _tune("RUNNING")})           # Tune's restored trials: a only
     # Tune re-runs a from its last checkpoint: repeated results and completion change nothing, raise nothing
     again.on_trial_result("a", _result(8.0, 4))
     again.on_trial_complete("a", _result(8.0, 4))

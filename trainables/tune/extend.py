@@ -15,27 +15,37 @@ a later plain restore (an interrupted extension) keeps it without this module.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter, SearchGenerator
 
 from trainables.tune.internals import local_tuner, raise_search_total, search_total, tuner_tune_config
+from trainables.tune.reconcile_search import generator_state, reconcile
 
 
 class ExtendedSearch(SearchGenerator):
-    """A SearchGenerator whose restored total of trials is raised to `total` (never lowered)."""
+    """A SearchGenerator whose restored total of trials is raised to `total` (never lowered), and whose
+    restored searchers are lined up with `trials`, the trials Tune restored (reconcile_search.py)."""
 
-    def __init__(self, searcher, total: int):
+    def __init__(self, searcher, total: int, trials: Optional[dict] = None):
         super().__init__(searcher)
         self.total = int(total)
+        self.trials = trials
 
-    def set_state(self, state: dict) -> None:
+    def set_state(self, state: dict) -> None:  # the last step of Tune's restore_from_dir
+        if self.trials is not None:
+            state = generator_state(state, self.trials)
         super().set_state(state)
         if search_total(self) < self.total:
             raise_search_total(self, self.total)
+        if self.trials is not None:
+            reconcile(self.searcher, self.trials)
 
 
-def extend_restored(tuner: tune.Tuner, total: int) -> None:
-    """Make a Tuner from `Tuner.restore` create trials until `total` (fixed + searched) exist.
+def extend_restored(tuner: tune.Tuner, total: int, trials: Optional[dict] = None) -> None:
+    """Make a Tuner from `Tuner.restore` create trials until `total` (fixed + searched) exist, its
+    searchers lined up with `trials` (reconcile_search.restored_trials) when given.
 
     Reads and replaces the restored TuneConfig's search_alg: Tuner has no public accessor
     for it. Tune wraps a Searcher as SearchGenerator(ConcurrencyLimiter(searcher)) when
@@ -52,4 +62,4 @@ def extend_restored(tuner: tune.Tuner, total: int) -> None:
     if limit and not isinstance(searcher, ConcurrencyLimiter):
         searcher = ConcurrencyLimiter(searcher, max_concurrent=limit)
     config.max_concurrent_trials = None
-    config.search_alg = ExtendedSearch(searcher, total)
+    config.search_alg = ExtendedSearch(searcher, total, trials)

@@ -30,6 +30,7 @@ With R = 1 every event passes through unchanged, as without this wrapper.
 """
 from __future__ import annotations
 
+import logging
 import math
 from typing import Optional
 
@@ -38,6 +39,7 @@ from ray.tune.search.repeater import TRIAL_INDEX
 
 from trainables.tune.listener import COMPLETED, ERRORED, PRUNED, ended_state
 
+logger = logging.getLogger(__name__)
 MAX_EPOCHS_KEY = "config/max_epochs"  # Tune's flattened result carries the trial's config
 
 
@@ -137,6 +139,25 @@ class SeededRepeater(Repeater):
             self.searcher.on_trial_complete(primary, result={"epoch": epoch, MAX_EPOCHS_KEY: max_epochs})
         else:  # no repeat ever reported (all stopped before their first result): PRUNED without a value
             self.searcher.on_trial_complete(primary, result=None, error=False)
+
+    def reconcile(self, trials: dict[str, dict]) -> dict[str, dict]:
+        """Line up with Tune's restored trials (reconcile_search.py). R = 1: nothing of its own to line up.
+        R > 1: trials Tune lacks are forgotten; a Tune trial of unknown group is named in one warning line
+        (its repeats are not regrouped). The inner searcher sees the groups' primaries."""
+        if self.repeat == 1:
+            return trials
+        for table in (self.primary_of, self.ended):
+            for trial_id in [t for t in table if t not in trials]:
+                del table[trial_id]
+        for at_epochs in self.evaluated.values():
+            for at_epoch in at_epochs.values():
+                for trial_id in [t for t in at_epoch if t not in trials]:
+                    del at_epoch[trial_id]
+        unknown = sorted(t for t in trials if t not in self.primary_of)
+        if unknown:
+            logger.warning("repeats: the searcher's saved state lacks Tune trial(s) %s; their groups' means "
+                           "reach Optuna only if all R repeats end", ", ".join(unknown))
+        return {t: info for t, info in trials.items() if self.primary_of.get(t) == t}
 
     # ------------------------------------------------------------ what the study asks of its searcher
 

@@ -20,11 +20,14 @@ class OptunaSearcher(Searcher):
     PRUNED when it ended before (an ASHA stop: Optuna keeps its last intermediate value), FAIL
     when it errored or its value is not a finite number.
 
-    `storage`: an Optuna RDB URL or storage, None for memory. The state saved with Tune's
-    searcher checkpoint (`save`/`restore`: the pickled study, the live optuna.Trial objects,
+    `storage`: an Optuna RDB URL or storage, None for memory. Each Optuna trial carries its Tune
+    trial's id (user attribute `tune_trial_id`, visible in optuna-dashboard). The state saved with
+    Tune's searcher checkpoint (`save`/`restore`: the pickled study, the live optuna.Trial objects,
     what was reported and told) is older than an RDB storage that kept going; `restore` brings
-    the two back together (see there).
+    the two back together (see there), and `reconcile` brings it in line with Tune's trials.
     """
+
+    TUNE_ID = "tune_trial_id"
 
     def __init__(self, space: dict, metric, mode, sampler=None, storage=None, study_name: Optional[str] = None):
         import optuna
@@ -32,6 +35,11 @@ class OptunaSearcher(Searcher):
         super().__init__(metric=metric, mode=mode)
         modes = mode if isinstance(mode, list) else [mode]
         self.space = dict(space)
+        if storage is None:
+            storage = optuna.storages.InMemoryStorage()
+        elif isinstance(storage, str):
+            storage = optuna.storages.RDBStorage(storage)
+        self.storage = storage  # kept: adopting a trial needs its storage id (reconcile)
         self.study = optuna.create_study(
             storage=storage, sampler=sampler, pruner=optuna.pruners.NopPruner(), study_name=study_name,
             load_if_exists=True, directions=["minimize" if m == "min" else "maximize" for m in modes])
@@ -44,7 +52,9 @@ class OptunaSearcher(Searcher):
 
     def suggest(self, trial_id: str):
         if trial_id not in self.trials:
-            self.trials[trial_id] = self.study.ask(fixed_distributions=self.space)
+            trial = self.study.ask(fixed_distributions=self.space)
+            trial.set_user_attr(self.TUNE_ID, trial_id)
+            self.trials[trial_id] = trial
         return dict(self.trials[trial_id].params)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -75,31 +85,75 @@ class OptunaSearcher(Searcher):
         self.told.add(trial_id)
 
     def save(self, checkpoint_path: str) -> None:
-        state = {"study": self.study, "trials": self.trials, "reported": self.reported, "told": self.told,
-                 "space": self.space}
+        state = {"study": self.study, "storage": self.storage, "trials": self.trials, "reported": self.reported,
+                 "told": self.told, "space": self.space}
         with open(checkpoint_path, "wb") as f:
             pickle.dump(state, f)
 
     def restore(self, checkpoint_path: str) -> None:
         """Tune's searcher checkpoint, reconciled with a storage that kept going after it was taken:
-        trials the storage finished are not told again, steps it holds are not reported again, and
-        trials asked after the checkpoint (Tune forgot them with it, so nothing will ever finish
-        them) end FAIL instead of RUNNING forever."""
-        import optuna
-
+        trials the storage finished are not told again and steps it holds are not reported again.
+        Proposals the checkpoint does not know stay as they are until `reconcile` learns whether
+        Tune has their trials."""
         with open(checkpoint_path, "rb") as f:
             state = pickle.load(f)
         self.study, self.trials, self.space = state["study"], state["trials"], state["space"]
+        self.storage = state.get("storage")  # None in a checkpoint from before it was kept
         self.reported, self.told = set(state["reported"]), set(state["told"])
+        self._sync_with_storage()
+
+    def _sync_with_storage(self) -> None:
         known = {trial.number: trial_id for trial_id, trial in self.trials.items()}
         for frozen in self.study.get_trials(deepcopy=False):
-            if frozen.number not in known:
-                if not frozen.state.is_finished():
-                    self.study.tell(frozen.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+            if frozen.number in known:
+                self.reported.update((known[frozen.number], step) for step in frozen.intermediate_values)
+                if frozen.state.is_finished():
+                    self.told.add(known[frozen.number])
+
+    def reconcile(self, trials: dict[str, dict]) -> dict[str, dict]:
+        """Line up with Tune's restored trials (reconcile_search.py): a proposal Tune lacks ends FAIL;
+        a Tune trial this searcher lacks gets its Optuna trial back (by its `tune_trial_id`, else a
+        new one with its params), and is told now if Tune had already ended it."""
+        import optuna
+
+        for trial_id, trial in self.trials.items():
+            if trial_id not in trials and trial_id not in self.told:
+                logger.warning("Optuna trial %d: its Tune trial %s was lost with the head node; closed FAIL",
+                               trial.number, trial_id)
+                self.study.tell(trial.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+                self.told.add(trial_id)
+        by_tune_id = {frozen.user_attrs.get(self.TUNE_ID): frozen for frozen in self.study.get_trials(deepcopy=False)}
+        for trial_id, info in trials.items():
+            if trial_id in self.trials:
                 continue
-            self.reported.update((known[frozen.number], step) for step in frozen.intermediate_values)
-            if frozen.state.is_finished():
-                self.told.add(known[frozen.number])
+            frozen = by_tune_id.get(trial_id)
+            self.trials[trial_id] = self._adopt(trial_id, frozen, info["config"])
+            logger.info("Tune trial %s: Optuna trial %d %s", trial_id, self.trials[trial_id].number,
+                        "adopted" if frozen is not None else "asked again with its params")
+            self._sync_with_storage()
+        for trial_id, info in trials.items():  # Tune will not end these again
+            if info["status"] in ("TERMINATED", "ERROR") and trial_id not in self.told:
+                self.on_trial_complete(trial_id, info["last_result"], error=info["status"] == "ERROR")
+        held = {trial.number for trial in self.trials.values()}
+        for frozen in self.study.get_trials(deepcopy=False):  # asked, held by no Tune trial
+            if not frozen.state.is_finished() and frozen.number not in held:
+                self.study.tell(frozen.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+        return trials
+
+    def _adopt(self, trial_id: str, frozen, config: dict):
+        """The optuna.Trial of `frozen` (Optuna's public Trial(study, storage id)); without one (or without
+        the storage, a checkpoint from before it was kept), a new trial asked with the config's params."""
+        import optuna
+
+        if frozen is not None and self.storage is not None:
+            study_id = self.storage.get_study_id_from_name(self.study.study_name)
+            return optuna.trial.Trial(self.study, self.storage.get_trial_id_from_study_id_trial_number(
+                study_id, frozen.number))
+        params = {name: config[name] for name in self.space if name in config}
+        self.study.enqueue_trial(params, skip_if_exists=False)
+        trial = self.study.ask(fixed_distributions=self.space)
+        trial.set_user_attr(self.TUNE_ID, trial_id)
+        return trial
 
     def optuna_trial(self, trial_id: str) -> Optional[dict]:
         """Plain data of the Optuna trial behind a Tune trial: number, state, values, params."""
@@ -129,6 +183,9 @@ class _NothingToSearch(Searcher):
 
     def restore(self, checkpoint_path: str) -> None:
         pass
+
+    def reconcile(self, trials: dict[str, dict]) -> dict[str, dict]:
+        return trials
 
     def optuna_trial(self, trial_id: str):
         return None
@@ -171,6 +228,21 @@ class FixedTrialsFirst(Searcher):
 
     def is_fixed(self, trial_id: str) -> bool:
         return trial_id in self.fixed_ids
+
+    def reconcile(self, trials: dict[str, dict]) -> dict[str, dict]:
+        """Line up with Tune's restored trials (reconcile_search.py): a fixed trial Tune lacks is proposed
+        again; a Tune trial this wrapper lacks whose config is an unassigned fixed one becomes it. The
+        other trials are what the inner searcher sees."""
+        self.fixed_ids = {t: i for t, i in self.fixed_ids.items() if t in trials}
+        for trial_id, info in trials.items():
+            free = sorted(set(range(len(self.fixed))) - set(self.fixed_ids.values()))
+            if trial_id in self.fixed_ids or not free:
+                continue
+            match = [i for i in free if all(info["config"].get(k) == v for k, v in self.fixed[i].items())]
+            known = getattr(self.searcher, "trials", {})
+            if match and trial_id not in known:
+                self.fixed_ids[trial_id] = match[0]
+        return {t: info for t, info in trials.items() if t not in self.fixed_ids}
 
     def optuna_trial(self, trial_id: str) -> Optional[dict]:
         """The inner searcher's Optuna trial of `trial_id` (None for a fixed trial), as plain data."""

@@ -186,11 +186,12 @@ def restore_tuner(spec: TuneSpec, path: str, listener: TrialListener, progress=N
     without a listener (it is never pickled); this process's `listener` is registered for them here
     (events.attach_driver), and Tune's `setup` hook hands it over when the fit starts."""
     from trainables.tune.extend import extend_restored
+    from trainables.tune.reconcile_search import restored_trials
 
     _quiet_optuna()
     tuner = tune.Tuner.restore(path, trainable=_trainable(spec), resume_unfinished=True, resume_errored=True)
     total = spec.total_trials
-    extend_restored(tuner, total)
+    extend_restored(tuner, total, restored_trials(path))
     attach_driver(spec.name, listener, progress, total)
     return tuner
 
