@@ -10,6 +10,7 @@
 | a study directory others can write (Tune's pickles run code as whoever resumes) | `trust.py` | tests/study/test_hostile_inputs.py |
 | MLflow runs a kill left RUNNING, trials Tune never reported | `reconcile.py` | tests/study/test_reconcile.py, tests/study/test_chaos.py |
 | a kill between Tune's pruning of a checkpoint and its saving the list | trainables/tune/checkpoint_repair.py (the Ray adapter: it reads Tune's private state) | tests/trainables/test_checkpoint_repair.py |
+| Tune's trials and its searcher's state saved or uploaded at different moments by a killed driver (a completed trial's Optuna record FAIL, a concurrency slot held forever, a trial lost or made twice) | trainables/tune/reconcile_search.py (the searchers lined up with Tune's restored trials) | tests/trainables/test_reconcile_search.py, tests/study/test_fresh_head.py |
 | half-written files of a killed write | trainables/atomic_write.py (the one atomic writer, and its sweep of leftovers) | tests/trainables/test_atomic_write.py, tests/study/test_full_disk.py |
 | Ctrl-C: the state stays resumable, exit 130 | study/run.py | tests/study/test_interrupt.py |
 | SIGKILL at random points, then the same command | all of the above | tests/study/test_chaos.py, tests/study/test_resume.py |
