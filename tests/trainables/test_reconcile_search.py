@@ -131,3 +131,26 @@ def test_files_of_two_moments_line_up_through_tunes_restore(tmp_path):
 def test_generator_counter_is_tunes_trial_count():
     state = {"counter": 5, "total_samples": 6, "finished": False, "experiment": None}
     assert generator_state(state, {"a": {}, "b": {}})["counter"] == 2
+
+
+@pytest.mark.slow  # a local Ray and a Tune run: ~20 s
+def test_restored_trials_reads_tunes_newest_state_and_none_before_the_first(tmp_path):
+    import ray
+    from ray import tune
+
+    from trainables.tune.reconcile_search import restored_trials
+
+    assert restored_trials(str(tmp_path)) is None  # nothing saved yet: Tune starts afresh
+
+    def trainable(config):
+        tune.report({"value": config["x"] * 2})
+
+    ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR", ignore_reinit_error=True)
+    try:
+        tune.Tuner(trainable, param_space={"x": tune.grid_search([1, 2])},
+                   run_config=tune.RunConfig(name="e", storage_path=str(tmp_path), verbose=0)).fit()
+    finally:
+        ray.shutdown()
+    trials = restored_trials(str(tmp_path / "e"))
+    assert sorted((t["config"]["x"], t["status"], t["last_result"]["value"]) for t in trials.values()) == [
+        (1, "TERMINATED", 2), (2, "TERMINATED", 4)]

@@ -97,3 +97,28 @@ def test_restored_tuner_gets_the_new_listener_and_tuner_pkl_holds_none(tmp_path)
               if isinstance(cb, TrialEvents)]
     events[0].setup()  # the callback Tune restores from tuner.pkl
     assert len(events) == 1 and events[0].listener is second
+
+
+def test_on_checkpoint_hands_over_the_grids_only(tmp_path):
+    """The callback copies a checkpoint's sample grids, not its models' weights (Tune registers the
+    checkpoint only after its callbacks return)."""
+    from ray import tune
+
+    from trainables.tune.events import TrialEvents
+
+    saved = tmp_path / "checkpoint_000000"
+    (saved / "nested").mkdir(parents=True)
+    for name, body in (("one_step_e2.png", b"png-1"), ("two_step_e2.png", b"png-2"), ("model.pt", b"w" * 4096),
+                       ("nested/other.png", b"png-3")):
+        (saved / name).write_bytes(body)
+    seen = {}
+
+    class Grids(TrialListener):
+        def trial_checkpoint(self, trial_id, directory):
+            seen[trial_id] = {p.name: p.read_bytes() for p in Path(directory).iterdir()}
+
+    events = TrialEvents(searcher=None)
+    events.attach(Grids())
+    trial = type("T", (), {"trial_id": "t1"})()
+    events.on_checkpoint(0, [], trial, tune.Checkpoint.from_directory(str(saved)))
+    assert seen == {"t1": {"one_step_e2.png": b"png-1", "two_step_e2.png": b"png-2"}}

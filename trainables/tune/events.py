@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -76,7 +77,10 @@ class TrialEvents(tune.Callback):
             self.listener.trial_tags(trial.trial_id, tags)
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
-        with checkpoint.as_directory() as directory:
+        # Tune registers the checkpoint only after its callbacks return: a node lost meanwhile costs the
+        # trial its work since the previous one. So only the grids are copied, not the models' weights.
+        with tempfile.TemporaryDirectory(prefix="grids-") as directory:
+            copy_grids(checkpoint, directory)
             self.listener.trial_checkpoint(trial.trial_id, directory)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
@@ -96,6 +100,19 @@ class TrialEvents(tune.Callback):
         optuna = self.searcher.optuna_trial(trial.trial_id)
         self.listener.trial_ended(trial.trial_id, state, error, optuna, metrics)
         self.listener.optuna_history(self.searcher.optuna_history())
+
+
+def copy_grids(checkpoint, directory: str) -> None:
+    """The checkpoint's sample grids (its top-level *.png files) into `directory`, through the checkpoint's
+    own filesystem (a local path or object storage)."""
+    import pyarrow.fs
+
+    selector = pyarrow.fs.FileSelector(checkpoint.path)
+    for entry in checkpoint.filesystem.get_file_info(selector):
+        if entry.type == pyarrow.fs.FileType.File and entry.base_name.endswith(".png"):
+            pyarrow.fs.copy_files(entry.path, os.path.join(directory, entry.base_name),
+                                  source_filesystem=checkpoint.filesystem,
+                                  destination_filesystem=pyarrow.fs.LocalFileSystem())
 
 
 def _trial_config(trial) -> dict:

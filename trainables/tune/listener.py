@@ -40,7 +40,8 @@ class TrialListener:
         of its distances (search_spaces.metric_names.EXTRACTOR_TAGS: extractor_sha, extractor_accuracy)."""
 
     def trial_checkpoint(self, trial_id: str, directory: str) -> None:
-        """A checkpoint was saved; `directory` is a local copy, valid during the call only."""
+        """A checkpoint was saved; `directory` holds a local copy of its sample grids (*.png), valid during
+        the call only."""
 
     def trial_retrying(self, trial_id: str, failures: int) -> None:
         """The trial failed and restarts from its latest checkpoint; `failures` so far."""

@@ -28,6 +28,7 @@ restored trials as plain data, `{trial id: {"config", "status", "last_result"}}`
 from __future__ import annotations
 
 import logging
+from typing import Optional
 
 from ray.tune.search import ConcurrencyLimiter, SearchGenerator
 
@@ -36,11 +37,15 @@ logger = logging.getLogger(__name__)
 UNFINISHED = ("PENDING", "RUNNING", "PAUSED")
 
 
-def restored_trials(path: str, filesystem=None) -> dict[str, dict]:
-    """Tune's trials in the experiment state a restore of `path` resumes (the newest), as plain data."""
+def restored_trials(path: str, filesystem=None) -> Optional[dict[str, dict]]:
+    """Tune's trials in the experiment state a restore of `path` resumes (the newest), as plain data;
+    None where Tune saved none yet (a study killed before its first save: Tune starts it afresh)."""
     from ray.tune import ExperimentAnalysis
 
-    analysis = ExperimentAnalysis(path, storage_filesystem=filesystem)
+    try:
+        analysis = ExperimentAnalysis(path, storage_filesystem=filesystem)
+    except ValueError:  # "No experiment snapshot file of form 'experiment_state-*.json' was found"
+        return None
     return {t.trial_id: {"config": dict(t.config or {}), "status": str(t.status),
                          "last_result": dict(t.last_result or {})} for t in analysis.trials}
 
