@@ -15,6 +15,7 @@
 | Ctrl-C: the state stays resumable, exit 130 | study/run.py | tests/study/test_interrupt.py |
 | SIGKILL at random points, then the same command | all of the above | tests/study/test_chaos.py, tests/study/test_resume.py |
 | the MLflow server restarted mid-study (MLflow's client retries) | none needed | tests/study/test_mlflow_restart.py |
+| a Ray node lost mid-trial; the S3 server unreachable for 30 s (each costs the trials it hits one retry, from the latest registered checkpoint) | Tune's retries (--max-failures); trainables/tune/events.py copies only the grids, so a checkpoint is registered sooner | tests/study/test_cluster.py, tests/tools/test_lab_faults.py |
 | the head node lost with its disk: the study resumes on another from object storage | lock.py (--take-over), Tune's restore | tests/study/test_fresh_head.py |
 
 Bad input (one line, exit 2, nothing written) is the CLI's and preflight's (study/cli.py,

@@ -138,6 +138,7 @@ def test_lease_heartbeat_renews(tmp_path):
     assert later > first
 
 
+@pytest.mark.slow  # waits out a 6 s settle time
 def test_simultaneous_leases_admit_exactly_one(tmp_path):
     barrier, outcomes = threading.Barrier(3), []
 

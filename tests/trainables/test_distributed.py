@@ -65,6 +65,7 @@ def two_ranks(tmp_path_factory):
     return [torch.load(f"{out}.{r}", weights_only=False) for r in range(WORLD)]
 
 
+@pytest.mark.slow  # two spawned processes, each importing torch and training: ~20 CPU-s
 @pytest.mark.parametrize("case", range(len(CASES)))
 def test_two_processes_take_the_same_steps_as_one(two_ranks, case):
     one_losses, one_stats, one_params = _train(Shard(), *CASES[case])
@@ -82,6 +83,7 @@ def test_two_processes_take_the_same_steps_as_one(two_ranks, case):
     assert torch.equal(ranks[0][2], ranks[1][2])  # DDP keeps the replicas identical
 
 
+@pytest.mark.slow  # shares the two spawned processes above
 def test_an_experiment_epoch_on_two_processes_reports_the_one_process_metrics(two_ranks):
     one = Experiment(_cfg(1), device="cpu", log=lambda m: None).run_epoch()
     main, other = (r["epoch"] for r in two_ranks)

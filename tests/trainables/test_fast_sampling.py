@@ -82,6 +82,7 @@ def test_fast_equals_naive_8x8(kind, channels):
     assert (fast - naive).abs().max() < 1e-10, "float64 leaves no room for more than rounding"
 
 
+@pytest.mark.slow  # 784 full passes of the naive sampler: ~11 CPU-s; the 8x8 cases above run fast
 def test_fast_equals_naive_28x28_denoiser():
     """The naive sampler itself at 28x28 (levels 28, 14, 7): the conditioning rows of
     every level (set once per row) and the odd width 7 at the lowest level."""

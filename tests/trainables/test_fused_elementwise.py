@@ -108,6 +108,7 @@ def _assert_same_training(fast, plain) -> None:
         torch.testing.assert_close(fast[1][key], plain[1][key], rtol=1e-4, atol=1e-5, msg=key)
 
 
+@pytest.mark.slow  # 100 training steps (~8 CPU-s); the kernels and a fused gated resnet are checked fast above
 def test_fifty_training_steps_match_the_plain_step(monkeypatch):
     monkeypatch.setattr(fe, "MIN_NUMEL", 0)  # every gated resnet and concat_elu takes the fused path
     _assert_same_training(_fifty_steps(True), _fifty_steps(False))

@@ -23,6 +23,7 @@ def _audit(model, shape, n=2, **kwargs):
                        **kwargs)
 
 
+@pytest.mark.slow  # the audit at every pixel of 28x28 and 32x32: ~18 CPU-s; at 8x8 it runs fast (test_fast_stacked.py)
 @pytest.mark.parametrize("channels,conditional,side", [(1, False, 28), (3, True, 32)])
 def test_every_pixel_step_is_a_replay_of_the_first_of_its_key(channels, conditional, side, monkeypatch):
     """Levels 28/14/7 (odd width at the lowest) and 32/16/8 with the denoiser's conditioning rows.

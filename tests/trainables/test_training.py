@@ -21,6 +21,7 @@ def _run(unit, images, epochs, noise_std=0.0):
             for e in range(1, epochs + 1)]
 
 
+@pytest.mark.slow  # 100 steps each, ~30 CPU-s for the three; the loop's arithmetic is checked fast below
 @pytest.mark.parametrize("loss,conditional,noise_std", [
     (DiscretizedNLL(), False, 0.0), (SmoothedNLL(), False, 0.3), (DenoiserNLL(), True, 0.3)])
 def test_a_tiny_model_overfits_a_handful_of_digits(loss, conditional, noise_std):
