@@ -52,6 +52,7 @@ class StudyPlan:
     concurrency: int            # trials running at once
     repeats: int = 1            # trials (seeds) per configuration, counted in smoothed_ and baseline_trials
     bound_epochs: Optional[int] = None  # epochs with the two-step bound (bound_every); None: every epoch
+    threads: int = 1            # torch threads per trial (--cpus-per-trial; benchmarks/bench_cores.py: why 1)
 
     @property
     def trials(self) -> int:
@@ -79,7 +80,8 @@ def estimate_seconds(t: StepTimes, p: StudyPlan) -> float:
 def estimate_line(t: StepTimes, p: StudyPlan) -> str:
     seeds = f" = {p.trials // p.repeats} configurations x {p.repeats} seeds" if p.repeats > 1 else ""
     return (f"estimate: ~{estimate_seconds(t, p) / 60:.0f} min (measured {t.seconds_per_step:.3g} s/step on "
-            f"{t.device}; {p.trials} trials{seeds}, {min(p.concurrency, p.trials)} at a time)")
+            f"{t.device}; {p.trials} trials{seeds}, {min(p.concurrency, p.trials)} at a time, {p.threads} "
+            f"thread{'s' if p.threads > 1 else ''} each)")
 
 
 def evaluations_per_trial(max_epochs: int, eval_every: int) -> int:
@@ -118,7 +120,8 @@ def plan_of(cfg: StudyConfig, sizes: tuple[int, int], slots: int) -> StudyPlan:
     return StudyPlan(smoothed_trials=len(trials) - baseline, baseline_trials=baseline, epochs=trial["max_epochs"],
                      evaluations=evaluations, bound_epochs=bound_epochs,
                      train_images=train, test_images=test, eval_samples=trial["num_eval_samples"],
-                     bound_noise_draws=trial["bound_noise_draws"], concurrency=slots, repeats=cfg.repeats)
+                     bound_noise_draws=trial["bound_noise_draws"], concurrency=slots, repeats=cfg.repeats,
+                     threads=max(1, int(cfg.cpus_per_trial)))
 
 
 def probe_overrides(cfg: StudyConfig) -> dict:

@@ -12,7 +12,7 @@ from study.run import main
 
 TIMES = estimate.StepTimes(device="cpu", train_per_image=0.01, forward_per_image=0.002, sample_fixed=1.0,
                            sample_per_image=0.05, batch_size=64)
-LINE = re.compile(r"^estimate: ~(\d+) min \(measured ([0-9.e+-]+) s/step on (cpu|cuda); (\d+) trials, (\d+) at a time\)$")
+LINE = re.compile(r"^estimate: ~(\d+) min \(measured ([0-9.e+-]+) s/step on (cpu|cuda); (\d+) trials, (\d+) at a time, (\d+) threads? each\)$")
 
 
 def cfg_of(*argv):
@@ -27,10 +27,10 @@ def test_estimate_arithmetic_with_injected_step_times():
     # baseline: one network, no bound: (8 x (14.37 + 0.72) + 44) / 2
     assert estimate.trial_seconds(TIMES, plan, "baseline") == pytest.approx(82.36)
     assert estimate.estimate_seconds(TIMES, plan) == pytest.approx((6 * 170.48 + 82.36) / 2)
-    assert estimate.estimate_line(TIMES, plan) == "estimate: ~9 min (measured 0.64 s/step on cpu; 7 trials, 2 at a time)"
+    assert estimate.estimate_line(TIMES, plan) == "estimate: ~9 min (measured 0.64 s/step on cpu; 7 trials, 2 at a time, 1 thread each)"
     wide = estimate.StudyPlan(**{**plan.__dict__, "concurrency": 16})
     assert estimate.estimate_seconds(TIMES, wide) == pytest.approx(170.48), "never below the longest trial"
-    assert estimate.estimate_line(TIMES, wide).endswith("7 trials, 7 at a time)")
+    assert estimate.estimate_line(TIMES, wide).endswith("7 trials, 7 at a time, 1 thread each)")
 
 
 def test_plan_of_the_default_digits_study():
@@ -100,7 +100,7 @@ def test_dry_run_resolves_the_dataset_size_and_prints_the_estimate(dataset, size
     assert {k: config["trial"][k] for k in size} == size
     lines = out.splitlines()
     match = LINE.match(lines[-1])
-    assert match and match.groups()[1:] == ("0.64", "cpu", "7", "2"), lines[-1]
+    assert match and match.groups()[1:] == ("0.64", "cpu", "7", "2", "1"), lines[-1]
     note = [line for line in lines if line.startswith("note:")]
     assert (len(note) == 1) == (dataset == "cifar10"), "one line where the size expects GPUs and there are none"
     assert not list(tmp_path.iterdir()), "a dry run writes nothing"

@@ -75,7 +75,7 @@ def test_dry_run_prints_the_repeats_and_the_estimate_counts_them(capsys, monkeyp
     assert main(["--space", "noise_sweep", "--repeats", "2", "--storage-path", str(tmp_path), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert json.loads(out[: out.index("\n}\n") + 2])["repeats"] == 2
-    assert out.splitlines()[-1].endswith("; 14 trials = 7 configurations x 2 seeds, 2 at a time)")
+    assert out.splitlines()[-1].endswith("; 14 trials = 7 configurations x 2 seeds, 2 at a time, 1 thread each)")
     plan = estimate.plan_of(cfg_of("--space", "noise_sweep", "--repeats", "2"), estimate.split_sizes("digits"), 2)
     single = estimate.plan_of(cfg_of("--space", "noise_sweep"), estimate.split_sizes("digits"), 2)
     assert (plan.smoothed_trials, plan.baseline_trials) == (12, 2)
