@@ -154,3 +154,20 @@ def test_restored_trials_reads_tunes_newest_state_and_none_before_the_first(tmp_
     trials = restored_trials(str(tmp_path / "e"))
     assert sorted((t["config"]["x"], t["status"], t["last_result"]["value"]) for t in trials.values()) == [
         (1, "TERMINATED", 2), (2, "TERMINATED", 4)]
+
+
+def test_no_searcher_state_at_all_still_lines_up_before_the_first_new_trial(tmp_path):
+    """Tune restored trials but found no searcher file (a driver killed before its first upload): the
+    fresh searchers learn Tune's trials at the first question, so the baseline is not proposed twice."""
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    limiter, inner = _chain(url)
+    asked = limiter.suggest("t0"), limiter.suggest("t1")
+    trials = {"t0": _tune("RUNNING", asked[0]), "t1": _tune("RUNNING", asked[1])}
+    fresh, fresh_inner = _chain(url)
+    resumed = ExtendedSearch(fresh, total=3, trials=trials)
+    assert not resumed.is_finished() and resumed.get_state()["counter"] == 2
+    fixed = fresh.searcher.searcher
+    assert fixed.fixed_ids == {"t0": 0} and "t1" in fresh_inner.trials
+    assert fresh.get_state()["live_trials"] == {"t0", "t1"}
+    assert fixed.suggest("t2") != FIXED[0]
+    assert [t[4] for t in _states(fresh_inner)] == ["t1", "t2"]

@@ -32,6 +32,7 @@ class ExtendedSearch(SearchGenerator):
         super().__init__(searcher)
         self.total = int(total)
         self.trials = trials
+        self.lined_up = trials is None
 
     def set_state(self, state: dict) -> None:  # the last step of Tune's restore_from_dir
         if self.trials is not None:
@@ -41,6 +42,21 @@ class ExtendedSearch(SearchGenerator):
             raise_search_total(self, self.total)
         if self.trials is not None:
             reconcile(self.searcher, self.trials)
+            self.lined_up = True
+
+    def _line_up_unrestored(self) -> None:
+        """Tune found no searcher state to restore (a driver killed before its first upload of it), so
+        set_state never ran: line the fresh searchers up with Tune's trials before the first new trial."""
+        if not self.lined_up:
+            self.set_state(self.get_state())
+
+    def is_finished(self) -> bool:
+        self._line_up_unrestored()
+        return super().is_finished()
+
+    def next_trial(self):
+        self._line_up_unrestored()
+        return super().next_trial()
 
 
 def extend_restored(tuner: tune.Tuner, total: int, trials: Optional[dict] = None) -> None:
