@@ -7,6 +7,7 @@ rescaled to the 8-bit grid first).
 """
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Iterator, Optional
@@ -85,16 +86,27 @@ def load_dataset(name: str, split: str, data_dir: Optional[str] = None, with_lab
     return (x, y) if with_labels else x
 
 
-def _digits(split: str):
+@functools.lru_cache(maxsize=None)
+def _digits_levels() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits on the 8-bit grid, (1797, 8, 8) uint8 and labels, read-only: parsed from
+    its CSV once per process (25 ms a call; a trial and the tests load the split many times)."""
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    levels = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)  # (1797, 8, 8) on the 8-bit grid
+    levels = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)
+    target = np.asarray(bunch.target)
+    for array in (levels, target):
+        array.setflags(write=False)
+    return levels, target
+
+
+def _digits(split: str):
+    levels, target = _digits_levels()
     order = np.random.default_rng(DIGITS_SPLIT_SEED).permutation(len(levels))
     n_test = int(round(len(levels) * DIGITS_TEST_FRACTION))
     idx = order[:n_test] if split == "test" else order[n_test:]
     idx = np.sort(idx)
-    return levels[idx][:, None], bunch.target[idx]
+    return levels[idx][:, None], target[idx]  # fancy indexing: new, writable arrays
 
 
 def _find_idx(folder: Path, stem: str) -> Optional[Path]:
