@@ -91,7 +91,8 @@ def _probe_rows(h, w):
     return [r * w + col for r in rows for col in range(w)]
 
 
-@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 8, 8), (1, 28, 28), (3, 28, 28), (1, 32, 32), (3, 32, 32)])
+@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 8, 8), (1, 28, 28), *(  # the larger ones (~6 CPU-s) are slow
+    pytest.param(s, marks=pytest.mark.slow) for s in ((3, 28, 28), (1, 32, 32), (3, 32, 32)))])
 def test_every_probed_pixel_sees_all_of_x_noisy_and_only_its_past(shape):
     c, h, w = shape
     pixels = list(range(h * w)) if h * w <= 64 else _probe_rows(h, w)

@@ -247,7 +247,8 @@ def test_sampling_loop_runs_on_its_own_thread_count_and_restores_the_process_set
     assert set(seen) == {2} and torch.get_num_threads() == 1
 
 
-@pytest.mark.parametrize("channels,conditional", [(1, False), (3, True)])
+@pytest.mark.parametrize("channels,conditional",  # the meta device dispatches slowly: the RGB denoiser is slow
+                         [(1, False), pytest.param(3, True, marks=pytest.mark.slow)])
 def test_every_tensor_stays_on_the_models_device(channels, conditional):
     """A partial check of the GPU path without a GPU. On the meta device (shapes, no data),
     element-wise operations refuse a CPU tensor among meta ones (matmuls and convs do not

@@ -29,8 +29,9 @@ def _model(channels, nr_resnet=1, filters=8, mixtures=3, dtype=torch.float64, se
     return model.eval()
 
 
-@pytest.mark.parametrize("channels,nr_resnet,side,discretized",
-                         [(1, 1, 8, True), (3, 2, 8, True), (3, 1, 8, False), (1, 1, 12, True)])
+@pytest.mark.parametrize("channels,nr_resnet,side,discretized",  # 12x12 (~2.3 CPU-s of naive passes) is slow
+                         [(1, 1, 8, True), (3, 2, 8, True), (3, 1, 8, False),
+                          pytest.param(1, 1, 12, True, marks=pytest.mark.slow)])
 def test_fast_equals_naive(channels, nr_resnet, side, discretized):
     model = _model(channels, nr_resnet, filters=4)
     shape, n = (channels, side, side), 2
@@ -54,7 +55,7 @@ def test_same_generator_same_pixels_as_naive():
     assert torch.equal(fast, naive)
 
 
-@pytest.mark.parametrize("channels,side", [(1, 28), (3, 32)])
+@pytest.mark.parametrize("channels,side", [(1, 28), pytest.param(3, 32, marks=pytest.mark.slow)])  # 32x32 RGB: slow
 def test_fast_sample_is_the_naive_fixed_point_and_follows_x_noisy(channels, side):
     """Continuous draws at 28x28 (levels 28, 14, 7) and 32x32 RGB: one full pass on the sample redraws
     it; an x~ that differs only in its last row (right above x) changes the first drawn pixel."""
@@ -82,6 +83,7 @@ def test_the_pixel_steps_pass_the_graph_audit():
     assert torch.equal(audited, eager)
 
 
+@pytest.mark.slow  # the MNIST-sized model at 28x28 (~2.5 CPU-s); test_native_blocks.py runs smaller ones fast
 def test_native_steps_draw_what_the_torch_steps_draw():
     """float32, 28x28, the MNIST configuration's 40 filters at depth 2: the compiled steps (and the
     given rows' skip shares by the compiled matmul) against torch operations, to float32 rounding."""
@@ -95,6 +97,7 @@ def test_native_steps_draw_what_the_torch_steps_draw():
     assert torch.isfinite(native).all() and (native - eager).abs().max() < 1e-4
 
 
+@pytest.mark.slow  # the meta device dispatches slowly (~3 CPU-s); test_fast_sampling.py runs the check fast
 def test_every_tensor_stays_on_the_models_device():
     """On the meta device a CPU tensor made along the way (in the given rows too) fails an element-wise op."""
     model = _model(3, filters=4, mixtures=2, dtype=torch.float32)

@@ -72,7 +72,8 @@ def test_plain_weight_files_round_trip(tmp_path):
         assert torch.equal(again.networks[unit](*args), models.networks[unit](*args))
 
 
-@pytest.mark.parametrize("sampler", ["two-step", "one-step", "direct"])
+@pytest.mark.parametrize("sampler", [  # two-step runs two naive samplers (~3 CPU-s): slow; its parts run fast
+    pytest.param("two-step", marks=pytest.mark.slow), "one-step", "direct"])
 def test_batched_draw_equals_the_naive_samplers_on_one_generator(sampler):
     models = models_of("baseline" if sampler == "direct" else "smoothed")
     nets, shape, n, batch = models.networks, models.image_shape, 5, 3

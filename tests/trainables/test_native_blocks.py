@@ -101,7 +101,9 @@ def _model(channels, conditional, filters, nr_resnet, seed=0):
 
 # (channels, conditional, filters, nr_resnet, size, batch): filters 40 is the MNIST configuration's; 8, 24
 # and 40 leave the vectors of 16 part-filled in different ways; batches 5 and 3 leave row tiles of 4 part-filled.
-CONFIGS = [(1, False, 40, 2, 28, 5), (3, True, 24, 1, 32, 3), (1, False, 8, 1, 16, 2)]
+# the MNIST configuration (40 filters at depth 2, 28x28) is slow; the other two run fast
+CONFIGS = [pytest.param(1, False, 40, 2, 28, 5, marks=pytest.mark.slow), (3, True, 24, 1, 32, 3),
+           (1, False, 8, 1, 16, 2)]
 
 
 @pytest.mark.parametrize("channels,conditional,filters,nr_resnet,size,n", CONFIGS)
@@ -208,6 +210,7 @@ def test_a_failing_compiler_is_named_with_its_error(monkeypatch, tmp_path):
     assert not list((tmp_path / "cache" / "native").iterdir()), "no partial library left behind"
 
 
+@pytest.mark.slow  # compiles the C++ file twice more (~2.2 CPU-s)
 def test_the_build_is_cached_by_source_compiler_flags_and_cpu(monkeypatch, tmp_path):
     _library()
     monkeypatch.setenv("SMOOTHING_STUDY_CACHE", str(tmp_path))

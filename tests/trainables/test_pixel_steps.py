@@ -128,7 +128,8 @@ def recorded_graphs(monkeypatch):
     monkeypatch.setattr(PixelSteps, "recorded_graphs", True)
 
 
-@pytest.mark.parametrize("channels,conditional,side,discretized", [(1, False, 28, False), (3, True, 32, True)])
+@pytest.mark.parametrize("channels,conditional,side,discretized",  # the RGB denoiser's 32x32 is slow (~3.5 CPU-s)
+                         [(1, False, 28, False), pytest.param(3, True, 32, True, marks=pytest.mark.slow)])
 def test_steps_replayed_without_their_python_draw_the_eager_samples(recorded_graphs, channels, conditional, side,
                                                                     discretized):
     """The smoothed model's continuous draw at 28x28 and the RGB denoiser at 32x32, bit for bit."""

@@ -45,7 +45,8 @@ def test_fixed_output_mode_holds_the_network_output_constant():
         gradient_denoise(model, x_noisy, 0.3, mode="exact")
 
 
-@pytest.mark.parametrize("channels,discretized", [(1, True), (1, False), (3, True)])
+@pytest.mark.parametrize("channels,discretized", [  # ~2 CPU-s each: the continuous and the RGB case are slow
+    (1, True), pytest.param(1, False, marks=pytest.mark.slow), pytest.param(3, True, marks=pytest.mark.slow)])
 def test_samples_are_a_function_of_the_uniforms_alone(channels, discretized):
     model = _model(channels)
     uniforms = draw_uniforms(4, channels, 3, 8, 8, generator=torch.Generator().manual_seed(1))
