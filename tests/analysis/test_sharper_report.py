@@ -88,6 +88,7 @@ def test_close_points_are_found():
     assert not close_points(np.array([0.3]), np.array([2.0])).any()
 
 
+@pytest.mark.slow  # a second whole report with its plots (~5 CPU-s); test_report.py draws one fast
 def test_constant_parameter_plot_is_left_out_with_a_reason(data, tmp_path):
     """A study that searched noise_std and held num_mixtures at 5, finished (no trial running)."""
     trials = data.trials[(data.trials.num_mixtures == 5) & (data.trials.state != "running")]

@@ -144,6 +144,7 @@ def test_backup_on_a_full_disk_keeps_the_older_copy(tmp_path, monkeypatch):
     assert state_backup.backups(study) == [second, first]
 
 
+@pytest.mark.slow  # trains and saves a 32-filter trial (~2.7 CPU-s); the estimate's warning runs fast below
 def test_checkpoint_size_estimate_matches_a_real_checkpoint(tmp_path):
     """The preflight's bytes per checkpoint against the size of a checkpoint written after an epoch."""
     from study.cli import resolve

@@ -159,6 +159,7 @@ def test_debian_layout_four_idx_files_in_the_data_dir(tmp_path, suffix):
     assert torch.equal(y, torch.from_numpy(labels.astype(np.int64)))
 
 
+@pytest.mark.slow  # decodes all 70,000 images (~2.5 CPU-s); the IDX reading runs fast above
 def test_debian_fashion_mnist_package_reads_as_it_is():
     if not DEBIAN_FASHION_MNIST.exists():
         skip_unless_required("fashion-mnist", f"Debian's dataset-fashion-mnist is not installed "

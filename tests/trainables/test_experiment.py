@@ -22,7 +22,8 @@ def _cfg(kind="smoothed", noise_std=0.3, nr_filters=8, max_epochs=2, train_subse
     )
 
 
-@pytest.mark.parametrize("kind,noise_std", [("smoothed", 0.3), ("baseline", 0.0)])
+# the smoothed trial (two models, diagnostics: ~5 CPU-s) is slow; the baseline's resume runs fast
+@pytest.mark.parametrize("kind,noise_std", [pytest.param("smoothed", 0.3, marks=pytest.mark.slow), ("baseline", 0.0)])
 def test_resume_gives_the_same_metrics_as_not_stopping(tmp_path, kind, noise_std):
     quiet = lambda message: None  # noqa: E731
     cfg = _cfg(kind, noise_std, train_subset=TRAIN_SUBSET)
@@ -126,7 +127,8 @@ def test_sample_grids_are_upscaled_without_smoothing():
     assert upscaled_grid(torch.rand(4, 3, 128, 128)).shape[-1] == 2 + 2 * 130, "wide enough: k = 1"
 
 
-@pytest.mark.parametrize("bound_every,has_bound", [("epoch", True), ("eval", False)])
+@pytest.mark.parametrize("bound_every,has_bound",  # the bound's epoch (~1.6 CPU-s) is slow; skipping it runs fast
+                         [pytest.param("epoch", True, marks=pytest.mark.slow), ("eval", False)])
 def test_bound_every_eval_skips_the_bound_between_evaluations(bound_every, has_bound):
     import dataclasses
 

@@ -44,6 +44,7 @@ def test_a_classifier_below_its_sanity_floor_is_refused_naming_accuracy_floor_an
     assert re.search(r"below its floor 0\.60 for digits", message), message
 
 
+@pytest.mark.slow  # trains a classifier for 150 steps (~2.3 CPU-s); the refusal below the floor runs fast
 def test_a_classifier_above_the_floor_is_served_with_its_accuracy_and_identity(tmp_path, monkeypatch):
     brief = dataclasses.replace(clf.CLASSIFIER_SPECS["digits"], max_steps=150, eval_every=50, min_accuracy=0.5)
     monkeypatch.setitem(clf.CLASSIFIER_SPECS, "digits", brief)

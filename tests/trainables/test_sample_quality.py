@@ -257,6 +257,7 @@ def random_inception_weights(tmp_path, monkeypatch):
     return path
 
 
+@pytest.mark.slow  # a Frechet distance over 2048 Inception features: ~4 CPU-s of eigendecompositions
 def test_inception_plumbing_with_random_weights(random_inception_weights, digits, tmp_path, monkeypatch):
     import torch_fidelity.feature_extractor_inceptionv3 as tfi
 
