@@ -33,6 +33,7 @@ from typing import Callable, Optional
 
 from study.config import StudyError
 from study.storage import StudyDir
+from trainables.atomic_write import atomic_write_bytes
 
 LOCK_FILE = "study.lock"
 LEASE_FILE = "study.lease"
@@ -171,8 +172,14 @@ class LeaseLock:
             return _parse(f.read()) or {}  # {}: unreadable (cut by a crash mid-write): stale
 
     def _write(self) -> None:
+        import pyarrow.fs
+
+        data = json.dumps(self._info).encode()
+        if isinstance(self.fs, pyarrow.fs.LocalFileSystem):  # its output stream empties the file first: a
+            atomic_write_bytes(self.path, data)              # reader meanwhile would see a cut (stale) lease
+            return
         with self.fs.open_output_stream(self.path) as f:  # one PUT on object stores: whole or nothing
-            f.write(json.dumps(self._info).encode())
+            f.write(data)
 
     def _live(self, holder: Optional[dict]) -> bool:
         try:

@@ -138,6 +138,30 @@ def test_lease_heartbeat_renews(tmp_path):
     assert later > first
 
 
+def test_a_reader_never_sees_a_half_written_lease_on_a_local_disk(tmp_path):
+    """pyarrow's local output stream empties a file before writing it; a lease read meanwhile would be cut,
+    i.e. stale, and a second driver would take a live study over (the lease writes atomically instead)."""
+    lease = _lease(tmp_path)
+    lease.acquire()
+    seen, done = [], threading.Event()
+
+    def read():
+        while not done.is_set():
+            seen.append(lease._read())
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for _ in range(300):
+            lease.renew()
+    finally:
+        done.set()
+        reader.join()
+        lease.release()
+    assert seen and all(holder and holder["token"] == lease.token for holder in seen), \
+        sum(not holder for holder in seen)
+
+
 @pytest.mark.slow  # waits out a 6 s settle time
 def test_simultaneous_leases_admit_exactly_one(tmp_path):
     barrier, outcomes = threading.Barrier(3), []
