@@ -1,8 +1,6 @@
 """Test-wide settings: the tests use tiny models, for which one intra-op thread is the
 fastest choice and keeps timings stable on a shared 2-core CI machine."""
 import os
-import sqlite3
-import sys
 
 import torch
 
@@ -21,48 +19,9 @@ FUSED_ENV_VAR = "SMOOTHING_FUSED_ELEMENTWISE"
 _FUSED_FROM_CALLER = FUSED_ENV_VAR in os.environ
 
 
-# MLflow brings every new sqlite store to its schema through some 60 alembic migrations, ~1.8 CPU-s a
-# store; the tests make a dozen in this process. The first is migrated by MLflow itself and kept (in
-# memory); every later new, empty store gets a copy of it (sqlite's backup API): the same tables, rows
-# and alembic version the migrations write, with MLflow's log line. Stores made by a spawned process
-# (a study, `python -m ...`) are migrated by MLflow as always.
-_MLFLOW_SCHEMA: dict = {}
-
-
-def _copy_mlflow_schema_into_new_stores() -> None:
-    from mlflow.store.db import utils as db_utils
-
-    migrate = db_utils._initialize_tables
-    if getattr(migrate, "copies_schema", False):
-        return
-
-    def initialize_tables(engine):
-        import sqlalchemy
-
-        if engine.dialect.name != "sqlite" or sqlalchemy.inspect(engine).get_table_names():
-            return migrate(engine)  # another database, or a partly made one: MLflow's own way
-        template = _MLFLOW_SCHEMA.get("sqlite")
-        if template is None:
-            migrate(engine)
-            template = sqlite3.connect(":memory:", check_same_thread=False)
-            with engine.connect() as conn:
-                conn.connection.driver_connection.backup(template)
-            _MLFLOW_SCHEMA["sqlite"] = template
-            return
-        db_utils._logger.info("Creating initial MLflow database tables...")
-        with engine.connect() as conn:
-            template.backup(conn.connection.driver_connection)
-
-    initialize_tables.copies_schema = True
-    db_utils._initialize_tables = initialize_tables
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
-    """Before the test's fixtures (module-scoped ones too): the fused kernels off unless it is slow;
-    MLflow's schema copied into new sqlite stores once MLflow is imported."""
-    if "mlflow.store.db.utils" in sys.modules:
-        _copy_mlflow_schema_into_new_stores()
+    """Before the test's fixtures (module-scoped ones too): the fused kernels off unless it is slow."""
     if _FUSED_FROM_CALLER:
         return
     want = None if item.get_closest_marker("slow") else "0"
