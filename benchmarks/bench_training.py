@@ -18,7 +18,9 @@ machine. Configurations: `digits` and `mnist_cpu`, the study sizes of study/conf
 model + denoiser pair; `authors`, Meng et al.'s MNIST network (40 filters, 5 resnets, 10 mixtures,
 channel-wise dropout 0.5, batch 16), the smoothed model alone. 28x28 data is the real MNIST test
 split in ../shared/data/mnist where it is, else random 8-bit images (the output says which).
-`--bound` also times the two-step bound (quality/bpd.two_step_bound_nats) looped against batched.
+`--bound` also times the two-step bound (quality/bpd.two_step_bound_nats) looped against batched,
+and an epoch's test evaluation with the bound apart from the test NLLs against one pass
+(training.evaluate_pair).
 """
 from __future__ import annotations
 
@@ -181,7 +183,42 @@ def bench_bound(args) -> dict:
     return {"images": source, "count": args.bound_images, "draws": cfg.eval.bound_noise_draws,
             "looped_s": statistics.median(seconds["looped"]), "batched_s": statistics.median(seconds["batched"]),
             "speedup": statistics.median(ratios), "speedup_min": min(ratios), "speedup_max": max(ratios),
-            "max_abs_difference_nats": float((values["looped"] - values["batched"]).abs().max())}
+            "max_abs_difference_nats": float((values["looped"] - values["batched"]).abs().max()),
+            "evaluation": bench_evaluation(units, images_for(cfg, shape, args.eval_images)[0], cfg, args.rounds)}
+
+
+def bench_evaluation(units: dict, x: torch.Tensor, cfg: TrialConfig, rounds: int) -> dict:
+    """An epoch's test evaluation of a smoothed trial with one bound draw (the study sizes): the test
+    NLLs of both models and then the bound on draws of its own (`separate`, the code before
+    training.evaluate_pair) against one pass whose bound takes the test batches' x~ (`shared`)."""
+    noise_std = cfg.data.noise_std
+    batches = [(b, add_noise(b, noise_std, torch.Generator().manual_seed(i))) for i, b in enumerate(x.split(256))]
+    smoothed, denoiser = units["smoothed"], units["denoiser"]
+
+    def separate():
+        for unit in (smoothed, denoiser):
+            training.evaluate_nll(unit, batches, device="cpu")
+        with torch.no_grad():
+            for b, _ in batches:
+                two_step_bound_nats(b, smoothed_log_prob=lambda z: -losses.SmoothedNLL()(smoothed.eval_model, None, z),
+                                    denoiser_log_prob=lambda c, z: -losses.DenoiserNLL()(denoiser.eval_model, c, z),
+                                    noise_std=noise_std, num_draws=1, generator=torch.Generator().manual_seed(0))
+
+    def shared():
+        training.evaluate_pair(smoothed, denoiser, batches, device="cpu", noise_std=noise_std, bound_draws=1,
+                               generator=None)
+
+    shared()  # warm-up
+    seconds = {"separate": [], "shared": []}
+    for r in range(rounds):
+        for mode, fn in (("separate", separate), ("shared", shared))[:: 1 if r % 2 == 0 else -1]:
+            start = time.perf_counter()
+            fn()
+            seconds[mode].append(time.perf_counter() - start)
+    ratios = [a / b for a, b in zip(seconds["separate"], seconds["shared"])]
+    return {"images": len(x), "separate_s": statistics.median(seconds["separate"]),
+            "shared_s": statistics.median(seconds["shared"]), "speedup": statistics.median(ratios),
+            "speedup_min": min(ratios), "speedup_max": max(ratios)}
 
 
 def print_table(results: dict) -> None:
@@ -200,6 +237,10 @@ def print_table(results: dict) -> None:
         print(f"\nbound, {b['count']} images x {b['draws']} draws: looped {b['looped_s']:.2f} s, batched "
               f"{b['batched_s']:.2f} s, {b['speedup']:.2f}x ({b['speedup_min']:.2f}-{b['speedup_max']:.2f}); "
               f"largest difference {b['max_abs_difference_nats']:.2e} nats per image")
+        e = b["evaluation"]
+        print(f"test evaluation, {e['images']} images, 1 bound draw: test NLLs and the bound apart "
+              f"{e['separate_s']:.2f} s, in one pass {e['shared_s']:.2f} s, {e['speedup']:.2f}x "
+              f"({e['speedup_min']:.2f}-{e['speedup_max']:.2f})")
 
 
 def main() -> None:
@@ -211,6 +252,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2, help="optimizer steps per unit and round")
     parser.add_argument("--bound", action="store_true", help="also time the two-step bound, looped vs batched")
     parser.add_argument("--bound-images", type=int, default=64)
+    parser.add_argument("--eval-images", type=int, default=1000, help="test images of the evaluation (--bound)")
     parser.add_argument("--bound-draws", type=int, default=4)
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()

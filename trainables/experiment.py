@@ -12,7 +12,6 @@ from typing import Callable
 
 import torch
 
-from trainables.quality.bpd import bits_per_dim, two_step_bound_nats
 from trainables.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from trainables.config import TrialConfig
 from trainables.distributed import SINGLE, Shard, dropout_seed
@@ -20,7 +19,7 @@ from trainables.data import epoch_batches, epoch_generator, load_dataset
 from trainables.quality.trial_evaluation import SampleEvaluator
 from trainables.losses import DenoiserNLL, DiscretizedNLL, SmoothedNLL
 from trainables.pixelcnnpp import PixelCNNpp
-from trainables.training import TrainUnit, evaluate_nll, train_epoch
+from trainables.training import TrainUnit, evaluate_nll, evaluate_pair, train_epoch
 
 TEST_NOISE_EPOCH = -1  # the test split's noise comes from generator (seed, -1): the same every epoch
 
@@ -91,14 +90,12 @@ class Experiment:
             self.epoch = epoch
             return metrics
         start = time.perf_counter()
-        for name, unit in self.units.items():
-            test = evaluate_nll(unit, self._test_batches(), device=self.device)
-            metrics[self._bpd_name("test", name)] = test.bpd(unit.loss.continuous)
         evaluating = epoch % self.cfg.eval.eval_every == 0 or epoch == t.max_epochs
         if t.kind == "baseline":
-            metrics["bpd_bound"] = metrics["test_bpd"]
-        elif self.cfg.eval.bound_every == "epoch" or evaluating:  # "eval": with the samples' metrics only
-            metrics["bpd_bound"] = self._two_step_bound()
+            test = evaluate_nll(self.units["baseline"], self._test_batches(), device=self.device)
+            metrics["test_bpd"] = metrics["bpd_bound"] = test.bpd(continuous=False)
+        else:  # "eval": the bound with the samples' metrics only
+            metrics.update(self._test_bpd_and_bound(self.cfg.eval.bound_every == "epoch" or evaluating))
         metrics["bpd_seconds"] = time.perf_counter() - start  # test bits/dim and the two-step bound
         if evaluating:
             eval_models = {name: unit.eval_model for name, unit in self.units.items()}
@@ -114,30 +111,19 @@ class Experiment:
         t = self.cfg.train
         return epoch_batches(self.test_images, 256, self.cfg.data.noise_std, t.seed, TEST_NOISE_EPOCH, shuffle=False)
 
-    @torch.no_grad()
-    def _two_step_bound(self) -> float:
-        """Bits/dim upper bound of clean test data under the two-step model (bpd.two_step_bound_nats).
-
-        The denoiser is read as the 256-bin distribution it is sampled from, whichever
-        likelihood trained it, so the bound is on the discrete 8-bit -log P(x)."""
-        smoothed, denoiser = self.units["smoothed"].eval_model, self.units["denoiser"].eval_model
-        smoothed.eval(), denoiser.eval()
-        generator = epoch_generator(self.cfg.train.seed, TEST_NOISE_EPOCH, stream=1)
-        total, dims = 0.0, 0
-        for x in self.test_images.split(256):
-            x = x.to(self.device)
-            bound = two_step_bound_nats(
-                x,
-                smoothed_log_prob=lambda z: -SmoothedNLL()(smoothed, None, z),
-                denoiser_log_prob=lambda clean, z: -DenoiserNLL("discretized")(denoiser, clean, z),
-                noise_std=self.cfg.data.noise_std,
-                num_draws=self.cfg.eval.bound_noise_draws,
-                generator=generator,
-            )
-            total += float(bound.sum())
-            dims += x.numel()
-        smoothed.train(), denoiser.train()
-        return float(bits_per_dim(total, dims, continuous=False))
+    def _test_bpd_and_bound(self, with_bound: bool) -> dict[str, float]:
+        """Test bits/dim of the smoothed model and the denoiser and, `with_bound`, the two-step bound of
+        clean test data, in one pass over the test batches (training.evaluate_pair)."""
+        smoothed, denoiser = self.units["smoothed"], self.units["denoiser"]
+        generator = epoch_generator(self.cfg.train.seed, TEST_NOISE_EPOCH, stream=1)  # draws beyond the first
+        stats = evaluate_pair(smoothed, denoiser, self._test_batches(), device=self.device,
+                              noise_std=self.cfg.data.noise_std, bound_draws=self.cfg.eval.bound_noise_draws if with_bound else 0,
+                              generator=generator)
+        metrics = {self._bpd_name("test", name): stats[name].bpd(unit.loss.continuous)
+                   for name, unit in (("smoothed", smoothed), ("denoiser", denoiser))}
+        if with_bound:
+            metrics["bpd_bound"] = stats["bound"].bpd(continuous=False)
+        return metrics
 
     def save(self, directory) -> Path:
         units = {name: unit.state_dict() for name, unit in self.units.items()}

@@ -139,3 +139,48 @@ def test_bound_every_eval_skips_the_bound_between_evaluations(bound_every, has_b
     assert "test_bpd_smoothed" in metrics and "fd_digits_cnn" not in metrics
     with pytest.raises(ValueError, match="bound_every"):
         dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, bound_every="sometimes")).validate()
+
+
+def _independent_bound_bpd(exp, generators) -> float:
+    """bpd.two_step_bound_nats with one draw from each generator per batch of 256, averaged: the
+    bound computed apart from the test pass, by the function the study's docs describe."""
+    from trainables.losses import DenoiserNLL, SmoothedNLL
+    from trainables.quality.bpd import bits_per_dim, two_step_bound_nats
+
+    smoothed, denoiser = exp.units["smoothed"].eval_model.eval(), exp.units["denoiser"].eval_model.eval()
+    total = 0.0
+    with torch.no_grad():
+        for x in exp.test_images.split(256):
+            terms = [two_step_bound_nats(x, smoothed_log_prob=lambda z: -SmoothedNLL()(smoothed, None, z),
+                                         denoiser_log_prob=lambda c, z: -DenoiserNLL("discretized")(denoiser, c, z),
+                                         noise_std=exp.cfg.data.noise_std, num_draws=1, generator=g)
+                     for g in generators]
+            total += float(sum(terms).sum()) / len(terms)
+    return float(bits_per_dim(total, exp.test_images.numel(), continuous=False))
+
+
+@pytest.mark.parametrize("draws,likelihood", [(1, "discretized"), (2, "discretized"), (1, "continuous")])
+def test_the_bound_takes_its_first_draw_from_the_test_batches(draws, likelihood):
+    """One pass gives the test bits/dim and the bound: the bound's first x~ is the test batches' own
+    (their NLLs are its terms), later draws come from stream 1; the same numbers computed apart."""
+    import dataclasses
+
+    from trainables.data import epoch_generator
+    from trainables.experiment import TEST_NOISE_EPOCH
+    from trainables.training import evaluate_nll
+
+    cfg = _cfg(max_epochs=1)
+    cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, bound_noise_draws=draws, max_eval_images=300),
+                              train=dataclasses.replace(cfg.train, denoiser_likelihood=likelihood))
+    exp = Experiment(cfg, log=lambda m: None)
+    torch.manual_seed(0)
+    metrics = exp._test_bpd_and_bound(with_bound=True)
+    seed = cfg.train.seed
+    expected = _independent_bound_bpd(exp, [epoch_generator(seed, TEST_NOISE_EPOCH, stream=s) for s in range(draws)])
+    assert metrics["bpd_bound"] == pytest.approx(expected, rel=1e-6)
+    torch.manual_seed(0)  # a continuous denoiser's test NLL jitters x with the global RNG
+    for name in ("smoothed", "denoiser"):
+        unit = exp.units[name]
+        test = evaluate_nll(unit, exp._test_batches(), device="cpu")
+        assert metrics[f"test_bpd_{name}"] == pytest.approx(test.bpd(unit.loss.continuous), rel=1e-6)
+    assert "bpd_bound" not in exp._test_bpd_and_bound(with_bound=False)
