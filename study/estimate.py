@@ -9,7 +9,9 @@ tiny batches of 8x8 images of the dataset's channels. Stated model (`trial_secon
   image does not depend on the batch size (what the small-batch probe assumes);
 - test bits/dim, per epoch: test_images x (forward s/image of both models); the two-step
   bound, on the epochs it runs (every epoch, or with `bound_every=eval` only the evaluation
-  epochs): test_images x bound_noise_draws x (forward s/image of both models);
+  epochs): test_images x (bound_noise_draws - 1) x (forward s/image of both models), its first
+  draw being the test pass's own (training.evaluate_pair; a continuous denoiser's extra call
+  for that draw is left out);
 - sampling, per evaluation: a + b x num_eval_samples for both samplers, a and b fitted to
   the two tiny batches and scaled by H x W / 64 (the fast sampler does a fixed amount of
   work per pixel); the denoiser's prefill of x~ (about one forward pass) is left out;
@@ -63,7 +65,7 @@ def trial_seconds(t: StepTimes, p: StudyPlan, kind: str) -> float:
     """Wall time of one trial of `kind` (smoothed | baseline) by the module's stated model."""
     draws = p.bound_noise_draws if kind == "smoothed" else 0
     epoch = p.train_images * t.train_per_image + p.test_images * t.forward_per_image
-    bound = p.test_images * draws * t.forward_per_image
+    bound = p.test_images * max(0, draws - 1) * t.forward_per_image  # the first draw is the test pass's
     sampling = t.sample_fixed + p.eval_samples * t.sample_per_image
     bound_epochs = p.epochs if p.bound_epochs is None else p.bound_epochs
     total = p.epochs * epoch + bound_epochs * bound + p.evaluations * sampling
