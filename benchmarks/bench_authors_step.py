@@ -134,7 +134,8 @@ def main() -> None:
             cpu_ratios = [a / b for a, b in zip(cpu[v], cpu["authors"])]
             rows[v] = {"images_per_s": statistics.median(wall[v]), "images_per_cpu_s": statistics.median(cpu[v]),
                        "ratio": statistics.median(ratios), "ratio_range": [min(ratios), max(ratios)],
-                       "cpu_ratio": statistics.median(cpu_ratios), "cpu_ratio_range": [min(cpu_ratios), max(cpu_ratios)]}
+                       "cpu_ratio": statistics.median(cpu_ratios),
+                       "cpu_ratio_range": [min(cpu_ratios), max(cpu_ratios)]}
         results[f"threads={threads}"] = rows
         print(f"\nthreads {threads}, batch {args.batch}, {args.rounds} rounds of {args.steps} steps ({source})")
         print("| variant | images/s | x authors (range) | images/CPU-s | x authors per CPU-s (range) |")

@@ -116,9 +116,9 @@ class Experiment:
         clean test data, in one pass over the test batches (training.evaluate_pair)."""
         smoothed, denoiser = self.units["smoothed"], self.units["denoiser"]
         generator = epoch_generator(self.cfg.train.seed, TEST_NOISE_EPOCH, stream=1)  # draws beyond the first
+        draws = self.cfg.eval.bound_noise_draws if with_bound else 0
         stats = evaluate_pair(smoothed, denoiser, self._test_batches(), device=self.device,
-                              noise_std=self.cfg.data.noise_std, bound_draws=self.cfg.eval.bound_noise_draws if with_bound else 0,
-                              generator=generator)
+                              noise_std=self.cfg.data.noise_std, bound_draws=draws, generator=generator)
         metrics = {self._bpd_name("test", name): stats[name].bpd(unit.loss.continuous)
                    for name, unit in (("smoothed", smoothed), ("denoiser", denoiser))}
         if with_bound:
