@@ -20,7 +20,7 @@ channel-wise dropout 0.5, batch 16), the smoothed model alone. 28x28 data is the
 split in ../shared/data/mnist where it is, else random 8-bit images (the output says which).
 `--bound` also times the two-step bound (quality/bpd.two_step_bound_nats) looped against batched,
 and an epoch's test evaluation with the bound apart from the test NLLs against one pass
-(training.evaluate_pair).
+(pair_evaluation.evaluate_pair).
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from study.config import MNIST_CPU_SIZE, STUDY_SIZE  # noqa: E402
-from trainables import fused_elementwise, losses, pixelcnnpp, training  # noqa: E402
+from trainables import fused_elementwise, losses, pair_evaluation, pixelcnnpp, training  # noqa: E402
 from trainables.config import TrialConfig  # noqa: E402
 from trainables.data import add_noise, load_dataset  # noqa: E402
 from trainables.quality.bpd import two_step_bound_nats  # noqa: E402
@@ -190,7 +190,7 @@ def bench_bound(args) -> dict:
 def bench_evaluation(units: dict, x: torch.Tensor, cfg: TrialConfig, rounds: int) -> dict:
     """An epoch's test evaluation of a smoothed trial with one bound draw (the study sizes): the test
     NLLs of both models and then the bound on draws of its own (`separate`, the code before
-    training.evaluate_pair) against one pass whose bound takes the test batches' x~ (`shared`)."""
+    pair_evaluation.evaluate_pair) against one pass whose bound takes the test batches' x~ (`shared`)."""
     noise_std = cfg.data.noise_std
     batches = [(b, add_noise(b, noise_std, torch.Generator().manual_seed(i))) for i, b in enumerate(x.split(256))]
     smoothed, denoiser = units["smoothed"], units["denoiser"]
@@ -205,7 +205,7 @@ def bench_evaluation(units: dict, x: torch.Tensor, cfg: TrialConfig, rounds: int
                                     noise_std=noise_std, num_draws=1, generator=torch.Generator().manual_seed(0))
 
     def shared():
-        training.evaluate_pair(smoothed, denoiser, batches, device="cpu", noise_std=noise_std, bound_draws=1,
+        pair_evaluation.evaluate_pair(smoothed, denoiser, batches, device="cpu", noise_std=noise_std, bound_draws=1,
                                generator=None)
 
     shared()  # warm-up

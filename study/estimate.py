@@ -10,7 +10,7 @@ tiny batches of 8x8 images of the dataset's channels. Stated model (`trial_secon
 - test bits/dim, per epoch: test_images x (forward s/image of both models); the two-step
   bound, on the epochs it runs (every epoch, or with `bound_every=eval` only the evaluation
   epochs): test_images x (bound_noise_draws - 1) x (forward s/image of both models), its first
-  draw being the test pass's own (training.evaluate_pair; a continuous denoiser's extra call
+  draw being the test pass's own (pair_evaluation.evaluate_pair; a continuous denoiser's extra call
   for that draw is left out);
 - sampling, per evaluation: a + b x num_eval_samples for both samplers, a and b fitted to
   the two tiny batches and scaled by H x W / 64 (the fast sampler does a fixed amount of

@@ -19,7 +19,8 @@ from trainables.data import epoch_batches, epoch_generator, load_dataset
 from trainables.quality.trial_evaluation import SampleEvaluator
 from trainables.losses import DenoiserNLL, DiscretizedNLL, SmoothedNLL
 from trainables.pixelcnnpp import PixelCNNpp
-from trainables.training import TrainUnit, evaluate_nll, evaluate_pair, train_epoch
+from trainables.pair_evaluation import evaluate_pair
+from trainables.training import TrainUnit, evaluate_nll, train_epoch
 
 TEST_NOISE_EPOCH = -1  # the test split's noise comes from generator (seed, -1): the same every epoch
 
@@ -113,7 +114,7 @@ class Experiment:
 
     def _test_bpd_and_bound(self, with_bound: bool) -> dict[str, float]:
         """Test bits/dim of the smoothed model and the denoiser and, `with_bound`, the two-step bound of
-        clean test data, in one pass over the test batches (training.evaluate_pair)."""
+        clean test data, in one pass over the test batches (pair_evaluation.evaluate_pair)."""
         smoothed, denoiser = self.units["smoothed"], self.units["denoiser"]
         generator = epoch_generator(self.cfg.train.seed, TEST_NOISE_EPOCH, stream=1)  # draws beyond the first
         draws = self.cfg.eval.bound_noise_draws if with_bound else 0

@@ -15,8 +15,7 @@ from typing import Iterable, Optional
 import torch
 
 from trainables.distributed import SINGLE, Shard
-from trainables.losses import DenoiserNLL, SmoothedNLL
-from trainables.quality.bpd import bits_per_dim, gaussian_log_prob, two_step_bound_nats
+from trainables.quality.bpd import bits_per_dim
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]  # (x, x_noisy), each (B, C, H, W)
 
@@ -125,7 +124,8 @@ class EpochStats:
         return float(bits_per_dim(self.nll_nats, self.num_dims, continuous=continuous))
 
 
-def _to_device(batch, device):
+def batch_to_device(batch, device) -> tuple[torch.Tensor, ...]:
+    """A batch's tensors on `device` (non-blocking: pinned CPU memory to a GPU overlaps the copy)."""
     return tuple(t.to(device, non_blocking=True) for t in batch)
 
 
@@ -143,7 +143,7 @@ def train_epoch(unit: TrainUnit, batches: Batches, *, epoch: int, device, shard:
     start = time.perf_counter()
     for step, batch in enumerate(batches, start=1):
         global_rows = batch[0].shape[0]
-        x, x_noisy = _to_device(shard.rows(batch), device)  # (b, C, H, W); b = B / world_size
+        x, x_noisy = batch_to_device(shard.rows(batch), device)  # (b, C, H, W); b = B / world_size
         with torch.autocast(x.device.type, dtype=unit.autocast_dtype or torch.float32,
                             enabled=unit.autocast_dtype is not None):
             forward = unit.train_forward if unit.train_forward is not None else unit.model
@@ -188,54 +188,9 @@ def evaluate_nll(unit: TrainUnit, batches: Batches, *, device) -> EpochStats:
     dims = images = 0
     start = time.perf_counter()
     for batch in batches:
-        x, x_noisy = _to_device(batch, device)
+        x, x_noisy = batch_to_device(batch, device)
         total += unit.loss(model, x, x_noisy).sum()
         dims += x.numel()
         images += x.shape[0]
     model.train(was_training)
     return EpochStats(float(total), dims, images, time.perf_counter() - start)
-
-
-@torch.no_grad()
-def evaluate_pair(smoothed: TrainUnit, denoiser: TrainUnit, batches: Batches, *, device, noise_std: float,
-                  bound_draws: int, generator: Optional[torch.Generator]) -> dict[str, EpochStats]:
-    """Summed NLLs of a smoothed model and its denoiser (evaluation models, eval mode) over `batches`
-    of (x, x~) and, with bound_draws >= 1, the two-step bound (quality/bpd.two_step_bound_nats) of
-    the clean x, in one pass: {"smoothed", "denoiser"[, "bound"]: EpochStats}.
-
-    The bound's first noise draw is the batches' own x~, so its terms -log p(x~) and -log P(x | x~)
-    are the NLLs already computed; draws beyond the first come from `generator`. The denoiser is
-    read as the 256-bin distribution it is sampled from, whichever likelihood trained it, so the
-    bound is on the discrete 8-bit -log P(x) (a continuous denoiser's NLL scores jittered x: there
-    the discretized one costs one denoiser call more)."""
-    models = smoothed.eval_model, denoiser.eval_model
-    modes = [m.training for m in models]
-    for m in models:
-        m.eval()
-    discretized = DenoiserNLL("discretized")
-    totals = {"smoothed": 0.0, "denoiser": 0.0, "bound": 0.0}
-    dims = images = 0
-    start = time.perf_counter()
-    for batch in batches:
-        x, x_noisy = _to_device(batch, device)
-        nll_smoothed = smoothed.loss(models[0], x, x_noisy)  # (N,) nats
-        nll_denoiser = denoiser.loss(models[1], x, x_noisy)
-        totals["smoothed"] += float(nll_smoothed.sum())
-        totals["denoiser"] += float(nll_denoiser.sum())
-        dims += x.numel()
-        images += x.shape[0]
-        if bound_draws < 1:
-            continue
-        nll_discrete = discretized(models[1], x, x_noisy) if denoiser.loss.continuous else nll_denoiser
-        term = gaussian_log_prob(x_noisy, x, noise_std) + nll_smoothed + nll_discrete  # the first draw
-        if bound_draws > 1:
-            rest = two_step_bound_nats(x, smoothed_log_prob=lambda z: -SmoothedNLL()(models[0], None, z),
-                                       denoiser_log_prob=lambda clean, z: -discretized(models[1], clean, z),
-                                       noise_std=noise_std, num_draws=bound_draws - 1, generator=generator)
-            term = (term + (bound_draws - 1) * rest) / bound_draws
-        totals["bound"] += float(term.sum())
-    for m, mode in zip(models, modes):
-        m.train(mode)
-    seconds = time.perf_counter() - start
-    names = ("smoothed", "denoiser", "bound") if bound_draws >= 1 else ("smoothed", "denoiser")
-    return {name: EpochStats(totals[name], dims, images, seconds) for name in names}

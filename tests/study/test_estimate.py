@@ -23,7 +23,7 @@ def test_estimate_arithmetic_with_injected_step_times():
     plan = estimate.StudyPlan(smoothed_trials=6, baseline_trials=1, epochs=8, evaluations=4, train_images=1437,
                               test_images=360, eval_samples=200, bound_noise_draws=1, concurrency=2)
     # smoothed: 8 x (1437 x 0.01 + 360 x 0.002) + 4 x (1 + 200 x 0.05) = 120.72 + 44; the one bound
-    # draw is the test pass's (training.evaluate_pair): no forward passes of its own
+    # draw is the test pass's (pair_evaluation.evaluate_pair): no forward passes of its own
     assert estimate.trial_seconds(TIMES, plan, "smoothed") == pytest.approx(164.72)
     # baseline: one network, no bound: (8 x (14.37 + 0.72) + 44) / 2
     assert estimate.trial_seconds(TIMES, plan, "baseline") == pytest.approx(82.36)
