@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from study import extend, preflight
-from study.recovery import disk_space, leftovers, state_backup
+from study.recovery import ctrl_c, disk_space, leftovers, state_backup
 from trainables.atomic_write import sweep_temp_files
 from study.cli import NON_IDENTITY_FLAGS, default_name, identity_diff, option, resolve
 from study.config import StudyConfig, StudyError
@@ -203,6 +203,7 @@ def run_study(cfg: StudyConfig, resuming: bool, flags: dict[str, Any], log=print
             tuner = tune_adapter.build_tuner(spec, listener, study_line)
         start = time.time()
         with state_backup.Snapshotter(study_dir.path, log=log) if study_dir.is_local else contextlib.nullcontext():
+            ctrl_c.raise_if_received()  # from here on Tune's handler takes a Ctrl-C
             records = tune_adapter.fit(tuner, cfg.objective, cfg.mode)
         wall = time.time() - start
     finally:

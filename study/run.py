@@ -14,6 +14,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)  # progress lines reach a log file or a pipe as they happen
     flags = parse(argv)
+    from study.recovery import ctrl_c
+
+    with ctrl_c.recorded():  # a Ctrl-C whose KeyboardInterrupt some library swallows still ends the study
+        return _run(flags)
+
+
+def _run(flags: dict) -> int:
     try:
         from study import preflight
         from study.recovery import driver_log

@@ -12,7 +12,7 @@
 | a kill between Tune's pruning of a checkpoint and its saving the list | trainables/tune/checkpoint_repair.py (the Ray adapter: it reads Tune's private state) | tests/trainables/test_checkpoint_repair.py |
 | Tune's trials and its searcher's state saved or uploaded at different moments by a killed driver (a completed trial's Optuna record FAIL, a concurrency slot held forever, a trial lost or made twice) | trainables/tune/reconcile_search.py (the searchers lined up with Tune's restored trials) | tests/trainables/test_reconcile_search.py, tests/study/test_fresh_head.py |
 | half-written files of a killed write | trainables/atomic_write.py (the one atomic writer, and its sweep of leftovers) | tests/trainables/test_atomic_write.py, tests/study/test_full_disk.py |
-| Ctrl-C: the state stays resumable, exit 130 | study/run.py | tests/study/test_interrupt.py |
+| Ctrl-C: the state stays resumable, exit 130; one whose KeyboardInterrupt a library swallows is not lost | study/run.py, `ctrl_c.py` | tests/study/test_interrupt.py, tests/study/test_ctrl_c.py |
 | SIGKILL at random points, then the same command | all of the above | tests/study/test_chaos.py, tests/study/test_resume.py |
 | the MLflow server restarted mid-study (MLflow's client retries) | none needed | tests/study/test_mlflow_restart.py |
 | a Ray node lost mid-trial; the S3 server unreachable for 30 s (each costs the trials it hits one retry, from the latest registered checkpoint) | Tune's retries (--max-failures); trainables/tune/events.py copies only the grids, so a checkpoint is registered sooner | tests/study/test_cluster.py, tests/tools/test_lab_faults.py |
