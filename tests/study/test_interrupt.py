@@ -27,6 +27,15 @@ MOMENTS = ("starting study",        # Ray up, Tuner built, no trial started: Tun
            "epoch 1/2")             # mid-training, a checkpoint saved
 
 
+def _signal_state(pid: int) -> str:
+    """The driver's SIGINT disposition as the kernel sees it (blocked/ignored/caught masks), for a failure's message."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return " ".join(ln.strip() for ln in f if ln.startswith(("SigBlk", "SigIgn", "SigCgt")))
+    except OSError as err:
+        return f"unreadable ({err})"
+
+
 def _interrupt_at(cmd, env, moment: str, timeout: float = 600) -> tuple[int, str]:
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             start_new_session=True)
@@ -38,7 +47,9 @@ def _interrupt_at(cmd, env, moment: str, timeout: float = 600) -> tuple[int, str
         for line in proc.stdout:
             lines.append(line)
             if not sent and moment in line:
+                state = _signal_state(proc.pid)
                 os.killpg(proc.pid, signal.SIGINT)
+                lines.append(f"[test: SIGINT sent to the process group; the driver had {state}]\n")
                 sent = True
         proc.wait()
     finally:
