@@ -42,12 +42,17 @@ def _check_finished_study(study_dir, name: str) -> None:
         assert len({r.data.tags["config_label"] for r in runs}) == 1
         assert {r.data.tags["state"] for r in runs} == {"completed"}
     searched = [runs for runs in groups.values() if runs[0].data.tags["kind"] == "smoothed"][0]
-    assert {r.data.tags["optuna_number"] for r in searched} == {"0"}, "both seeds are one Optuna trial"
+    numbers = {r.data.tags["optuna_number"] for r in searched}
+    assert len(numbers) == 1, "both seeds are one Optuna trial"
     assert {r.data.tags["optuna_state"] for r in searched} == {"COMPLETE"}
     values = [r.data.metrics[OBJECTIVE] for r in searched]
     stored = optuna.load_study(study_name=name, storage=f"sqlite:///{study_dir}/optuna.db")
     complete = [t for t in stored.trials if t.state.name == "COMPLETE"]
     assert len(complete) == 1 and complete[0].value == pytest.approx(sum(values) / 2)
+    assert str(complete[0].number) in numbers
+    # A kill before Tune saved the searched trial loses it (its Optuna record ends FAIL, reconcile_search.py)
+    # and the resumed study asks again: then the one COMPLETE trial is number 1, not 0.
+    assert all(t.state.name == "FAIL" for t in stored.trials if t.number != complete[0].number), stored.trials
     with open(study_dir / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 4
