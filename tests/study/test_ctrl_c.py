@@ -55,18 +55,15 @@ def test_an_ignored_sigint_stays_ignored():
 # The driver, with a library that swallows the KeyboardInterrupt of a Ctrl-C arriving as the Tuner is built
 # (in a process of its own: Ray, its environment and the signal handlers stay out of pytest's).
 SWALLOWING_DRIVER = """
-import os, signal, sys, time
+import sys
+from tests.study.test_ctrl_c import _swallowed_ctrl_c
 from trainables.tune import tuner as tune_adapter
 
 real_build = tune_adapter.build_tuner
 
 def build_then_swallow(*args, **kwargs):
     tuner = real_build(*args, **kwargs)
-    try:
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(1)
-    except BaseException:
-        pass
+    _swallowed_ctrl_c()
     return tuner
 
 def fit(*args, **kwargs):
